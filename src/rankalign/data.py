@@ -1,0 +1,480 @@
+"""The ranked list: readers, layout normalizers, validation, filters and atomic/resumable writers.
+
+One unit flows between every stage (DESIGN.md §1):
+
+    {"id": "hh-00017", "prompt": "...", "responses": ["...", "..."],
+     "scores": [0.8, -1.2], "sources": ["policy:diverse-beam", "dataset:chosen"]}
+
+`prompt` is a string or a list of chat messages; `scores` are optional until the score stage,
+higher is better, ties allowed; k may differ between rows. Readers accept the layouts below and
+normalize them into this unit; any other field of a row is kept as is.
+
+| layout | fields |
+|---|---|
+| ranked list / RRHF original | `prompt` or `query`, `responses`, optional `scores` / `sources` |
+| pairwise | `prompt`, `chosen`, `rejected` (strings or message lists) |
+| Anthropic-HH transcript | `chosen`, `rejected` full dialogues, split at the last `\\n\\nAssistant:` |
+| PRO | `prefix`, `suffix`, `reward` |
+| conversation | `messages` (the last assistant message is the response) |
+| prompt only | `prompt` (or `query` / `instruction` / `question`) |
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+HH_ASSISTANT = "\n\nAssistant:"
+PROMPT_KEYS = ("prompt", "query", "instruction", "question")
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _looks_like_hub_name(spec: str) -> bool:
+    parts = spec.split(":")[0].split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
+    """Yield (record, location) from a file, a `load_from_disk` folder or a hub dataset.
+
+    location is {"file": ..., "line": n} for line-based files, {"file": ..., "row": i} otherwise.
+    A hub dataset is `org/name` or `org/name:split` (default split `train`).
+    """
+    path = Path(spec)
+    if path.is_dir():
+        yield from _read_dataset_dir(path)
+        return
+    if not path.exists():
+        if _looks_like_hub_name(str(spec)):
+            yield from _read_hub(str(spec))
+            return
+        raise UserError("file not found", file=spec)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _read_jsonl(path)
+    elif suffix == ".json":
+        yield from _read_json(path)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path)
+    elif suffix in (".csv", ".tsv"):
+        yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    else:
+        raise UserError(
+            f"unknown file type '{suffix}' (use .jsonl, .json, .parquet, .csv or a dataset folder)",
+            file=path,
+        )
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[dict, dict]]:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"not valid UTF-8 (byte {e.start})", file=path, line=n) from None
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=n) from None
+            if not isinstance(rec, dict):
+                raise UserError(f"expected a JSON object, got {type(rec).__name__}", file=path, line=n)
+            yield rec, {"file": str(path), "line": n}
+
+
+def _read_json(path: Path) -> Iterator[tuple[dict, dict]]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=e.lineno) from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise UserError("a .json file must hold a list of objects (or {'data': [...]})", file=path)
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise UserError(f"expected a JSON object, got {type(rec).__name__}", file=path, row=i)
+        yield rec, {"file": str(path), "row": i}
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[dict, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise UserError(f"cannot read Parquet: {str(e).splitlines()[0]}", file=path) from None
+    for i, rec in enumerate(table.to_pylist()):
+        yield rec, {"file": str(path), "row": i}
+
+
+def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[dict, dict]]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            for i, rec in enumerate(csv.DictReader(f, delimiter=delimiter)):
+                # list-valued columns (responses, scores, ...) are JSON text in a CSV cell
+                for key, value in rec.items():
+                    if isinstance(value, str) and value[:1] in "[{":
+                        try:
+                            rec[key] = json.loads(value)
+                        except json.JSONDecodeError:
+                            pass
+                yield rec, {"file": str(path), "line": i + 2}  # line 1 is the header
+    except UnicodeDecodeError as e:
+        raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
+
+
+def _read_dataset_dir(path: Path) -> Iterator[tuple[dict, dict]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise UserError(f"not a datasets.save_to_disk folder: {str(e).splitlines()[0]}", file=path) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise UserError(f"dataset folder has splits {list(ds)}; point at one split's folder", file=path)
+        ds = ds["train"]
+    for i, rec in enumerate(ds):
+        yield rec, {"file": str(path), "row": i}
+
+
+def _read_hub(spec: str) -> Iterator[tuple[dict, dict]]:
+    import datasets
+
+    name, _, split = spec.partition(":")
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:
+        raise UserError(
+            f"cannot load hub dataset '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+            file=spec,
+        ) from None
+    for i, rec in enumerate(ds):
+        yield rec, {"file": spec, "row": i}
+
+
+# ----------------------------------------------------------------------------- normalizing
+
+
+def _err(loc: dict, field_name: str | None, message: str) -> UserError:
+    return UserError(message, file=loc.get("file"), line=loc.get("line"), row=loc.get("row"), field=field_name)
+
+
+def _check_messages(value: Any, loc: dict, field_name: str) -> list[dict]:
+    if not value:
+        raise _err(loc, field_name, "empty message list")
+    for m in value:
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m):
+            raise _err(loc, field_name, "each message needs 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise _err(loc, field_name, f"unknown message role '{m['role']}'")
+        if not isinstance(m["content"], str):
+            raise _err(loc, field_name, "message 'content' must be a string")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _prompt(value: Any, loc: dict, field_name: str) -> str | list[dict]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise _err(loc, field_name, "empty prompt")
+        return value
+    if isinstance(value, list):
+        return _check_messages(value, loc, field_name)
+    raise _err(loc, field_name, f"prompt must be a string or a list of messages, got {type(value).__name__}")
+
+
+def _response(value: Any, loc: dict, field_name: str) -> str:
+    """A response is a string, or a single assistant message (or a list ending in one)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("role") == "assistant" and isinstance(value.get("content"), str):
+        return value["content"]
+    if isinstance(value, list) and value:
+        return _response(value[-1], loc, field_name)
+    raise _err(loc, field_name, f"response must be a string or an assistant message, got {type(value).__name__}")
+
+
+def _number(value: Any, loc: dict, field_name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _err(loc, field_name, f"score must be a number, got {json.dumps(value)[:40]}")
+    if not math.isfinite(value):
+        raise _err(loc, field_name, f"score is {value} (must be finite)")
+    return float(value)
+
+
+def _split_hh(chosen: str, rejected: str, loc: dict) -> tuple[str, str, str]:
+    """Split Anthropic-HH transcripts into (shared prompt ending in 'Assistant:', chosen, rejected)."""
+    cut_c, cut_r = chosen.rfind(HH_ASSISTANT), rejected.rfind(HH_ASSISTANT)
+    if cut_c < 0 or cut_r < 0:
+        raise _err(loc, "chosen", f"no '{HH_ASSISTANT.strip()}' turn to split the HH transcript at")
+    end = cut_c + len(HH_ASSISTANT)
+    prompt = chosen[:end]
+    if rejected[: cut_r + len(HH_ASSISTANT)] != prompt:
+        raise _err(loc, "rejected", "chosen and rejected do not share the dialogue up to the last Assistant turn")
+    return prompt, chosen[end:], rejected[cut_r + len(HH_ASSISTANT) :]
+
+
+def normalize(rec: dict, loc: dict, index: int) -> dict:
+    """Turn one record of any supported layout into a ranked-list row (validated)."""
+    known = {"id", "prompt", "query", "instruction", "question", "responses", "scores", "sources",
+             "chosen", "rejected", "prefix", "suffix", "reward", "messages", "sft_index"}
+    extra = {k: v for k, v in rec.items() if k not in known}
+    row_id = rec.get("id", rec.get("_id"))
+    row: dict[str, Any] = {"id": str(row_id) if row_id is not None else f"row-{index:06d}"}
+    prompt_key = next((k for k in PROMPT_KEYS if rec.get(k) is not None), None)
+
+    if "responses" in rec:  # ranked list / RRHF original
+        if prompt_key is None:
+            raise _err(loc, "prompt", "missing prompt (or 'query')")
+        row["prompt"] = _prompt(rec[prompt_key], loc, prompt_key)
+        responses = rec["responses"]
+        if not isinstance(responses, list):
+            raise _err(loc, "responses", f"must be a list, got {type(responses).__name__}")
+        row["responses"] = [_response(r, loc, f"responses[{i}]") for i, r in enumerate(responses)]
+        for key in ("scores", "sources"):
+            if rec.get(key) is not None:
+                row[key] = rec[key]
+    elif "chosen" in rec or "rejected" in rec:  # pairwise or HH transcript
+        for key in ("chosen", "rejected"):
+            if rec.get(key) is None:
+                raise _err(loc, key, "missing (pairwise rows need both 'chosen' and 'rejected')")
+        if prompt_key is not None:
+            row["prompt"] = _prompt(rec[prompt_key], loc, prompt_key)
+            row["responses"] = [_response(rec["chosen"], loc, "chosen"), _response(rec["rejected"], loc, "rejected")]
+        elif isinstance(rec["chosen"], str) and isinstance(rec["rejected"], str):
+            prompt, c, r = _split_hh(rec["chosen"], rec["rejected"], loc)
+            row["prompt"], row["responses"] = prompt, [c, r]
+        else:  # conversational pair without a prompt: the shared messages before the last reply
+            c, r = (_check_messages(rec[k], loc, k) for k in ("chosen", "rejected"))
+            if c[:-1] != r[:-1] or not c[:-1]:
+                raise _err(loc, "rejected", "chosen and rejected conversations do not share a prompt")
+            row["prompt"], row["responses"] = c[:-1], [_response(c[-1], loc, "chosen"), _response(r[-1], loc, "rejected")]
+        row["scores"] = [1.0, 0.0]
+        row["sources"] = ["dataset:chosen", "dataset:rejected"]
+    elif "suffix" in rec:  # PRO layout
+        prefix = rec.get("prefix")
+        if isinstance(prefix, list) and prefix and isinstance(prefix[0], list):
+            if any(p != prefix[0] for p in prefix):
+                raise _err(loc, "prefix", "candidates have different prefixes; one prompt per row")
+            prefix = prefix[0]
+        if isinstance(prefix, list):
+            prefix = "".join(str(p) for p in prefix)
+        row["prompt"] = _prompt(prefix, loc, "prefix")
+        if not isinstance(rec["suffix"], list):
+            raise _err(loc, "suffix", "must be a list of responses")
+        row["responses"] = [_response(r, loc, f"suffix[{i}]") for i, r in enumerate(rec["suffix"])]
+        if rec.get("reward") is not None:
+            row["scores"] = rec["reward"]
+    elif "messages" in rec:  # one conversation: SFT data (k = 1)
+        msgs = _check_messages(rec["messages"], loc, "messages")
+        if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
+            raise _err(loc, "messages", "a conversation must end with an assistant message")
+        row["prompt"], row["responses"] = msgs[:-1], [msgs[-1]["content"]]
+    elif prompt_key is not None:  # prompts only (input of the sample stage)
+        row["prompt"] = _prompt(rec[prompt_key], loc, prompt_key)
+        row["responses"] = []
+    else:
+        raise _err(loc, None, f"unrecognized layout (fields: {', '.join(sorted(rec)) or 'none'})")
+
+    k = len(row["responses"])
+    if "scores" in row:
+        scores = row["scores"]
+        if not isinstance(scores, list):
+            raise _err(loc, "scores", f"must be a list, got {type(scores).__name__}")
+        if len(scores) != k:
+            raise _err(loc, "scores", f"has {len(scores)} values for {k} responses")
+        row["scores"] = [_number(s, loc, f"scores[{i}]") for i, s in enumerate(scores)]
+    if "sources" in row:
+        if not isinstance(row["sources"], list) or len(row["sources"]) != k:
+            raise _err(loc, "sources", f"must be a list of {k} strings")
+        row["sources"] = [str(s) for s in row["sources"]]
+    row.update(extra)
+    return row
+
+
+# ----------------------------------------------------------------------------- loading with filters
+
+
+@dataclass
+class LoadReport:
+    """Counts of what was read, kept and filtered: printed and saved beside outputs, never silent."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept,
+                "dropped": dict(self.dropped), "notes": dict(self.notes)}
+
+    def summary(self) -> str:
+        parts = [f"read {self.rows_read} rows, kept {self.rows_kept}"]
+        parts += [f"dropped {n} ({why})" for why, n in sorted(self.dropped.items())]
+        parts += [f"{n} {what}" for what, n in sorted(self.notes.items())]
+        return "; ".join(parts)
+
+
+@dataclass
+class LoadedData:
+    rows: list[dict]
+    locations: list[dict]
+    report: LoadReport
+
+
+def load_lists(
+    spec: str | os.PathLike,
+    *,
+    require_scores: bool = False,
+    min_responses: int = 0,
+    empty_responses: str = "error",
+    drop_tied_lists: bool = False,
+    limit: int | None = None,
+) -> LoadedData:
+    """Read and validate ranked lists.
+
+    - `require_scores`: every row must carry scores (training inputs).
+    - `min_responses`: rows with fewer responses are an error naming the line (e.g. k=1 with a
+      ranking loss).
+    - `empty_responses`: "error" (default) or "drop" (the empty responses are removed, counted).
+    - `drop_tied_lists`: drop lists whose scores are all equal (counted); otherwise counted only.
+    """
+    if empty_responses not in ("error", "drop"):
+        raise UserError(f"empty_responses must be 'error' or 'drop', got '{empty_responses}'")
+    rows, locs, report, seen = [], [], LoadReport(), {}
+    for i, (rec, loc) in enumerate(read_records(spec)):
+        if limit is not None and len(rows) >= limit:
+            break
+        report.rows_read += 1
+        row = normalize(rec, loc, i)
+        if row["id"] in seen:
+            raise _err(loc, "id", f"duplicate id '{row['id']}' (first seen at {_where(seen[row['id']])})")
+        seen[row["id"]] = loc
+        empty = [j for j, r in enumerate(row["responses"]) if not r.strip()]
+        if empty and empty_responses == "error":
+            raise _err(loc, f"responses[{empty[0]}]", "empty or whitespace-only response "
+                       "(set empty_responses: drop to remove such responses)")
+        if empty:
+            keep = [j for j in range(len(row["responses"])) if j not in empty]
+            for key in ("responses", "scores", "sources"):
+                if key in row:
+                    row[key] = [row[key][j] for j in keep]
+            report.notes["empty responses removed"] += len(empty)
+        if require_scores and "scores" not in row:
+            raise _err(loc, "scores", "missing (run `rankalign score` first, or add scores)")
+        if len(row["responses"]) < min_responses:
+            raise _err(loc, "responses", f"has {len(row['responses'])} response(s); this needs at least {min_responses}")
+        scores = row.get("scores")
+        if scores and len(scores) > 1 and len(set(scores)) == 1:
+            if drop_tied_lists:
+                report.dropped["all responses tied"] += 1
+                continue
+            report.notes["lists with all responses tied"] += 1
+        rows.append(row)
+        locs.append(loc)
+    report.rows_kept = len(rows)
+    if not rows:
+        raise UserError("no usable rows" + (f" ({report.summary()})" if report.rows_read else ""), file=spec)
+    return LoadedData(rows, locs, report)
+
+
+def _where(loc: dict) -> str:
+    return f"line {loc['line']}" if "line" in loc else f"row {loc.get('row')}"
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that readers see either the old content or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_jsonl(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, to_jsonl(rows))
+
+
+class ShardedWriter:
+    """Resumable output for long stages: rows are committed in atomically written shards.
+
+    Shards live in `<out>.parts/`; each holds the rows of consecutive input positions. After a
+    kill, `done_ids` tells which rows are finished; `finish` merges shards in input order into
+    `<out>` (atomically) and removes the folder. A row is never written twice or lost.
+    """
+
+    def __init__(self, out: str | os.PathLike, shard_size: int = 64):
+        self.out = Path(out)
+        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.shard_size = shard_size
+        self.parts.mkdir(parents=True, exist_ok=True)
+        for stale in self.parts.glob(".*.tmp"):  # a temp file left by a kill
+            stale.unlink()
+        self._pending: list[dict] = []
+        self._next = len(list(self.parts.glob("shard-*.jsonl")))
+
+    def done_rows(self) -> list[dict]:
+        rows = []
+        for shard in sorted(self.parts.glob("shard-*.jsonl")):
+            rows += [json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines() if line]
+        return rows
+
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.done_rows()}
+
+    def add(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        write_jsonl(self.parts / f"shard-{self._next:06d}.jsonl", self._pending)
+        self._next += 1
+        self._pending = []
+
+    def finish(self, order: list[str]) -> list[dict]:
+        """Merge all shards into the output in the order of `order` (the input ids)."""
+        self.flush()
+        by_id = {r["id"]: r for r in self.done_rows()}
+        missing = [i for i in order if i not in by_id]
+        if missing:
+            raise RuntimeError(f"{len(missing)} rows missing from {self.parts} (first: {missing[0]})")
+        rows = [by_id[i] for i in order]
+        write_jsonl(self.out, rows)
+        for shard in self.parts.glob("shard-*.jsonl"):
+            shard.unlink()
+        self.parts.rmdir()
+        return rows

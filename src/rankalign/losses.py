@@ -1,0 +1,455 @@
+"""Ranking losses: every method is a pure function of per-response (B, K) tensors.
+
+For a batch of B prompts with up to K responses each, the trainer computes per response the sum
+of its token log-probs ``logp[b, i]`` and its token count ``lengths[b, i]`` and passes them, with
+the rewards ``scores``, a validity ``mask`` and (where needed) reference log-probs, as a
+:class:`LossInputs`. Each loss ``fn(inputs, **hyperparameters)`` returns ``(loss, parts)``: a
+scalar (the mean over the B lists of a per-list loss) and a dict of detached scalar components.
+
+Conventions shared by every loss:
+
+* ``p_i = logp_i / lengths_i`` is the length-normalized log-prob (RRHF Eq. 1).
+* A preference pair (i, j) means ``scores[i] > scores[j]`` strictly: ties never form a pair, and
+  a tied response is never used as a negative for another. ``pair_mode="best-worst"`` keeps one
+  pair per list (highest vs lowest score).
+* The "best" response of a list is the first valid one with the highest score.
+* Padded slots (``mask == False``) may hold anything, NaN included: inputs are sanitized with
+  ``torch.where`` before any arithmetic, so they never reach the loss or its gradients.
+* A list with no pair (e.g. all tied) adds 0 to the batch mean; nothing divides by zero.
+* Computation is done in at least float32 (float64 inputs stay float64).
+
+Methods: ``rrhf`` (RRHF paper Eq. 1-5), ``pro`` (thesis Eq. 15-18), ``listwise_dpo`` (thesis
+Eq. 19-20), ``dpo`` (thesis Eq. 12), ``ipo`` (Azar et al. 2023), ``slic`` (thesis Eq. 14),
+``simpo`` (Meng et al. 2024), ``cpo`` (Xu et al. 2024), ``sft`` and ``raft`` (Dong et al. 2023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LOSSES",
+    "MIN_RESPONSES",
+    "NEEDS_REFERENCE",
+    "LossFn",
+    "LossInputs",
+    "best_index",
+    "cpo",
+    "dpo",
+    "ipo",
+    "listwise_dpo",
+    "preference_pairs",
+    "pro",
+    "raft",
+    "ranking_metrics",
+    "rrhf",
+    "sft",
+    "simpo",
+    "slic",
+]
+
+PAIR_MODES = ("all", "best-worst")
+SFT_REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class LossInputs:
+    """Per-response tensors of a batch of B ranked lists, padded to K responses.
+
+    logp: (B, K) sum of token log-probs of each response under the policy.
+    lengths: (B, K) token count of each response (>= 1 where valid).
+    scores: (B, K) rewards, higher is better; ties allowed.
+    mask: (B, K) bool, True where the response exists.
+    ref_logp: (B, K) reference-model sum log-probs, for dpo / ipo / listwise-dpo.
+    """
+
+    logp: torch.Tensor
+    lengths: torch.Tensor
+    scores: torch.Tensor
+    mask: torch.Tensor
+    ref_logp: torch.Tensor | None = None
+
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+class _Clean(NamedTuple):
+    logp: torch.Tensor  # 0 in padded slots
+    p: torch.Tensor  # logp / lengths, 0 in padded slots
+    lengths: torch.Tensor  # 1 in padded slots
+    scores: torch.Tensor  # 0 in padded slots
+    mask: torch.Tensor
+    ref_logp: torch.Tensor | None  # 0 in padded slots
+
+
+def _clean(inputs: LossInputs, *, need_ref: bool = False, method: str = "") -> _Clean:
+    """Validate shapes and replace every padded slot by a harmless finite value."""
+    logp, mask = inputs.logp, inputs.mask
+    if logp.dim() != 2:
+        raise ValueError(f"logp must have shape (B, K), got {tuple(logp.shape)}")
+    names = {"lengths": inputs.lengths, "scores": inputs.scores, "mask": mask}
+    if inputs.ref_logp is not None:
+        names["ref_logp"] = inputs.ref_logp
+    for name, t in names.items():
+        if t.shape != logp.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, logp has {tuple(logp.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
+    if need_ref and inputs.ref_logp is None:
+        raise ValueError(f"loss '{method}' needs reference log-probs (LossInputs.ref_logp)")
+
+    dtype = torch.promote_types(logp.dtype, torch.float32)
+    mask = mask.to(logp.device)
+
+    def fill(t: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.where(mask, t.to(device=logp.device, dtype=dtype), value)
+
+    clean_logp, lengths, scores = (
+        fill(logp, 0.0),
+        fill(inputs.lengths, 1.0),
+        fill(inputs.scores, 0.0),
+    )
+    ref = None if inputs.ref_logp is None else fill(inputs.ref_logp, 0.0)
+    return _Clean(clean_logp, clean_logp / lengths, lengths, scores, mask, ref)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def preference_pairs(scores: torch.Tensor, mask: torch.Tensor, mode: str = "all") -> torch.Tensor:
+    """Bool (B, K, K): ``[b, i, j]`` True iff i and j are valid and ``scores[b, i] > scores[b, j]``.
+
+    mode "all": every strictly ordered pair (ties give no pair).
+    mode "best-worst": only (argmax valid score, argmin valid score) per list (first index on
+    ties), and no pair when those two scores tie.
+    """
+    _check_choice("pair_mode", mode, PAIR_MODES)
+    mask = mask.bool()
+    s = torch.where(mask, scores, 0)
+    pairs = (s.unsqueeze(2) > s.unsqueeze(1)) & mask.unsqueeze(2) & mask.unsqueeze(1)
+    if mode == "all":
+        return pairs
+    sf = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    best = torch.where(mask, sf, float("-inf")).argmax(dim=1)
+    worst = torch.where(mask, sf, float("inf")).argmin(dim=1)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    only = torch.zeros_like(pairs)
+    only[rows, best, worst] = pairs[rows, best, worst]
+    return only
+
+
+def best_index(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Long (B,): index of the highest-scored valid response (first on ties; 0 if none valid)."""
+    sf = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    return torch.where(mask.bool(), sf, float("-inf")).argmax(dim=1)
+
+
+def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, index[b]] for each b."""
+    return x.gather(1, index.unsqueeze(1)).squeeze(1)
+
+
+def _pair_mean(values: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """(B,) per-list mean of values[b, i, j] over its pairs; 0 for a list without pairs."""
+    total = torch.where(pairs, values, 0.0).sum(dim=(1, 2))
+    return total / pairs.sum(dim=(1, 2)).clamp(min=1).to(values.dtype)
+
+
+def _pair_diff(x: torch.Tensor) -> torch.Tensor:
+    """(B, K, K) with [b, i, j] = x[b, i] - x[b, j]."""
+    return x.unsqueeze(2) - x.unsqueeze(1)
+
+
+def _plackett_luce(
+    s: torch.Tensor, pairs: torch.Tensor, gaps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,) per-list ``-sum_k log(exp(s_k) / (exp(s_k) + sum_{i: r_i < r_k} exp(s_i)))``.
+
+    Only k with at least one strictly lower-scored response contribute. With ``gaps`` (the
+    reward differences r_k - r_i), the k-th term uses s_i * gap for negatives and s_k * max gap
+    for the positive (PRO code's reward-gap temperatures).
+    """
+    has_neg = pairs.any(dim=2)  # (B, K)
+    neg = s.unsqueeze(1).expand_as(pairs)  # [b, k, i] = s_i
+    pos = s
+    if gaps is not None:
+        neg = neg * gaps
+        max_gap = torch.where(pairs, gaps, float("-inf")).amax(dim=2)
+        pos = s * torch.where(has_neg, max_gap, 0.0)
+    neg = torch.where(pairs, neg, float("-inf"))
+    logits = torch.cat([pos.unsqueeze(2), neg], dim=2)  # positive first, then negatives
+    term = torch.logsumexp(logits, dim=2) - pos  # -log softmax of the positive
+    return torch.where(has_neg, term, 0.0).sum(dim=1)
+
+
+def _parts(**values: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {name: v.mean().detach() for name, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# listwise losses
+
+
+def rrhf(
+    inputs: LossInputs,
+    *,
+    rank_weight: float = 1.0,
+    margin: float = 0.0,
+    sft_weight: float = 1.0,
+    sft_reduction: str = "sum",
+    pair_mode: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """RRHF (Yuan et al. 2023, RRHF paper Eq. 1-5; thesis Eq. 13).
+
+    ``p_i = logp_i / len_i`` (Eq. 1); per list
+    ``L_rank = sum_{r_i > r_j} max(0, p_j - p_i + margin)`` (Eq. 2, which has margin 0: the paper's
+    ``sum_{r_i < r_j} max(0, p_i - p_j)``); ``L_ft = -logp[i']`` with ``i' = argmax_i r_i``
+    (Eq. 3-4), or the token mean ``-logp[i'] / len[i']`` with ``sft_reduction="mean"`` (divided
+    by the best response's own length, not the padded length as in the released code).
+    ``L = rank_weight * L_rank + sft_weight * L_ft`` (Eq. 5). Parts: "rank", "sft" (unweighted).
+    """
+    _check_choice("sft_reduction", sft_reduction, SFT_REDUCTIONS)
+    x = _clean(inputs)
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    hinge = F.relu(margin - _pair_diff(x.p))  # [b, i, j] = max(0, p_j - p_i + margin)
+    rank = torch.where(pairs, hinge, 0.0).sum(dim=(1, 2))
+    best = best_index(x.scores, x.mask)
+    sft_nll = -_pick(x.logp if sft_reduction == "sum" else x.p, best)
+    loss = (rank_weight * rank + sft_weight * sft_nll).mean()
+    return loss, _parts(rank=rank, sft=sft_nll)
+
+
+def pro(
+    inputs: LossInputs,
+    *,
+    sft_weight: float = 1.0,
+    temperature: str = "none",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PRO, Preference Ranking Optimization (Song et al. 2023; thesis Eq. 15-18).
+
+    With responses sorted by score and ``s = p`` (length-normalized log-prob), per list
+    ``L_PRO = -sum_k log( exp(s_k) / (exp(s_k) + sum_{i: r_i < r_k} exp(s_i)) )`` over the k that
+    have a strictly lower-scored response; for a strict ranking this is Eq. 18,
+    ``-sum_{k=1}^{n-1} log(exp(s_k) / sum_{i>=k} exp(s_i))``. Computed with logsumexp.
+    ``temperature="reward-gap"`` (released PRO code): in the k-th term each negative's score is
+    multiplied by ``r_k - r_i`` and the positive's by ``max_i (r_k - r_i)``.
+    ``L = L_PRO + sft_weight * L_SFT`` (Eq. 17) with ``L_SFT = -p_best`` (token-mean NLL).
+    Parts: "rank", "sft".
+    """
+    _check_choice("temperature", temperature, ("none", "reward-gap"))
+    x = _clean(inputs)
+    pairs = preference_pairs(x.scores, x.mask, "all")
+    gaps = _pair_diff(x.scores) if temperature == "reward-gap" else None
+    rank = _plackett_luce(x.p, pairs, gaps)
+    sft_nll = -_pick(x.p, best_index(x.scores, x.mask))
+    loss = (rank + sft_weight * sft_nll).mean()
+    return loss, _parts(rank=rank, sft=sft_nll)
+
+
+def listwise_dpo(
+    inputs: LossInputs, *, beta: float = 0.1
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Listwise DPO: Plackett-Luce over DPO's implicit rewards (thesis Eq. 19-20).
+
+    ``u_i = beta * (logp_i - ref_logp_i)``; per list
+    ``-sum_k log( exp(u_k) / (exp(u_k) + sum_{i: r_i < r_k} exp(u_i)) )``, i.e. the negative log
+    of Eq. 20's product, whose k-th factor compares y_k against y_{k+1..n} (Eq. 20 as printed
+    repeats y_1 in the numerator). Equals :func:`dpo` when k = 2. Parts: "rank".
+    """
+    x = _clean(inputs, need_ref=True, method="listwise-dpo")
+    pairs = preference_pairs(x.scores, x.mask, "all")
+    rank = _plackett_luce(beta * (x.logp - x.ref_logp), pairs)
+    return rank.mean(), _parts(rank=rank)
+
+
+# ---------------------------------------------------------------------------------------------
+# pairwise losses: per list, the MEAN over its preference pairs (w = i, l = j in pair [i, j])
+
+
+def dpo(
+    inputs: LossInputs,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    pair_mode: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO (Rafailov et al. 2023; thesis Eq. 12).
+
+    ``h = (logp_w - ref_w) - (logp_l - ref_l)``; pair loss ``-log sigmoid(beta * h)``. With
+    ``label_smoothing = eps`` (conservative DPO, as TRL's sigmoid loss before 1.0):
+    ``-(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)``.
+    Per list: mean over its preference pairs. Parts: "rank".
+    """
+    x = _clean(inputs, need_ref=True, method="dpo")
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    h = _pair_diff(x.logp - x.ref_logp)
+    per_pair = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
+        -beta * h
+    )
+    rank = _pair_mean(per_pair, pairs)
+    return rank.mean(), _parts(rank=rank)
+
+
+def ipo(
+    inputs: LossInputs, *, beta: float = 0.1, pair_mode: str = "all"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IPO (Azar et al. 2023, Eq. 17): pair loss ``(h - 1 / (2 * beta))^2``.
+
+    ``h = (logp_w - ref_w) - (logp_l - ref_l)`` on sequence sums (TRL divides by the token count
+    instead; this follows the paper). Per list: mean over pairs. Parts: "rank".
+    """
+    if beta <= 0:
+        raise ValueError(f"ipo needs beta > 0, got {beta}")
+    x = _clean(inputs, need_ref=True, method="ipo")
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    h = _pair_diff(x.logp - x.ref_logp)
+    rank = _pair_mean((h - 1 / (2 * beta)) ** 2, pairs)
+    return rank.mean(), _parts(rank=rank)
+
+
+def slic(
+    inputs: LossInputs,
+    *,
+    margin: float = 1.0,
+    sft_weight: float = 0.1,
+    pair_mode: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SLiC-HF (Zhao et al. 2023; thesis Eq. 14).
+
+    Pair loss ``max(0, margin - logp_w + logp_l)`` (sequence log-probs), averaged over the list's
+    pairs, plus ``sft_weight * (-logp[best])`` with y_ref = the best-scored response.
+    Parts: "rank", "sft".
+    """
+    x = _clean(inputs)
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    rank = _pair_mean(F.relu(margin - _pair_diff(x.logp)), pairs)
+    sft_nll = -_pick(x.logp, best_index(x.scores, x.mask))
+    loss = (rank + sft_weight * sft_nll).mean()
+    return loss, _parts(rank=rank, sft=sft_nll)
+
+
+def simpo(
+    inputs: LossInputs,
+    *,
+    beta: float = 2.0,
+    gamma: float = 0.5,
+    pair_mode: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SimPO (Meng et al. 2024, Eq. 6): pair loss ``-log sigmoid(beta * (p_w - p_l) - gamma)``.
+
+    Length-normalized log-probs, no reference model. Per list: mean over pairs. Parts: "rank".
+    """
+    x = _clean(inputs)
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    rank = _pair_mean(-F.logsigmoid(beta * _pair_diff(x.p) - gamma), pairs)
+    return rank.mean(), _parts(rank=rank)
+
+
+def cpo(
+    inputs: LossInputs,
+    *,
+    beta: float = 0.1,
+    sft_weight: float = 1.0,
+    pair_mode: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CPO (Xu et al. 2024, Eq. 3-5): ``-log sigmoid(beta * (logp_w - logp_l))`` + NLL.
+
+    Pair loss on sequence log-probs (DPO with a uniform reference), mean over the list's pairs,
+    plus ``sft_weight * (-p_best)`` (token-mean NLL of the best response). Parts: "rank", "sft".
+    """
+    x = _clean(inputs)
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    rank = _pair_mean(-F.logsigmoid(beta * _pair_diff(x.logp)), pairs)
+    sft_nll = -_pick(x.p, best_index(x.scores, x.mask))
+    loss = (rank + sft_weight * sft_nll).mean()
+    return loss, _parts(rank=rank, sft=sft_nll)
+
+
+# ---------------------------------------------------------------------------------------------
+# supervised losses
+
+
+def sft(
+    inputs: LossInputs, *, sft_reduction: str = "mean"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SFT: negative log-likelihood of every valid response (scores are ignored).
+
+    Per list, ``"mean"``: token mean over the list, ``-sum_i logp_i / sum_i len_i``;
+    ``"sum"``: mean over responses of the sequence NLL, ``-mean_i logp_i``. Parts: "sft".
+    """
+    _check_choice("sft_reduction", sft_reduction, SFT_REDUCTIONS)
+    x = _clean(inputs)
+    total = x.logp.sum(dim=1)
+    if sft_reduction == "mean":
+        denom = torch.where(x.mask, x.lengths, 0.0).sum(dim=1)
+    else:
+        denom = x.mask.sum(dim=1).to(total.dtype)
+    nll = -total / denom.clamp(min=1)
+    return nll.mean(), _parts(sft=nll)
+
+
+def raft(
+    inputs: LossInputs, *, sft_reduction: str = "mean"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """RAFT (Dong et al. 2023): SFT on the best-scored response of each list only.
+
+    ``"mean"``: ``-logp[best] / len[best]``; ``"sum"``: ``-logp[best]``. Parts: "sft".
+    """
+    _check_choice("sft_reduction", sft_reduction, SFT_REDUCTIONS)
+    x = _clean(inputs)
+    nll = -_pick(x.p if sft_reduction == "mean" else x.logp, best_index(x.scores, x.mask))
+    return nll.mean(), _parts(sft=nll)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics and registry
+
+
+@torch.no_grad()
+def ranking_metrics(inputs: LossInputs, pair_mode: str = "all") -> dict[str, torch.Tensor]:
+    """How well the policy ranks the responses, over all preference pairs i > j in the batch.
+
+    The policy's score is ``p = logp / lengths`` (RRHF's reward-model view, paper Sec. 4), or the
+    implicit reward ``logp - ref_logp`` (without beta) when ``ref_logp`` is given.
+    Returns "num_pairs" always, and, only when there is at least one pair, "rank_accuracy"
+    (fraction of pairs with ``p_i > p_j``) and "reward_margin" (mean of ``p_i - p_j``).
+    All values are detached scalar tensors.
+    """
+    x = _clean(inputs)
+    pairs = preference_pairs(x.scores, x.mask, pair_mode)
+    p = x.p if x.ref_logp is None else x.logp - x.ref_logp
+    diff = _pair_diff(p)[pairs]
+    out = {"num_pairs": torch.tensor(diff.numel(), device=p.device)}
+    if diff.numel() > 0:
+        out["rank_accuracy"] = (diff > 0).to(p.dtype).mean()
+        out["reward_margin"] = diff.mean()
+    return out
+
+
+LOSSES: dict[str, LossFn] = {
+    "rrhf": rrhf,
+    "pro": pro,
+    "listwise-dpo": listwise_dpo,
+    "dpo": dpo,
+    "ipo": ipo,
+    "slic": slic,
+    "simpo": simpo,
+    "cpo": cpo,
+    "sft": sft,
+    "raft": raft,
+}
+
+NEEDS_REFERENCE: frozenset[str] = frozenset({"dpo", "ipo", "listwise-dpo"})
+
+MIN_RESPONSES: dict[str, int] = {name: 1 if name in ("sft", "raft") else 2 for name in LOSSES}
