@@ -113,11 +113,9 @@ def _clean(inputs: LossInputs, *, need_ref: bool = False, method: str = "") -> _
     def fill(t: torch.Tensor, value: float) -> torch.Tensor:
         return torch.where(mask, t.to(device=logp.device, dtype=dtype), value)
 
-    clean_logp, lengths, scores = (
-        fill(logp, 0.0),
-        fill(inputs.lengths, 1.0),
-        fill(inputs.scores, 0.0),
-    )
+    clean_logp = fill(logp, 0.0)
+    lengths = fill(inputs.lengths, 1.0)
+    scores = fill(inputs.scores, 0.0)
     ref = None if inputs.ref_logp is None else fill(inputs.ref_logp, 0.0)
     return _Clean(clean_logp, clean_logp / lengths, lengths, scores, mask, ref)
 
@@ -287,7 +285,7 @@ def dpo(
     """DPO (Rafailov et al. 2023; thesis Eq. 12).
 
     ``h = (logp_w - ref_w) - (logp_l - ref_l)``; pair loss ``-log sigmoid(beta * h)``. With
-    ``label_smoothing = eps`` (conservative DPO, as TRL's sigmoid loss before 1.0):
+    ``label_smoothing = eps`` (conservative DPO, as TRL's sigmoid loss in its 0.x releases):
     ``-(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)``.
     Per list: mean over its preference pairs. Parts: "rank".
     """
@@ -304,7 +302,7 @@ def dpo(
 def ipo(
     inputs: LossInputs, *, beta: float = 0.1, pair_mode: str = "all"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IPO (Azar et al. 2023, Eq. 17): pair loss ``(h - 1 / (2 * beta))^2``.
+    """IPO (Azar et al. 2023): pair loss ``(h - 1 / (2 * beta))^2``.
 
     ``h = (logp_w - ref_w) - (logp_l - ref_l)`` on sequence sums (TRL divides by the token count
     instead; this follows the paper). Per list: mean over pairs. Parts: "rank".
@@ -346,7 +344,7 @@ def simpo(
     gamma: float = 0.5,
     pair_mode: str = "all",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SimPO (Meng et al. 2024, Eq. 6): pair loss ``-log sigmoid(beta * (p_w - p_l) - gamma)``.
+    """SimPO (Meng et al. 2024): pair loss ``-log sigmoid(beta * (p_w - p_l) - gamma)``.
 
     Length-normalized log-probs, no reference model. Per list: mean over pairs. Parts: "rank".
     """
@@ -363,7 +361,7 @@ def cpo(
     sft_weight: float = 1.0,
     pair_mode: str = "all",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """CPO (Xu et al. 2024, Eq. 3-5): ``-log sigmoid(beta * (logp_w - logp_l))`` + NLL.
+    """CPO (Xu et al. 2024): ``-log sigmoid(beta * (logp_w - logp_l))`` + NLL.
 
     Pair loss on sequence log-probs (DPO with a uniform reference), mean over the list's pairs,
     plus ``sft_weight * (-p_best)`` (token-mean NLL of the best response). Parts: "rank", "sft".

@@ -1,0 +1,403 @@
+"""`rankalign train`: one Trainer, a pluggable loss over ranked lists.
+
+    rankalign train --config run.yaml --loss rrhf --data lists.jsonl --output_dir runs/rrhf
+
+The trainer computes, for each batch of lists, logp[b, i] and len[b, i] (logprobs.py) and calls
+the chosen loss (losses.py). Everything else — accumulation, schedules, precision, checkpoints,
+resume, logging, distributed launch — is transformers' Trainer driven by TrainingArguments, so
+every `TrainingArguments` flag works here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from . import losses as L
+from .config import dump_config, parse_config
+from .data import atomic_write_text, load_lists
+from .errors import UserError
+from .logprobs import collate_lists, response_logps
+from .models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
+from .tokenization import EncodedList, encode_list
+
+# Loss hyperparameters: None means "the loss function's own default" (see losses.py).
+LOSS_OPTIONS = ("beta", "margin", "rank_weight", "sft_weight", "sft_reduction", "pair_mode",
+                "gamma", "label_smoothing", "temperature")
+
+# TrainingArguments defaults from the papers, applied unless the YAML or a flag sets them.
+COMMON_DEFAULTS = {"num_train_epochs": 3, "lr_scheduler_type": "linear", "warmup_steps": 0.03,
+                   "logging_steps": 1, "save_strategy": "epoch", "report_to": "none",
+                   "per_device_train_batch_size": 1, "per_device_eval_batch_size": 4,
+                   "remove_unused_columns": False, "seed": 42}
+LOSS_DEFAULTS = {
+    # RRHF paper §4.1: lr 2e-5, 3 epochs, warmup then linear decay to 0.
+    "rrhf": {"learning_rate": 2e-5}, "pro": {"learning_rate": 2e-5},
+    "sft": {"learning_rate": 2e-5}, "raft": {"learning_rate": 2e-5},
+    # DPO paper: lr 1e-6 (its successors use the same order of magnitude).
+    **{k: {"learning_rate": 1e-6} for k in ("dpo", "ipo", "listwise-dpo", "slic", "simpo", "cpo")},
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(default=None, metadata={"help": "ranked lists: .jsonl/.json/.parquet/.csv, a dataset folder, or a hub name"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out ranked lists for eval_strategy"})
+    model: str = field(default="smollm2", metadata={"help": "policy: local folder, hub name, or 'smollm2' (embedded default)"})
+    loss: str = field(default="rrhf", metadata={"help": f"one of: {', '.join(L.LOSSES)}"})
+    # loss hyperparameters (None = the loss's default; see losses.py)
+    beta: float | None = None
+    margin: float | None = None
+    rank_weight: float | None = None
+    sft_weight: float | None = None
+    sft_reduction: str | None = field(default=None, metadata={"help": "sum | mean"})
+    pair_mode: str | None = field(default=None, metadata={"help": "all | best-worst (pairwise losses on k > 2)"})
+    gamma: float | None = None
+    label_smoothing: float | None = None
+    temperature: str | None = field(default=None, metadata={"help": "pro: none | reward-gap"})
+    # reference model (dpo, ipo, listwise-dpo)
+    ref_model: str | None = field(default=None, metadata={"help": "reference model; default: the initial policy"})
+    reference: str = field(default="precompute", metadata={"help": "precompute (one pass, cached on disk) | adapters-off (LoRA: the policy with adapters disabled)"})
+    ref_cache_dir: str | None = field(default=None, metadata={"help": "where precomputed reference log-probs are cached"})
+    # tokenization
+    max_length: int = field(default=512, metadata={"help": "prompt + response tokens (the RRHF paper used 192 on HH)"})
+    min_response_tokens: int = field(default=64, metadata={"help": "tokens a response keeps when the prompt is long"})
+    chat_template: str = field(default="auto", metadata={"help": "auto (message lists only) | always | never"})
+    drop_over_length: bool = field(default=False, metadata={"help": "drop lists that need truncation (counted) instead of truncating"})
+    empty_responses: str = field(default="error", metadata={"help": "error | drop"})
+    drop_tied_lists: bool = field(default=False, metadata={"help": "drop lists whose scores are all equal (counted)"})
+    max_rows: int | None = None
+    # computation
+    shared_prompt: bool = field(default=True, metadata={"help": "run each prompt once for its k responses"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"})
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "comma-separated module names or all-linear"})
+    merge_lora: bool = field(default=True, metadata={"help": "save the final model with adapters merged"})
+    trust_remote_code: bool = False
+    allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) checkpoints"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+
+    def __post_init__(self):
+        if self.loss not in L.LOSSES:
+            raise ValueError(f"unknown loss '{self.loss}' (choose from: {', '.join(L.LOSSES)})")
+        if self.reference not in ("precompute", "adapters-off"):
+            raise ValueError(f"reference must be precompute or adapters-off, got '{self.reference}'")
+        if self.reference == "adapters-off" and not self.use_lora:
+            raise ValueError("reference: adapters-off needs use_lora: true")
+
+    def loss_kwargs(self) -> dict:
+        fn = L.LOSSES[self.loss]
+        accepted = inspect.signature(fn).parameters
+        kwargs = {}
+        for name in LOSS_OPTIONS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name not in accepted:
+                raise UserError(f"option '{name}' does not apply to loss '{self.loss}'", field=name)
+            kwargs[name] = value
+        return kwargs
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Tokenized ranked lists (+ reference log-probs once computed)."""
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def tokenize_lists(path: str, tokenizer, cfg: TrainConfig, *, min_responses: int) -> tuple[ListDataset, dict]:
+    loaded = load_lists(path, require_scores=cfg.loss != "sft", min_responses=min_responses,
+                        empty_responses=cfg.empty_responses, drop_tied_lists=cfg.drop_tied_lists,
+                        limit=cfg.max_rows)
+    items, report = [], loaded.report
+    for row in loaded.rows:
+        enc = encode_list(tokenizer, row["prompt"], row["responses"], max_length=cfg.max_length,
+                          min_response_tokens=cfg.min_response_tokens, chat_template=cfg.chat_template)
+        if enc.prompt_truncated or enc.responses_truncated:
+            if cfg.drop_over_length:
+                report.dropped["over max_length"] += 1
+                continue
+            report.notes["prompts truncated"] += int(enc.prompt_truncated)
+            report.notes["responses truncated"] += enc.responses_truncated
+        scores = row.get("scores") or [0.0] * len(row["responses"])
+        items.append({"id": row["id"], "prompt_ids": enc.prompt_ids, "response_ids": enc.response_ids,
+                      "scores": scores})
+    report.rows_kept = len(items)
+    if not items:
+        raise UserError(f"no rows left after filtering ({report.summary()})", file=path)
+    return ListDataset(items), report.as_dict() | {"summary": report.summary()}
+
+
+def make_collator(pad_id: int):
+    def collate(features: list[dict]) -> dict:
+        enc = [EncodedList(f["prompt_ids"], f["response_ids"]) for f in features]
+        batch = collate_lists(enc, pad_id)
+        K = int(batch["num_responses"].max())
+        scores = torch.zeros(len(features), K)
+        for b, f in enumerate(features):
+            scores[b, : len(f["scores"])] = torch.tensor(f["scores"], dtype=torch.float)
+        batch["scores"] = scores
+        if "ref_logp" in features[0]:
+            ref = torch.zeros(len(features), K)
+            for b, f in enumerate(features):
+                ref[b, : len(f["ref_logp"])] = torch.tensor(f["ref_logp"], dtype=torch.float)
+            batch["ref_logp"] = ref
+        return batch
+
+    return collate
+
+
+# ----------------------------------------------------------------------------- reference log-probs
+
+
+def data_fingerprint(dataset: ListDataset) -> str:
+    h = hashlib.sha256()
+    for item in dataset.items:
+        h.update(json.dumps([item["prompt_ids"], item["response_ids"]]).encode())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_logps(model, dataset: ListDataset, pad_id: int, batch_size: int, shared_prompt: bool,
+                  desc: str = "reference log-probs") -> list[list[float]]:
+    """Per-list response log-probs of `model` over the whole dataset, in dataset order."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = make_collator(pad_id)
+    out: list[list[float]] = []
+    order = sorted(range(len(dataset)), key=lambda i: -len(dataset[i]["prompt_ids"]))  # batch by length
+    results: dict[int, list[float]] = {}
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([dataset[i] for i in idx]).items()}
+        logp, _, mask = response_logps(model, batch, shared_prompt)
+        for j, i in enumerate(idx):
+            results[i] = logp[j][mask[j]].double().tolist()
+    out = [results[i] for i in range(len(dataset))]
+    model.train(was_training)
+    return out
+
+
+def attach_reference(dataset: ListDataset, model, cfg: TrainConfig, args: TrainingArguments,
+                     pad_id: int, model_path: str) -> str:
+    """Precompute reference log-probs once (cached on disk by model and data) and attach them."""
+    from safetensors.torch import load_file, save_file
+
+    cache_root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else Path(args.output_dir) / "ref_cache"
+    key = hashlib.sha256(f"{model_fingerprint(model_path)}|{data_fingerprint(dataset)}|{cfg.dtype}".encode()).hexdigest()[:20]
+    path = cache_root / f"ref-logps-{key}.safetensors"
+    if path.is_file():
+        flat = load_file(str(path))["logps"].tolist()
+        print(f"rankalign: reference log-probs from cache {path}", file=sys.stderr)
+    else:
+        values = compute_logps(model, dataset, pad_id, args.per_device_eval_batch_size, cfg.shared_prompt)
+        flat = [v for row in values for v in row]
+        cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        save_file({"logps": torch.tensor(flat, dtype=torch.float64)}, str(tmp))
+        os.replace(tmp, path)
+    pos = 0
+    for item in dataset.items:
+        k = len(item["response_ids"])
+        item["ref_logp"] = flat[pos : pos + k]
+        pos += k
+    if pos != len(flat):
+        raise RuntimeError(f"reference cache {path} does not match the data")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class RankTrainer(Trainer):
+    """transformers.Trainer whose loss is a ranking loss over (B, K) response log-probs."""
+
+    def __init__(self, *args, loss_name: str, loss_kwargs: dict, shared_prompt: bool = True,
+                 reference: str = "precompute", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_name, self.loss_fn, self.loss_kwargs = loss_name, L.LOSSES[loss_name], loss_kwargs
+        self.shared_prompt, self.reference = shared_prompt, reference
+        self.pair_mode = loss_kwargs.get("pair_mode", "all")
+        # our loss is a per-batch mean: let Trainer divide by the accumulation steps
+        self.model_accepts_loss_kwargs = False
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        logp, lengths, mask = response_logps(model, inputs, self.shared_prompt)
+        ref = inputs.get("ref_logp")
+        if self.reference == "adapters-off" and self.loss_name in L.NEEDS_REFERENCE:
+            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                ref = response_logps(model, inputs, self.shared_prompt)[0]
+        batch = L.LossInputs(logp=logp, lengths=lengths, scores=inputs["scores"], mask=mask, ref_logp=ref)
+        loss, parts = self.loss_fn(batch, **self.loss_kwargs)
+        stats = {f"loss_{k}": v for k, v in parts.items()}
+        stats.update(L.ranking_metrics(batch, pair_mode=self.pair_mode))
+        split = "train" if model.training else "eval"
+        for k, v in stats.items():
+            self._metrics[split][k].append(float(v))
+        return (loss, {"logp": logp}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict, *args, **kwargs):
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for k, values in self._metrics[split].items():
+            if k == "num_pairs":
+                logs[prefix + k] = float(sum(values))
+            elif values:
+                logs[prefix + k] = sum(values) / len(values)
+        self._metrics[split].clear()
+        super().log(logs, *args, **kwargs)
+
+
+def build_model(cfg: TrainConfig, path: str):
+    model = load_causal_lm(path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                           allow_pickle=cfg.allow_pickle)
+    if cfg.use_lora:
+        from peft import LoraConfig, get_peft_model
+
+        targets = cfg.lora_target_modules
+        targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
+    return model
+
+
+def _default_output_dir(cfg: TrainConfig) -> str:
+    return str(Path("runs") / cfg.loss)
+
+
+def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
+    """Train and save; returns a summary (final metrics and paths)."""
+    min_k = L.MIN_RESPONSES[cfg.loss]
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
+    train_set, data_report = tokenize_lists(cfg.data, tokenizer, cfg, min_responses=min_k)
+    eval_set = None
+    if cfg.eval_data:
+        eval_set, _ = tokenize_lists(cfg.eval_data, tokenizer, cfg, min_responses=min_k)
+    print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
+    dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
+
+    model = build_model(cfg, model_path)
+    ref_cache = None
+    if cfg.loss in L.NEEDS_REFERENCE and cfg.reference == "precompute":
+        if cfg.ref_model:  # a separate reference: load, compute, free (one model in memory at a time)
+            ref_path = resolve_model(cfg.ref_model)
+            ref = load_causal_lm(ref_path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                                 allow_pickle=cfg.allow_pickle)
+        else:
+            ref_path, ref = model_path, model
+        for ds in (train_set, eval_set):
+            if ds is not None:
+                ref_cache = attach_reference(ds, ref, cfg, args, tokenizer.pad_token_id, ref_path)
+        del ref
+
+    trainer = RankTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+        data_collator=make_collator(tokenizer.pad_token_id), processing_class=tokenizer,
+        loss_name=cfg.loss, loss_kwargs=cfg.loss_kwargs(), shared_prompt=cfg.shared_prompt,
+        reference=cfg.reference,
+    )
+    resume = None
+    if cfg.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(str(out))
+        if resume is None:
+            print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
+    result = trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, cfg, tokenizer, out)
+    summary = {"train_loss": result.training_loss, "global_step": result.global_step,
+               "output_dir": str(out), "reference_cache": ref_cache, "data": data_report}
+    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def save_final(trainer: Trainer, cfg: TrainConfig, tokenizer, out: Path) -> None:
+    """Save a plain `save_pretrained` model + tokenizer in output_dir (LoRA merged by default)."""
+    if not trainer.is_world_process_zero():
+        trainer.save_model(str(out))  # collective under FSDP/DeepSpeed; writes on rank 0 only
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if cfg.use_lora and cfg.merge_lora:
+        model.save_pretrained(str(out / "adapter"))
+        model = model.merge_and_unload()
+        model.save_pretrained(str(out), safe_serialization=True)
+    else:
+        trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
+    # per-loss defaults need the loss name before the full parse
+    loss = _peek(argv, "loss") or "rrhf"
+    defaults = {**COMMON_DEFAULTS, **LOSS_DEFAULTS.get(loss, {})}
+    cfg, args, _ = parse_config(argv, (TrainConfig, TrainingArguments), prog="rankalign train",
+                                defaults=defaults)
+    if not cfg.data:
+        raise UserError("no training data: pass --data FILE (or `data:` in the config)")
+    if args.output_dir is None or args.output_dir == "trainer_output":
+        args.output_dir = _default_output_dir(cfg)
+    return cfg, args
+
+
+def _peek(argv: list[str], name: str) -> str | None:
+    from .config import _split_meta, load_yaml
+
+    config_path, rest = _split_meta(argv)
+    for i, a in enumerate(rest):
+        if a == f"--{name}" and i + 1 < len(rest):
+            return rest[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    if config_path:
+        value = load_yaml(config_path).get(name)
+        return str(value) if value is not None else None
+    return None
+
+
+def main(argv: list[str]) -> int:
+    cfg, args = parse_args(argv)
+    summary = run(cfg, args)
+    print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=2))
+    return 0
+
+
+# dataclass fields double as YAML keys and flags: keep them unique across both dataclasses
+assert not {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TrainingArguments)}
