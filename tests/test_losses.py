@@ -298,11 +298,11 @@ def test_rrhf_by_hand():
     assert parts["rank"].item() == pytest.approx(2.05)
     assert parts["sft"].item() == pytest.approx(6.0)
     assert loss.item() == pytest.approx(8.05)
-    # margin 0.5: hinges 0.5, 1.75, 0.9, 0, 0.35, 0.9 -> 4.4; weights 2 and 0.5, token mean
+    # margin 0.5: hinges 0.5, 1.75, 0.9, 0 (-0.75), 0 (-0.35), 0.9 -> 4.05; weights 2, 0.5; mean
     loss, parts = rrhf(inputs, margin=0.5, rank_weight=2.0, sft_weight=0.5, sft_reduction="mean")
-    assert parts["rank"].item() == pytest.approx(4.4)
+    assert parts["rank"].item() == pytest.approx(4.05)
     assert parts["sft"].item() == pytest.approx(2.0)
-    assert loss.item() == pytest.approx(2 * 4.4 + 0.5 * 2.0)
+    assert loss.item() == pytest.approx(2 * 4.05 + 0.5 * 2.0)
 
 
 def test_rrhf_all_tied_rank_zero_sft_first():
