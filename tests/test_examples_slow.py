@@ -1,0 +1,27 @@
+"""Slow: the shipped offline example trains the embedded SmolLM2 for a few steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.slow
+def test_tiny_offline_example_trains_smollm2(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankalign.cli", "train", "--config", "examples/tiny-offline.yaml",
+         "--output_dir", str(out), "--disable_tqdm", "true"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_step"] == 4 and math.isfinite(summary["train_loss"])
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()

@@ -1,0 +1,91 @@
+"""The scorer: shared-prompt path equals the naive per-row path; gather-minus-logsumexp is right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import build_gpt2, build_llama
+
+from rankalign.logprobs import collate_lists, response_logps, token_logps
+from rankalign.tokenization import encode_list
+
+LISTS = [
+    ("the movie was", ["great", "terrible and boring i think", "ok", "the film was terrible"]),
+    ("Human: what is a good movie? Assistant:", ["a great one"]),
+    ("hi", ["hello there, how are you today?", "fine"]),
+    ("i think this is wonderful, amazing, fantastic work and the movie was great", ["sad", "bad"]),
+]
+
+
+def _batch(tokenizer, lists=LISTS):
+    enc = [encode_list(tokenizer, p, r, max_length=64, min_response_tokens=4) for p, r in lists]
+    return collate_lists(enc, tokenizer.pad_token_id)
+
+
+def _manual(model, tokenizer, prompt, response):
+    enc = encode_list(tokenizer, prompt, [response], max_length=64, min_response_tokens=4)
+    ids = torch.tensor([enc.prompt_ids + enc.response_ids[0]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1]
+    lp = torch.log_softmax(logits.double(), -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+    return lp[len(enc.prompt_ids) - 1 :].sum().item(), len(enc.response_ids[0])
+
+
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_shared_prompt_equals_naive(tokenizer, build):
+    model = build(len(tokenizer))
+    batch = _batch(tokenizer)
+    with torch.no_grad():
+        naive = response_logps(model, batch, shared_prompt=False)
+        shared = response_logps(model, batch, shared_prompt=True)
+    torch.testing.assert_close(shared[0], naive[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(shared[1], naive[1]) and torch.equal(shared[2], naive[2])
+    # variable k: padded slots are invalid and zero
+    assert shared[2].tolist() == [[True] * 4, [True, False, False, False], [True, True, False, False],
+                                  [True, True, False, False]]
+    assert (shared[0][~shared[2]] == 0).all()
+
+
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_logps_match_a_single_unpadded_forward(tokenizer, build):
+    model = build(len(tokenizer))
+    batch = _batch(tokenizer)
+    with torch.no_grad():
+        logp, lengths, _ = response_logps(model, batch, shared_prompt=True)
+    for b, (prompt, responses) in enumerate(LISTS):
+        for i, r in enumerate(responses):
+            expect, n = _manual(model, tokenizer, prompt, r)
+            assert lengths[b, i].item() == n
+            assert logp[b, i].item() == pytest.approx(expect, rel=1e-5, abs=1e-4)
+
+
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_shared_prompt_gradients_equal_naive(tokenizer, build):
+    batch = _batch(tokenizer)
+    grads = []
+    for shared in (False, True):
+        model = build(len(tokenizer))
+        # eval mode: GPT-2's dropout would make the two passes differ; gradients still flow
+        logp, lengths, mask = response_logps(model, batch, shared_prompt=shared)
+        (logp[mask] / lengths[mask]).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+
+
+def test_one_token_prompts_and_single_list(tokenizer):
+    model = build_llama(len(tokenizer))
+    enc = [encode_list(tokenizer, "hi", ["fine", "great"], max_length=32, min_response_tokens=4)]
+    enc[0].prompt_ids = enc[0].prompt_ids[-1:]  # a 1-token prompt: the prompt pass is empty
+    batch = collate_lists(enc, tokenizer.pad_token_id)
+    with torch.no_grad():
+        a = response_logps(model, batch, shared_prompt=False)[0]
+        b = response_logps(model, batch, shared_prompt=True)[0]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_token_logps_is_log_softmax_gather():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11) * 4
+    labels = torch.randint(0, 11, (3, 5))
+    expect = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    torch.testing.assert_close(token_logps(logits, labels), expect)
