@@ -77,6 +77,11 @@ def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | N
                 raise UserError(f"unknown option '{key}'", file=config_path, field=key)
         values.update(loaded)
     parser = HfArgumentParser(types, prog=prog)
+
+    def one_line_error(message):  # argparse would print the whole usage first
+        raise UserError(f"{message} (see {prog} --help)")
+
+    parser.error = one_line_error
     # YAML values become argparse defaults: anything given as a flag overrides them.
     for action in parser._actions:
         if action.dest in values:
@@ -84,10 +89,6 @@ def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | N
     parser.set_defaults(**values)
     try:
         parsed = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
-    except SystemExit as e:  # argparse already printed a one-line usage error
-        if e.code not in (0, None):
-            raise SystemExit(2) from None
-        raise
     except (ValueError, TypeError) as e:  # dataclass __post_init__ validation
         raise UserError(str(e).strip().splitlines()[0]) from None
     return (*parsed, config_path)

@@ -22,6 +22,7 @@ normalize them into this unit; any other field of a row is kept as is.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -43,8 +44,11 @@ ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 
 def _looks_like_hub_name(spec: str) -> bool:
-    parts = spec.split(":")[0].split("/")
-    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+    name = spec.split(":")[0]
+    parts = name.split("/")
+    suffix = Path(name).suffix.lower()
+    return (len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+            and suffix not in (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".ndjson"))
 
 
 def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
@@ -125,19 +129,25 @@ def _read_parquet(path: Path) -> Iterator[tuple[dict, dict]]:
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[dict, dict]]:
+    raw = path.read_bytes()
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            for i, rec in enumerate(csv.DictReader(f, delimiter=delimiter)):
-                # list-valued columns (responses, scores, ...) are JSON text in a CSV cell
-                for key, value in rec.items():
-                    if isinstance(value, str) and value[:1] in "[{":
-                        try:
-                            rec[key] = json.loads(value)
-                        except json.JSONDecodeError:
-                            pass
-                yield rec, {"file": str(path), "line": i + 2}  # line 1 is the header
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError("not valid UTF-8", file=path, line=line) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    start = reader.line_num + 1
+    for rec in reader:
+        # list-valued columns (responses, scores, ...) are JSON text in a CSV cell
+        for key, value in rec.items():
+            if isinstance(value, str) and value[:1] in "[{":
+                try:
+                    rec[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+        # a record's first line (quoted cells can span lines, as HH dialogues do)
+        yield rec, {"file": str(path), "line": max(start, 2)}
+        start = reader.line_num + 1
 
 
 def _read_dataset_dir(path: Path) -> Iterator[tuple[dict, dict]]:
@@ -288,6 +298,8 @@ def normalize(rec: dict, loc: dict, index: int) -> dict:
             raise _err(loc, "messages", "a conversation must end with an assistant message")
         row["prompt"], row["responses"] = msgs[:-1], [msgs[-1]["content"]]
     elif prompt_key is not None:  # prompts only (input of the sample stage)
+        if rec.get("scores") is not None or rec.get("sources") is not None:
+            raise _err(loc, "responses", "missing (the row has scores/sources but no responses)")
         row["prompt"] = _prompt(rec[prompt_key], loc, prompt_key)
         row["responses"] = []
     else:
@@ -380,6 +392,9 @@ def load_lists(
         if require_scores and "scores" not in row:
             raise _err(loc, "scores", "missing (run `rankalign score` first, or add scores)")
         if len(row["responses"]) < min_responses:
+            if empty:
+                report.dropped["too few responses after removing empty ones"] += 1
+                continue
             raise _err(loc, "responses", f"has {len(row['responses'])} response(s); this needs at least {min_responses}")
         scores = row.get("scores")
         if scores and len(scores) > 1 and len(set(scores)) == 1:

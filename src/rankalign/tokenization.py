@@ -60,7 +60,9 @@ def fit_to_length(prompt_ids: list[int], response_ids: list[list[int]], max_leng
                   min_response_tokens: int = 64) -> EncodedList:
     """Left-truncate the prompt and right-truncate responses so prompt + each response fits."""
     if max_length < 2:
-        raise UserError("max_length must be at least 2")
+        raise UserError("max_length must be at least 2", field="max_length")
+    if min_response_tokens < 1:
+        raise UserError("min_response_tokens must be at least 1", field="min_response_tokens")
     longest = max((len(r) for r in response_ids), default=0)
     # each response may use what the prompt leaves, but never less than the minimum
     allowance = min(max(min_response_tokens, max_length - len(prompt_ids)), max_length - 1)
@@ -73,8 +75,10 @@ def fit_to_length(prompt_ids: list[int], response_ids: list[list[int]], max_leng
 
 def encode_list(tokenizer, prompt, responses: list[str], *, max_length: int = 512,
                 min_response_tokens: int = 64, chat_template: str = "auto") -> EncodedList:
-    return fit_to_length(
-        encode_prompt(tokenizer, prompt, chat_template),
-        [encode_response(tokenizer, r) for r in responses],
-        max_length, min_response_tokens,
-    )
+    prompt_ids = encode_prompt(tokenizer, prompt, chat_template)
+    # a left-truncated prompt keeps its BOS: the model never saw text without one
+    bos = prompt_ids[:1] if prompt_ids[:1] == [tokenizer.bos_token_id] else []
+    enc = fit_to_length(prompt_ids[len(bos):], [encode_response(tokenizer, r) for r in responses],
+                        max_length - len(bos), min_response_tokens)
+    enc.prompt_ids = bos + enc.prompt_ids
+    return enc

@@ -95,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"unknown loss '{self.loss}' (choose from: {', '.join(L.LOSSES)})")
         if self.reference not in ("precompute", "adapters-off"):
             raise ValueError(f"reference must be precompute or adapters-off, got '{self.reference}'")
+        if self.min_response_tokens < 1 or self.max_length < 2:
+            raise ValueError("min_response_tokens must be >= 1 and max_length >= 2")
         if self.reference == "adapters-off" and not self.use_lora:
             raise ValueError("reference: adapters-off needs use_lora: true")
 
@@ -372,6 +374,7 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
                                 defaults=defaults)
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
+    cfg.loss_kwargs()  # options that do not apply to the loss fail before any work starts
     if args.output_dir is None or args.output_dir == "trainer_output":
         args.output_dir = _default_output_dir(cfg)
     return cfg, args

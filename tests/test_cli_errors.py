@@ -1,0 +1,326 @@
+"""User errors through the real `rankalign train` CLI: the bad-input corpus in tests/data/bad/.
+
+Each bad input must end with exit code 2 and exactly one stderr line
+`rankalign train: error: <file>, line N, field 'X': <problem>` (the parts that apply), no
+traceback unless `--debug`, and no model written to the output folder.
+
+Most cases run in this process through `rankalign.cli.main([...])` (torch and transformers are
+imported once); a few run the real `python -m rankalign.cli` in subprocesses, started together.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rankalign.cli import main
+
+HERE = Path(__file__).parent
+BAD = HERE / "data" / "bad"
+GOOD = HERE / "data" / "layouts" / "ranked.jsonl"
+PREFIX = "rankalign train: error:"
+
+
+@dataclass
+class Case:
+    id: str
+    data: str | None = None  # a file in tests/data/bad (None: the good ranked.jsonl)
+    config: str | None = None  # a YAML file in tests/data/bad
+    args: list[str] = field(default_factory=list)
+    expect: list[str] = field(default_factory=list)  # fragments of the one error line
+    marks: tuple = ()
+
+
+CASES = [
+    # --- malformed files
+    Case("bad-json-line", "bad_json_line.jsonl", expect=["line 2", "invalid JSON"]),
+    Case("json-syntax-error", "json_syntax_error.json", expect=["line 3", "invalid JSON"]),
+    Case("line-not-an-object", "not_an_object.jsonl", expect=["line 2", "expected a JSON object"]),
+    Case("json-not-a-list", "json_not_list.json", expect=["must hold a list"]),
+    Case("invalid-utf8-jsonl", "invalid_utf8.jsonl", expect=["line 2", "UTF-8"]),
+    Case("invalid-utf8-csv", "invalid_utf8.csv", expect=["UTF-8"]),
+    Case(
+        "invalid-utf8-csv-line",
+        "invalid_utf8.csv",
+        expect=["line 3", "UTF-8"],
+    ),
+    Case("unknown-extension", "unknown_extension.txt", expect=["unknown file type '.txt'"]),
+    Case("corrupt-parquet", "corrupt.parquet", expect=["cannot read Parquet"]),
+    Case("not-a-dataset-folder", "not_a_dataset_dir", expect=["not a datasets.save_to_disk"]),
+    Case("empty-file", "empty.jsonl", expect=["no usable rows"]),
+    # --- wrong types
+    Case(
+        "responses-not-list",
+        "wrong_type_responses.jsonl",
+        expect=["line 2", "field 'responses'", "must be a list"],
+    ),
+    Case("prompt-not-string", "wrong_type_prompt.jsonl", expect=["line 2", "field 'prompt'"]),
+    Case(
+        "response-not-string",
+        "wrong_type_response_item.jsonl",
+        expect=["line 2", "field 'responses[1]'"],
+    ),
+    Case("score-string", "score_string.jsonl", expect=["line 2", "field 'scores[0]'", "number"]),
+    Case("score-bool", "score_bool.jsonl", expect=["line 2", "field 'scores[1]'", "number"]),
+    Case("scores-not-list", "scores_not_list.jsonl", expect=["line 2", "field 'scores'"]),
+    Case("csv-bad-score", "csv_bad_score.csv", expect=["line 3", "field 'scores[1]'"]),
+    Case(
+        "bad-message-role", "bad_message_role.jsonl", expect=["line 2", "field 'prompt'", "'usr'"]
+    ),
+    Case(
+        "message-without-content",
+        "message_without_content.jsonl",
+        expect=["line 2", "field 'prompt'"],
+    ),
+    # --- missing fields
+    Case("missing-prompt", "missing_prompt.jsonl", expect=["line 2", "field 'prompt'", "missing"]),
+    Case(
+        "missing-responses",
+        "missing_responses.jsonl",
+        expect=["line 2", "field 'responses'"],
+    ),
+    Case("missing-scores", "missing_scores.jsonl", expect=["line 2", "field 'scores'", "missing"]),
+    Case(
+        "pairwise-missing-rejected",
+        "pairwise_missing_rejected.jsonl",
+        expect=["line 2", "field 'rejected'", "missing"],
+    ),
+    Case(
+        "unrecognized-layout", "unrecognized_layout.jsonl", expect=["line 2", "unrecognized layout"]
+    ),
+    # --- values
+    Case(
+        "length-mismatch",
+        "length_mismatch.jsonl",
+        expect=["line 3", "field 'scores'", "2 values for 3 responses"],
+    ),
+    Case("nan-score", "nan_score.jsonl", expect=["line 2", "field 'scores[1]'", "nan"]),
+    Case("inf-score", "inf_score.jsonl", expect=["line 2", "field 'scores[0]'", "inf"]),
+    Case("neg-inf-score", "neg_inf_score.jsonl", expect=["line 2", "field 'scores[2]'", "-inf"]),
+    Case("json-nan-row", "json_nan_row.json", expect=["row 1", "field 'scores[0]'", "nan"]),
+    Case(
+        "empty-response", "empty_response.jsonl", expect=["line 2", "field 'responses[1]'", "empty"]
+    ),
+    Case(
+        "whitespace-response",
+        "whitespace_response.jsonl",
+        expect=["line 2", "field 'responses[0]'", "whitespace"],
+    ),
+    Case("empty-prompt", "empty_prompt.jsonl", expect=["line 2", "field 'prompt'", "empty"]),
+    Case("duplicate-id", "duplicate_id.jsonl", expect=["line 3", "field 'id'", "line 1"]),
+    Case("k1-rrhf", "k1_rrhf.jsonl", expect=["line 2", "field 'responses'", "at least 2"]),
+    Case("k1-dpo", "k1_rrhf.jsonl", args=["--loss", "dpo"], expect=["line 2", "at least 2"]),
+    Case(
+        "hh-no-shared-prefix",
+        "hh_no_shared_prefix.jsonl",
+        expect=["line 2", "field 'rejected'", "share"],
+    ),
+    Case(
+        "hh-no-assistant-turn",
+        "hh_no_assistant_turn.jsonl",
+        expect=["line 2", "field 'chosen'", "Assistant:"],
+    ),
+    Case("pro-prefix-mismatch", "pro_prefix_mismatch.jsonl", expect=["line 1", "field 'prefix'"]),
+    Case(
+        "messages-not-ending-assistant",
+        "messages_not_ending_assistant.jsonl",
+        args=["--loss", "sft"],
+        expect=["line 2", "field 'messages'", "assistant"],
+    ),
+    # --- filters that leave nothing: counted, then an error
+    Case(
+        "all-tied-dropped",
+        "all_tied.jsonl",
+        args=["--drop_tied_lists", "true"],
+        expect=["no usable rows", "dropped 2 (all responses tied)"],
+    ),
+    Case(
+        "all-over-length-dropped",
+        "over_length.jsonl",
+        args=["--drop_over_length", "true", "--max_length", "64"],
+        expect=["no rows left", "over max_length"],
+    ),
+    # --- configuration
+    Case(
+        "unknown-yaml-key",
+        config="unknown_key.yaml",
+        expect=["unknown_key.yaml", "field 'learning_rat'", "unknown option"],
+    ),
+    Case(
+        "bad-yaml-syntax",
+        config="bad_yaml_syntax.yaml",
+        expect=["bad_yaml_syntax.yaml", "line 3", "invalid YAML"],
+    ),
+    Case("yaml-not-mapping", config="yaml_not_mapping.yaml", expect=["yaml_not_mapping.yaml"]),
+    Case("invalid-utf8-yaml", config="invalid_utf8.yaml", expect=["invalid_utf8.yaml", "UTF-8"]),
+    Case(
+        "missing-config-file",
+        args=["--config", str(BAD / "no_such_config.yaml")],
+        expect=["no_such_config.yaml", "not found"],
+    ),
+    Case("unknown-loss-yaml", config="unknown_loss.yaml", expect=["unknown loss 'rhff'", "rrhf"]),
+    Case("unknown-loss-flag", args=["--loss", "rhff"], expect=["unknown loss 'rhff'", "rrhf"]),
+    Case("unknown-flag", args=["--no_such_option", "3"], expect=["--no_such_option"]),
+    Case(
+        "bad-flag-value",
+        args=["--max_steps", "abc"],
+        expect=["--max_steps", "'abc'"],
+    ),
+    Case(
+        "option-of-another-loss",
+        config="option_for_other_loss.yaml",
+        expect=["field 'beta'", "rrhf"],
+    ),
+    Case(
+        "model-path-missing",
+        args=["--model", str(BAD / "no_such_model_dir")],
+        expect=["no_such_model_dir", "does not exist"],
+    ),
+    Case(
+        "model-dir-without-config",
+        args=["--model", str(BAD / "not_a_dataset_dir")],
+        expect=["not_a_dataset_dir", "config.json"],
+    ),
+    Case(
+        "data-file-missing", data="no_such_file.jsonl", expect=["no_such_file.jsonl", "not found"]
+    ),
+]
+
+
+def _argv(case: Case, model_dir: str, out: Path) -> list[str]:
+    data = str(BAD / case.data) if case.data else str(GOOD)
+    argv = [
+        "train",
+        "--data",
+        data,
+        "--model",
+        model_dir,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--report_to",
+        "none",
+    ]
+    if case.config:
+        argv += ["--config", str(BAD / case.config)]
+    return argv + case.args  # later flags win
+
+
+def _run_in_process(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse errors exit through SystemExit
+        return e.code if isinstance(e.code, int) else 1
+
+
+def _check_one_error_line(rc: int, err: str, out_text: str, case: Case) -> str:
+    assert rc == 2, f"exit code {rc}; stderr:\n{err[-2000:]}"
+    assert "Traceback" not in err and "Traceback" not in out_text
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{err[-2000:]}"
+    line = lines[0]
+    assert line.startswith(PREFIX), line
+    if case.data:
+        assert Path(case.data).name in line, line
+    for fragment in case.expect:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
+def _no_model_written(out: Path) -> None:
+    if not out.exists():
+        return
+    written = sorted(p.name for p in out.rglob("*"))
+    assert not any(out.rglob("*.safetensors")), written
+    assert not any(out.rglob("checkpoint-*")), written
+    assert not any(out.rglob("*.tmp")), written
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+def test_bad_input_in_process(case, tiny_model_dir, tmp_path, capfd):
+    out = tmp_path / "out"
+    rc = _run_in_process(_argv(case, tiny_model_dir, out))
+    cap = capfd.readouterr()
+    _check_one_error_line(rc, cap.err, cap.out, case)
+    _no_model_written(out)
+
+
+def test_corpus_has_the_required_files():
+    names = {p.name for p in BAD.iterdir()}
+    assert len(names) >= 30
+    used = {c.data for c in CASES if c.data} | {c.config for c in CASES if c.config}
+    assert names <= used, sorted(names - used)  # every corpus file is exercised
+
+
+def test_good_file_trains_with_the_same_arguments(tiny_model_dir, tmp_path, capfd):
+    """Control: the harness's arguments are valid, so each failure above is the input's fault."""
+    out = tmp_path / "out"
+    rc = _run_in_process(_argv(Case("good"), tiny_model_dir, out))
+    cap = capfd.readouterr()
+    assert rc == 0, cap.err[-3000:]
+    assert (out / "model.safetensors").is_file()
+    assert "Traceback" not in cap.err
+
+
+# --------------------------------------------------------------------------------------------
+# the real command line, in subprocesses started together
+
+SUBPROCESS_CASES = {
+    "nan-score": Case("nan-score", "nan_score.jsonl", expect=["line 2", "field 'scores[1]'"]),
+    "invalid-utf8": Case("invalid-utf8", "invalid_utf8.jsonl", expect=["line 2", "UTF-8"]),
+    "unknown-yaml-key": Case(
+        "unknown-yaml-key",
+        config="unknown_key.yaml",
+        expect=["unknown_key.yaml", "field 'learning_rat'"],
+    ),
+    "model-path-missing": Case(
+        "model-path-missing",
+        args=["--model", str(BAD / "no_such_model_dir")],
+        expect=["no_such_model_dir", "does not exist"],
+    ),
+    "debug": Case("debug", "nan_score.jsonl", args=["--debug"]),
+}
+
+
+@pytest.fixture(scope="module")
+def subprocess_results(tiny_model_dir, tmp_path_factory):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    procs = {}
+    for name, case in SUBPROCESS_CASES.items():
+        work = tmp_path_factory.mktemp(f"cli-{name}")
+        out = work / "out"
+        cmd = [sys.executable, "-m", "rankalign.cli", *_argv(case, tiny_model_dir, out)]
+        procs[name] = (
+            subprocess.Popen(
+                cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ),
+            out,
+            work,
+        )
+    results = {}
+    for name, (proc, out, work) in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        results[name] = (proc.returncode, stdout, stderr, out, work)
+    return results
+
+
+@pytest.mark.parametrize("name", [n for n in SUBPROCESS_CASES if n != "debug"])
+def test_bad_input_real_cli(name, subprocess_results):
+    rc, stdout, stderr, out, work = subprocess_results[name]
+    _check_one_error_line(rc, stderr, stdout, SUBPROCESS_CASES[name])
+    _no_model_written(out)
+    assert not (work / "runs").exists()  # nothing written beside, either
+
+
+def test_debug_shows_traceback(subprocess_results):
+    rc, stdout, stderr, out, _ = subprocess_results["debug"]
+    assert rc != 0
+    assert "Traceback" in stderr
+    assert "UserError" in stderr and "nan_score.jsonl" in stderr and "scores[1]" in stderr
+    _no_model_written(out)
