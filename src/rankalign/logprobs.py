@@ -93,7 +93,8 @@ def shared_response_logps(model, batch: dict):
     if Lp > 0:
         # Right padding + an all-ones mask: pads come after the real tokens, so causality already
         # hides them from real tokens, and no query row is fully masked (no NaN in the cache).
-        model(input_ids=prompt_ids[:, :Lp], past_key_values=cache, use_cache=True,
+        model(input_ids=prompt_ids[:, :Lp], attention_mask=torch.ones_like(prompt_ids[:, :Lp]),
+              past_key_values=cache, use_cache=True,
               position_ids=torch.arange(Lp, device=device).expand(prompt_ids.shape[0], Lp),
               logits_to_keep=1)
         cache.reorder_cache(li)  # one cache row per response (index_select, differentiable)

@@ -1,0 +1,317 @@
+"""`rankalign score`: fill in `scores` of ranked lists from one or more rewards (paper §3.1).
+
+    rankalign score --in candidates.jsonl --out scored.jsonl \\
+        --reward rm:./my-rm --reward length:lambda=0.001,unit=chars
+
+Reward specs are documented in rewards.py (kinds: rm, causal-rm, preference, judge, sentiment,
+python, length, policy-logprob, input). Each row gets `score_parts` ({reward name: one value per
+response}) and `scores` = sum of weight * part. Beside the output:
+`<stem>.config.yaml` (resolved config), `<stem>.summary.json` (also printed) and, when rows fail,
+`<stem>.failed.jsonl`.
+
+Resume: rows are committed in atomic shards (`<out>.parts/`); a killed run, rerun with the same
+command, scores only the rows not done yet and merges everything in input order, so every row
+appears exactly once. A run with other rewards over an unfinished one is refused (use
+`--overwrite true` to start afresh).
+
+Failure policy (`--on_failure`), for responses a reward cannot score (a judge answer that stays
+unparseable after retries, or a request that fails for good). Never a silent 0, never NaN, never
+a crash; the row always records `score_failed: {reward: [{"response": i, "reason": ...}]}`:
+- `skip` (default, as the paper: Wombat kept the 46k of 52k lists whose judgment parsed): the row
+  goes to `<stem>.failed.jsonl` with its partial `score_parts` and no `scores`; it is left out of
+  the training file and counted in the summary. Rerun on that file to try again.
+- `min`: a failed response gets the lowest value that reward gave to the rest of its list (it
+  can only tie the worst response, never outrank a judged one); the row stays in the output.
+  A list where nothing was scored is skipped as above.
+A reward value that is NaN or infinite is an error naming the row (exit 2).
+
+Summary (paper Table 6 columns): per response source and overall, n, mean and std of the score
+over responses, and max = the mean over lists of the list's best score; per reward the mean and
+std of its part; lists with ties; failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import dump_config, parse_config, redact
+from .data import ShardedWriter, atomic_write_text, load_lists, write_jsonl
+from .errors import UserError
+from .rewards import Reward, build_rewards, parse_reward_spec
+
+
+class _Repeatable(argparse.Action):
+    """`--reward A --reward B C` adds up; flags replace the YAML list (flags override YAML)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        so_far = getattr(namespace, self.dest) if getattr(self, "_seen", False) else []
+        setattr(namespace, self.dest, [*so_far, *values])
+        self._seen = True
+
+
+@dataclass
+class ScoreConfig:
+    input: str = field(
+        metadata={
+            "aliases": ["--in"],
+            "help": "ranked lists to score (JSONL, "
+            "JSON, Parquet, CSV, a dataset folder; any layout data.py reads)",
+        }
+    )
+    out: str = field(metadata={"help": "output JSONL; shards live in OUT.parts/ until the end"})
+    reward: list[str] = field(
+        default_factory=list,
+        metadata={
+            "action": _Repeatable,
+            "help": "reward spec, repeatable: sentiment, "
+            "length:lambda=0.01,unit=chars, rm:PATH, causal-rm:PATH, preference:PATH, "
+            "judge:model=M,base_url=URL, python:MODULE:FN, policy-logprob:PATH, input; "
+            "each takes weight=W and name=N",
+        },
+    )
+    on_failure: str = field(
+        default="skip",
+        metadata={
+            "help": "responses a reward could not score: skip (row to <stem>.failed.jsonl) or min"
+        },
+    )
+    shard_size: int = field(
+        default=64, metadata={"help": "rows per committed shard (and per pass)"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "sequences per model forward pass"})
+    max_length: int = field(default=1024, metadata={"help": "token limit of model inputs"})
+    dtype: str = field(default="float32", metadata={"help": "model dtype: float32 or bfloat16"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:0"})
+    chat_template: str = field(default="auto", metadata={"help": "auto, always or never"})
+    trust_remote_code: bool = False
+    allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
+    empty_responses: str = field(default="error", metadata={"help": "error or drop"})
+    limit: int | None = field(default=None, metadata={"help": "score only the first N rows"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
+
+    def __post_init__(self):
+        if self.on_failure not in ("skip", "min"):
+            raise ValueError(f"on_failure must be skip or min, got '{self.on_failure}'")
+        if self.shard_size < 1 or self.batch_size < 1 or self.max_length < 2:
+            raise ValueError("shard_size and batch_size must be >= 1, max_length >= 2")
+        if self.dtype not in ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got '{self.dtype}'")
+        if self.chat_template not in ("auto", "always", "never"):
+            raise ValueError(
+                f"chat_template must be auto, always or never, got '{self.chat_template}'"
+            )
+        if not isinstance(self.reward, list):
+            self.reward = [self.reward]
+
+
+def side_path(out: Path, suffix: str) -> Path:
+    """`scored.jsonl` -> `scored<suffix>` in the same folder."""
+    stem = out.stem if out.suffix in (".jsonl", ".json", ".ndjson") else out.name
+    return out.with_name(stem + suffix)
+
+
+def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], policy: str) -> dict:
+    """Set score_parts / scores / score_failed of one row from each reward's values for it."""
+    k = len(row["responses"])
+    parts, failed = {}, {}
+    for reward, vals in zip(rewards, values):
+        if len(vals) != k:
+            raise RuntimeError(f"reward '{reward.name}' gave {len(vals)} values for {k} responses")
+        for i, v in enumerate(vals):
+            if v is not None and not math.isfinite(v):
+                raise UserError(
+                    f"reward '{reward.spec.text}' gave {v} for response {i} of row '{row['id']}'",
+                    file=loc.get("file"),
+                    line=loc.get("line"),
+                    row=loc.get("row"),
+                    field=f"responses[{i}]",
+                )
+        bad = [i for i, v in enumerate(vals) if v is None]
+        if bad:
+            why = reward.failures.get(row["id"], {})
+            failed[reward.name] = [{"response": i, "reason": why.get(i, "no value")} for i in bad]
+            scored = [v for v in vals if v is not None]
+            if policy == "min" and scored:
+                vals = [min(scored) if v is None else v for v in vals]
+        parts[reward.name] = list(vals)
+    row["score_parts"] = parts
+    if failed:
+        row["score_failed"] = failed
+    if all(v is not None for vals in parts.values() for v in vals):
+        row["scores"] = [sum(r.weight * parts[r.name][i] for r in rewards) for i in range(k)]
+        if not all(map(math.isfinite, row["scores"])):  # finite parts, overflowing weights
+            raise UserError(
+                f"the weighted sum of rewards overflows for row '{row['id']}'",
+                file=loc.get("file"),
+                line=loc.get("line"),
+                row=loc.get("row"),
+            )
+    else:
+        row.pop("scores", None)  # goes to the failed file: nothing invented
+    return row
+
+
+def summarize(rows: list[dict], failed_rows: list[dict]) -> dict:
+    def stats(pairs: list[tuple[int, float]]) -> dict:
+        vals = [v for _, v in pairs]
+        best: dict[int, float] = {}
+        for r, v in pairs:
+            best[r] = max(best.get(r, -math.inf), v)
+        return (
+            {
+                "n": len(vals),
+                "mean": statistics.fmean(vals),
+                "std": statistics.pstdev(vals),
+                "max": statistics.fmean(best.values()),
+            }
+            if vals
+            else {"n": 0}
+        )
+
+    every, by_source, parts = [], defaultdict(list), defaultdict(list)
+    ties = all_tied = 0
+    for r, row in enumerate(rows):
+        scores = row["scores"]
+        sources = row.get("sources") or ["unknown"] * len(scores)
+        for s, v in zip(sources, scores):
+            every.append((r, v))
+            by_source[s].append((r, v))
+        for name, vals in row.get("score_parts", {}).items():
+            parts[name] += vals
+        if len(set(scores)) < len(scores):
+            ties += 1
+            all_tied += len(set(scores)) == 1
+    failures: dict[str, dict] = defaultdict(lambda: {"responses": 0, "rows": 0})
+    for row in [*rows, *failed_rows]:
+        for name, items in row.get("score_failed", {}).items():
+            failures[name]["responses"] += len(items)
+            failures[name]["rows"] += 1
+    return {
+        "rows": len(rows),
+        "responses": len(every),
+        "rows_skipped": len(failed_rows),
+        "all": stats(every),
+        "per_source": {s: stats(p) for s, p in sorted(by_source.items())},
+        "per_reward": {
+            n: {"mean": statistics.fmean(v), "std": statistics.pstdev(v)}
+            for n, v in parts.items()
+            if v
+        },
+        "lists_with_ties": ties,
+        "lists_all_tied": all_tied,
+        "failures": dict(failures),
+        "note": "mean/std over responses; max = mean over lists of the list's best score "
+        "(RRHF Table 6)",
+    }
+
+
+def print_summary(s: dict, out: Path, failed_path: Path) -> None:
+    print(f"rankalign score: {s['rows']} rows, {s['responses']} responses -> {out}")
+    print(f"  {'source':<28} {'n':>7} {'mean':>9} {'std':>9} {'max':>9}")
+    for name, st in [("all", s["all"]), *s["per_source"].items()]:
+        if st.get("n"):
+            print(
+                f"  {name[:28]:<28} {st['n']:>7} {st['mean']:>9.4f} {st['std']:>9.4f} "
+                f"{st['max']:>9.4f}"
+            )
+    print(f"  lists with ties: {s['lists_with_ties']} (all tied: {s['lists_all_tied']})")
+    for name, f in s["failures"].items():
+        print(f"  {name} failures: {f['responses']} responses in {f['rows']} rows")
+    if s["rows_skipped"]:
+        print(f"  {s['rows_skipped']} rows skipped (unscored) -> {failed_path}")
+
+
+def main(argv: list[str]) -> int:
+    cfg, _config_path = parse_config(argv, (ScoreConfig,), prog="rankalign score")
+    specs = [parse_reward_spec(s) for s in cfg.reward]
+    if not specs:
+        raise UserError(
+            "no reward given: pass --reward SPEC (e.g. sentiment, rm:PATH, "
+            "judge:model=NAME,base_url=URL)",
+            field="reward",
+        )
+    out = Path(cfg.out)
+    config_path, summary_path = side_path(out, ".config.yaml"), side_path(out, ".summary.json")
+    failed_path = side_path(out, ".failed.jsonl")
+    parts = out.with_name(out.name + ".parts")
+    data = load_lists(
+        cfg.input, min_responses=1, empty_responses=cfg.empty_responses, limit=cfg.limit
+    )
+    run = {"input": str(cfg.input), "rewards": [s.as_dict() for s in specs]}
+
+    if cfg.overwrite and parts.exists():
+        shutil.rmtree(parts)
+    elif parts.exists():  # resume: only with the same input and rewards
+        import yaml
+
+        before = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+        if not before or before.get("run") != redact(run):  # the dump is redacted too
+            raise UserError(
+                f"{parts} holds an unfinished run with other inputs or rewards; "
+                "rerun that command, or pass --overwrite true",
+                file=out,
+            )
+    elif out.exists() and not cfg.overwrite:
+        raise UserError("output exists (pass --overwrite true to replace it)", file=out)
+
+    done = ShardedWriter(out, cfg.shard_size).done_ids() if parts.exists() else set()
+    todo = [(row, loc) for row, loc in zip(data.rows, data.locations) if row["id"] not in done]
+    shared = ("batch_size", "max_length", "dtype", "device", "trust_remote_code", "allow_pickle")
+    defaults = {key: getattr(cfg, key) for key in (*shared, "chat_template")}  # specs may override
+    rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors come first
+    dump_config(config_path, {"score": cfg, "run": run})
+    writer = ShardedWriter(out, cfg.shard_size)
+    if done:
+        print(f"rankalign score: resuming, {len(done)} of {len(data.rows)} rows already scored")
+
+    from tqdm.auto import tqdm
+
+    try:
+        with tqdm(
+            total=len(data.rows),
+            initial=len(data.rows) - len(todo),
+            desc="score",
+            unit="row",
+            dynamic_ncols=True,
+        ) as bar:
+            for start in range(0, len(todo), cfg.shard_size):
+                chunk = todo[start : start + cfg.shard_size]
+                rows = [
+                    {k: v for k, v in row.items() if k not in ("score_parts", "score_failed")}
+                    for row, _ in chunk
+                ]
+                values = [reward.score(rows) for reward in rewards]
+                scored = [
+                    combine(row, loc, rewards, [v[r] for v in values], cfg.on_failure)
+                    for r, (row, (_, loc)) in enumerate(zip(rows, chunk))
+                ]
+                for row in scored:  # all checked before any is committed
+                    writer.add(row)
+                writer.flush()
+                bar.update(len(chunk))
+    except BaseException:
+        if not any(writer.parts.glob("shard-*.jsonl")):  # nothing done: leave nothing behind
+            shutil.rmtree(writer.parts, ignore_errors=True)
+            config_path.unlink(missing_ok=True)
+        raise
+
+    order = [row["id"] for row in data.rows]
+    by_id = {r["id"]: r for r in writer.done_rows()}
+    failed = [by_id[i] for i in order if i in by_id and "scores" not in by_id[i]]
+    if failed:
+        write_jsonl(failed_path, failed)
+    else:
+        failed_path.unlink(missing_ok=True)
+    skipped = {r["id"] for r in failed}
+    kept = writer.finish([i for i in order if i not in skipped])
+    summary = summarize(kept, failed)
+    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    print_summary(summary, out, failed_path)
+    return 0
