@@ -36,6 +36,8 @@ from typing import Any
 from .errors import UserError
 
 HH_ASSISTANT = "\n\nAssistant:"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 PROMPT_KEYS = ("prompt", "query", "instruction", "question")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -423,6 +425,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -89,7 +89,8 @@ def shared_response_logps(model, batch: dict):
     li, resp, rlen = batch["list_index"], batch["response_ids"], batch["response_lengths"]
     device = prompt_ids.device
     Lp = prompt_ids.shape[1] - 1  # the prompt pass covers all prompt tokens but the last
-    cache = DynamicCache(config=model.config)
+    config = getattr(model, "module", model).config  # DDP wraps the model; its config is inside
+    cache = DynamicCache(config=config)
     if Lp > 0:
         # Right padding + an all-ones mask: pads come after the real tokens, so causality already
         # hides them from real tokens, and no query row is fully masked (no NaN in the cache).

@@ -353,6 +353,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
 
 def save_final(trainer: Trainer, cfg: TrainConfig, tokenizer, out: Path) -> None:
     """Save a plain `save_pretrained` model + tokenizer in output_dir (LoRA merged by default)."""
+    trainer.save_state()  # trainer_state.json (the per-step log) beside the model, for reports
     if not trainer.is_world_process_zero():
         trainer.save_model(str(out))  # collective under FSDP/DeepSpeed; writes on rank 0 only
         return
@@ -370,6 +371,9 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
     # per-loss defaults need the loss name before the full parse
     loss = _peek(argv, "loss") or "rrhf"
     defaults = {**COMMON_DEFAULTS, **LOSS_DEFAULTS.get(loss, {})}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # multi-process on CPU (gloo): without use_cpu, TrainingArguments sets up no DDP
+        defaults["use_cpu"] = True
     cfg, args, _ = parse_config(argv, (TrainConfig, TrainingArguments), prog="rankalign train",
                                 defaults=defaults)
     if not cfg.data:

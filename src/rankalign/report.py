@@ -1,0 +1,599 @@
+"""The evaluation report: `metrics.json`, `report.md`, `report.html` and PNG plots in one folder.
+
+`write_report(metrics, out_dir)` takes the dict `rankalign.evaluate` builds and writes:
+
+| file | content |
+|---|---|
+| metrics.json | every number, as computed |
+| report.md / report.html | the same tables and plots; the HTML is self-contained (inline CSS) and refers to the PNGs beside it by relative path |
+| reward.png | average reward per model with its 95% bootstrap interval (bar + error bars) |
+| best_of_n.png | expected best-of-n reward against n (RRHF paper Table 2 "Best-of-4", Eq. 7) |
+| reward_length.png | per-prompt reward-length Pearson coefficients (RLHF Workflow Fig. 5) |
+| training.png | loss and ranking accuracy curves from trainer logs (RRHF paper Figure 3) |
+| loop.png | each numeric per-iteration metric of a `loop` run |
+
+Both documents are rendered from one list of blocks (heading, text, table, image, example), so
+they always hold the same content. Each PNG records the names of the curves it draws in its
+`Description` text chunk (`curves: a; b; ...`), read from the axes' legends and titles.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .data import atomic_write_text
+
+PLOT_FILES = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, title: str) -> list[str]:
+    """Save a figure as PNG with its curve names in the metadata; return those names."""
+    names = []
+    for ax in fig.axes:
+        if ax.get_title():
+            names.append(ax.get_title())
+        names += [label for label in ax.get_legend_handles_labels()[1] if not label.startswith("_")]
+    names = list(dict.fromkeys(names))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(
+        tmp,
+        dpi=100,
+        bbox_inches="tight",
+        metadata={"Title": title, "Description": "curves: " + "; ".join(names)},
+    )
+    os.replace(tmp, path)
+    _pyplot().close(fig)
+    return names
+
+
+def plot_rewards(models: dict[str, dict], path: Path) -> list[str]:
+    """Bars: mean reward per model; error bars: its 95% bootstrap interval."""
+    plt = _pyplot()
+    rows = [(name, m) for name, m in models.items() if _finite(m.get("mean_reward"))]
+    names = [name for name, _ in rows]
+    means = [m["mean_reward"] for _, m in rows]
+    low = [m["mean_reward"] - m.get("ci_low", m["mean_reward"]) for _, m in rows]
+    high = [m.get("ci_high", m["mean_reward"]) - m["mean_reward"] for _, m in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 3.6))
+    ax.bar(
+        range(len(names)),
+        means,
+        yerr=[low, high],
+        capsize=6,
+        color="tab:blue",
+        label="mean reward (95% bootstrap CI)",
+    )
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("reward")
+    ax.set_title("Average reward per model")
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path, "Average reward per model")
+
+
+def plot_best_of_n(curves: dict[str, list[dict]], path: Path) -> list[str]:
+    """One line per sample set: expected max reward of n samples against n (log2 axis)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, curve in curves.items():
+        ax.plot(
+            [p["n"] for p in curve],
+            [p["expected_max"] for p in curve],
+            marker="o",
+            label=f"best-of-n: {label}",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("n (samples per prompt)")
+    ax.set_ylabel("expected max reward")
+    ax.set_title("Best-of-n reward")
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path, "Best-of-n reward")
+
+
+def plot_reward_length(sets: dict[str, dict], path: Path) -> list[str]:
+    """Left: histogram of per-prompt Pearson r; right: r against mean length (Fig. 5's axes)."""
+    plt = _pyplot()
+    fig, (hist, scatter) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for label, rl in sets.items():
+        rs = [p["r"] for p in rl["per_prompt"]]
+        hist.hist(
+            rs, bins=20, range=(-1, 1), alpha=0.6, label=f"{label} (mean r={rl['mean_r']:.2f})"
+        )
+        scatter.scatter(
+            [p["mean_length"] for p in rl["per_prompt"]], rs, s=12, alpha=0.7, label=label
+        )
+    hist.set_xlabel("reward-length Pearson r (per prompt)")
+    hist.set_ylabel("prompts")
+    hist.set_title("Reward-length correlation")
+    hist.legend(loc="best", fontsize=8)
+    scatter.axhline(0, color="grey", lw=0.5)
+    units = {rl.get("length_unit", "tokens") for rl in sets.values()}
+    scatter.set_xlabel(f"mean response length ({', '.join(sorted(units))})")
+    scatter.set_ylabel("Pearson r")
+    scatter.set_title("Correlation against mean response length")
+    scatter.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, "Reward-length correlation")
+
+
+TRAIN_PANELS = (
+    (
+        "Training loss",
+        ("loss", "loss_rank", "loss_sft", "eval_loss", "eval_loss_rank", "eval_loss_sft"),
+    ),
+    ("Ranking accuracy", ("rank_accuracy", "eval_rank_accuracy")),
+    ("Reward margin", ("reward_margin", "eval_reward_margin")),
+)
+
+
+def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
+    """Trainer `log_history` curves against the global step, one panel per quantity group."""
+    plt = _pyplot()
+    panels = [
+        (title, keys)
+        for title, keys in TRAIN_PANELS
+        if any(k in e for log in runs.values() for e in log for k in keys)
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for run, log in runs.items():
+            for key in keys:
+                points = [(e["step"], e[key]) for e in log if _finite(e.get(key)) and "step" in e]
+                if points:
+                    prefix = f"{run}: " if len(runs) > 1 else ""
+                    ax.plot(
+                        *zip(*points), marker="." if len(points) < 40 else None, label=prefix + key
+                    )
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.legend(loc="best", fontsize=7)
+    return _save(fig, path, "Training curves")
+
+
+def plot_loop(iterations: list[dict], path: Path) -> list[str]:
+    """One small panel per numeric key of the per-iteration metrics."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    keys = _numeric_keys(iterations)
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    xs = [it.get("iteration", i) for i, it in enumerate(iterations)]
+    for ax, key in zip(axes.flat, keys):
+        points = [(x, it[key]) for x, it in zip(xs, iterations) if _finite(it.get(key))]
+        ax.plot(*zip(*points), marker="o", label=key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("iteration")
+        ax.set_title(key)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle("Per-iteration metrics")
+    fig.tight_layout()
+    return _save(fig, path, "Per-iteration metrics")
+
+
+def _numeric_keys(iterations: list[dict]) -> list[str]:
+    keys: dict[str, None] = {}
+    for it in iterations:
+        for k, v in it.items():
+            if k != "iteration" and _finite(v):
+                keys[k] = None
+    return list(keys)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if _finite(v) else "-"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> dict:
+    return {"kind": "table", "header": header, "rows": [[_fmt(c) for c in r] for r in rows]}
+
+
+def _text(s: str) -> dict:
+    return {"kind": "text", "text": s}
+
+
+def _heading(s: str, level: int = 2) -> dict:
+    return {"kind": "heading", "text": s, "level": level}
+
+
+def _image(file: str, alt: str) -> dict:
+    return {"kind": "image", "file": file, "alt": alt}
+
+
+def model_table(models: dict[str, dict]) -> dict:
+    """The side-by-side table (RRHF paper Table 2): one row per model, present columns only."""
+    optional = [
+        ("perplexity", "PPL"),
+        ("mean_length", "length (tokens)"),
+        ("bleu", "BLEU"),
+        ("rouge1", "ROUGE-1"),
+        ("rouge2", "ROUGE-2"),
+        ("rougeL", "ROUGE-L"),
+    ]
+    cols = [(k, h) for k, h in optional if any(_finite(m.get(k)) for m in models.values())]
+    header = ["model", "n", "reward", "95% CI", "std"] + [h for _, h in cols]
+    rows = []
+    for name, m in models.items():
+        ci = f"[{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"
+        rows.append(
+            [name, m.get("n"), m.get("mean_reward"), ci, m.get("std")] + [m.get(k) for k, _ in cols]
+        )
+    return _table(header, rows)
+
+
+def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
+    """The report's content, in order; sections without data are left out."""
+    b: list[dict] = [_heading("rankalign evaluation report", 1)]
+    cfg = metrics.get("config", {})
+    if cfg:
+        b.append(
+            _text(
+                f"Prompts: `{cfg.get('prompts')}` ({metrics.get('num_prompts', '?')} prompts); "
+                f"reward: `{' + '.join(cfg.get('reward') or []) or '-'}`; generation: {cfg.get('strategy', 'greedy')}, "
+                f"{cfg.get('max_new_tokens')} new tokens."
+            )
+        )
+    models = metrics.get("models") or {}
+    if models:
+        explain = (
+            "reward: mean over prompts with a 95% percentile-bootstrap interval "
+            f"({cfg.get('bootstrap_resamples', 1000)} resamples, seed {cfg.get('seed', 0)})"
+        )
+        if metrics.get("perplexity_model"):
+            explain += (
+                "; PPL: perplexity of the responses given their prompts under "
+                f"`{metrics['perplexity_model']}`"
+            )
+        b += [_heading("Models"), model_table(models), _text(explain + ".")]
+        if "reward.png" in plots:
+            b.append(_image("reward.png", "Average reward per model with 95% intervals"))
+    if metrics.get("win_rates"):
+        b += [
+            _heading("Win rate"),
+            _table(
+                ["model", "baseline", "judge", "n", "win", "tie", "lose", "win rate", "win+tie/2"],
+                [
+                    [
+                        w["model"],
+                        w["baseline"],
+                        w["judge"],
+                        w["n"],
+                        w["wins"],
+                        w["ties"],
+                        w["losses"],
+                        _pct(w["win_rate"]),
+                        _pct(w["win_rate_ties_half"]),
+                    ]
+                    for w in metrics["win_rates"]
+                ],
+            ),
+        ]
+    if metrics.get("rm_accuracy"):
+        b += [
+            _heading("Reward-model accuracy on pairs"),
+            _table(
+                ["scorer", "pairs", "correct", "wrong", "ties", "accuracy"],
+                [
+                    [a["scorer"], a["n"], a["correct"], a["wrong"], a["ties"], _pct(a["accuracy"])]
+                    for a in metrics["rm_accuracy"]
+                ],
+            ),
+            _text(
+                "A pair is correct when the chosen response scores strictly higher than the "
+                "rejected one; a policy scores a response by p_i = log-prob / tokens "
+                "(RRHF paper Table 5); equal scores are ties, counted apart."
+            ),
+        ]
+    if metrics.get("best_of_n"):
+        curves = metrics["best_of_n"]
+        ns = sorted({p["n"] for c in curves.values() for p in c})
+        rows = [
+            [label] + [next((_fmt(p["expected_max"]) for p in c if p["n"] == n), "-") for n in ns]
+            for label, c in curves.items()
+        ]
+        b += [
+            _heading("Best-of-n"),
+            {"kind": "table", "header": ["samples"] + [f"n={n}" for n in ns], "rows": rows},
+            _text(
+                "Expected maximum reward of n responses drawn without replacement from a "
+                "prompt's k scored samples, averaged over prompts with k >= n (exact, over "
+                "all C(k, n) subsets)."
+            ),
+        ]
+        if "best_of_n.png" in plots:
+            b.append(_image("best_of_n.png", "Best-of-n reward curve"))
+    if metrics.get("sample_stats"):
+        for label, stats in metrics["sample_stats"].items():
+            b += [
+                _heading(f"Sample statistics: {label}"),
+                _table(
+                    [
+                        "source",
+                        "prompts",
+                        "responses",
+                        "mean",
+                        "std",
+                        "max (mean per prompt)",
+                        "max",
+                    ],
+                    [
+                        [
+                            s["source"],
+                            s["prompts"],
+                            s["responses"],
+                            s["mean"],
+                            s["std"],
+                            s["max"],
+                            s["best"],
+                        ]
+                        for s in stats
+                    ],
+                ),
+            ]
+        b.append(
+            _text(
+                "RRHF paper Table 6 columns: mean and std over all responses of a source; "
+                "max = the average over prompts of the best response's reward."
+            )
+        )
+    if metrics.get("reward_length"):
+        rl = metrics["reward_length"]
+        b += [
+            _heading("Reward-length correlation"),
+            _table(
+                ["samples", "length unit", "prompts", "skipped", "mean r", "median r", "r > 0"],
+                [
+                    [
+                        k,
+                        v["length_unit"],
+                        v["prompts"],
+                        v["skipped"],
+                        v["mean_r"],
+                        v["median_r"],
+                        _pct(v["positive_fraction"]),
+                    ]
+                    for k, v in rl.items()
+                ],
+            ),
+            _text(
+                "Pearson r between reward and response length over each prompt's k samples "
+                "(RLHF Workflow Fig. 5); prompts with fewer than 2 samples or constant "
+                "reward/length are skipped."
+            ),
+        ]
+        if "reward_length.png" in plots:
+            b.append(_image("reward_length.png", "Reward-length correlation"))
+    if metrics.get("training"):
+        b.append(_heading("Training curves"))
+        rows = []
+        for run, log in metrics["training"].items():
+            last = {k: v for e in log for k, v in e.items() if _finite(v)}
+            rows.append(
+                [
+                    run,
+                    last.get("step"),
+                    last.get("loss"),
+                    last.get("rank_accuracy"),
+                    last.get("eval_loss"),
+                    last.get("eval_rank_accuracy"),
+                ]
+            )
+        b.append(
+            _table(
+                ["run", "last step", "loss", "rank accuracy", "eval loss", "eval rank accuracy"],
+                rows,
+            )
+        )
+        if "training.png" in plots:
+            b.append(_image("training.png", "Training loss and ranking accuracy"))
+    if metrics.get("loop"):
+        its = metrics["loop"]["iterations"]
+        keys = _numeric_keys(its)
+        b += [
+            _heading("Iterations"),
+            _table(
+                ["iteration"] + keys,
+                [[it.get("iteration", i)] + [it.get(k) for k in keys] for i, it in enumerate(its)],
+            ),
+        ]
+        if "loop.png" in plots:
+            b.append(_image("loop.png", "Per-iteration metrics"))
+    if metrics.get("examples"):
+        b.append(_heading("Example generations"))
+        for ex in metrics["examples"]:
+            b.append(
+                {
+                    "kind": "example",
+                    "id": ex["id"],
+                    "prompt": ex["prompt"],
+                    "responses": ex["responses"],
+                }
+            )
+    if metrics.get("notes"):
+        b += [_heading("Notes"), {"kind": "list", "items": metrics["notes"]}]
+    return b
+
+
+# ----------------------------------------------------------------------------- renderers
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: list[dict]) -> str:
+    out = []
+    for blk in blocks:
+        kind = blk["kind"]
+        if kind == "heading":
+            out.append("#" * blk["level"] + " " + blk["text"])
+        elif kind == "text":
+            out.append(blk["text"])
+        elif kind == "table":
+            out.append("| " + " | ".join(map(_md_cell, blk["header"])) + " |")
+            out.append("|" + "---|" * len(blk["header"]))
+            out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in blk["rows"]]
+        elif kind == "image":
+            out.append(f"![{blk['alt']}]({blk['file']})")
+        elif kind == "list":
+            out += [f"- {item}" for item in blk["items"]]
+        elif kind == "example":
+            out.append(f"**{blk['id']}** — prompt:\n\n```text\n{_prompt_str(blk['prompt'])}\n```")
+            for name, text in blk["responses"].items():
+                out.append(f"*{name}*:\n\n```text\n{text}\n```")
+        out.append("")
+    return "\n".join(out)
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;display:block;margin:1em 0}pre{background:#f6f6f6;padding:.6em;white-space:pre-wrap}
+.example{border-left:3px solid #8ab;padding-left:1em;margin:1em 0}code{background:#f3f3f3}"""
+
+# Counts images that actually decoded (naturalWidth > 0) once the page has loaded, and writes
+# the count into the page: a headless browser's --dump-dom shows whether the plots load.
+IMAGE_CHECK_JS = """window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
+  document.getElementById('images-loaded').textContent = ok + '/' + imgs.length;
+});"""
+
+
+def _inline(s: str) -> str:
+    """Escape text; `code` spans become <code>."""
+    parts = html.escape(s).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(blocks: list[dict]) -> str:
+    title = next((b["text"] for b in blocks if b["kind"] == "heading"), "report")
+    body = []
+    for blk in blocks:
+        kind = blk["kind"]
+        if kind == "heading":
+            body.append(f"<h{blk['level']}>{html.escape(blk['text'])}</h{blk['level']}>")
+        elif kind == "text":
+            body.append(f"<p>{_inline(blk['text'])}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in blk["header"])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                for r in blk["rows"]
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "image":
+            body.append(f'<img src="{html.escape(blk["file"])}" alt="{html.escape(blk["alt"])}">')
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in blk["items"]) + "</ul>")
+        elif kind == "example":
+            parts = [
+                f"<div class='example'><p><b>{html.escape(blk['id'])}</b> — prompt:</p>",
+                f"<pre>{html.escape(_prompt_str(blk['prompt']))}</pre>",
+            ]
+            for name, text in blk["responses"].items():
+                parts.append(f"<p><i>{html.escape(name)}</i>:</p><pre>{html.escape(text)}</pre>")
+            body.append("".join(parts) + "</div>")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n<p class='footer'>images loaded: <span id='images-loaded'>?</span></p>"
+        + f"\n<script>{IMAGE_CHECK_JS}</script>\n</body></html>\n"
+    )
+
+
+def _prompt_str(prompt: Any) -> str:
+    if isinstance(prompt, list):  # chat messages
+        return "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in prompt)
+    return str(prompt)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def make_plots(metrics: dict, out_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """Draw every plot the metrics have data for; returns {file: curve names}."""
+    out = Path(out_dir)
+    plots: dict[str, list[str]] = {}
+    jobs = []
+    if any(_finite(m.get("mean_reward")) for m in (metrics.get("models") or {}).values()):
+        jobs.append(("reward.png", plot_rewards, metrics["models"]))
+    if metrics.get("best_of_n"):
+        jobs.append(("best_of_n.png", plot_best_of_n, metrics["best_of_n"]))
+    if any(v.get("per_prompt") for v in (metrics.get("reward_length") or {}).values()):
+        jobs.append(("reward_length.png", plot_reward_length, metrics["reward_length"]))
+    if metrics.get("training"):
+        jobs.append(("training.png", plot_training, metrics["training"]))
+    if metrics.get("loop") and _numeric_keys(metrics["loop"]["iterations"]):
+        jobs.append(("loop.png", plot_loop, metrics["loop"]["iterations"]))
+    from tqdm.auto import tqdm
+
+    for file, fn, data in tqdm(jobs, desc="plots", unit="plot", disable=not jobs):
+        plots[file] = fn(data, out / file)
+    return plots
+
+
+def write_report(metrics: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write metrics.json, the PNG plots, report.md and report.html into `out_dir`.
+
+    Returns the paths written, by name.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in PLOT_FILES:  # a plot from an earlier run must not survive without its data
+        (out / stale).unlink(missing_ok=True)
+    plots = make_plots(metrics, out)
+    metrics = {**metrics, "plots": plots}
+    atomic_write_text(
+        out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n"
+    )
+    blocks = build_blocks(metrics, plots)
+    atomic_write_text(out / "report.md", render_markdown(blocks))
+    atomic_write_text(out / "report.html", render_html(blocks))
+    paths = {
+        "metrics": out / "metrics.json",
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+    }
+    paths.update({file: out / file for file in plots})
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,349 @@
+"""The report: files, tables, plots that show the named curves, and an HTML page whose images
+load in a real browser (headless Chromium from Debian's `chromium` package)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankalign.evaluate import read_loop_metrics, read_training_log
+from rankalign.report import write_report
+
+PLOTS = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
+
+
+def _metrics() -> dict:
+    rng = np.random.default_rng(0)
+    log = [
+        {
+            "step": s,
+            "loss": 3.0 / s,
+            "loss_rank": 2.0 / s,
+            "loss_sft": 1.0 / s,
+            "rank_accuracy": 0.5 + 0.05 * s,
+            "reward_margin": 0.1 * s,
+        }
+        for s in range(1, 9)
+    ]
+    log += [
+        {"step": 4, "eval_loss": 0.9, "eval_rank_accuracy": 0.7},
+        {"step": 8, "eval_loss": 0.5, "eval_rank_accuracy": 0.8},
+    ]
+    per_prompt = [
+        {"id": f"p{i}", "r": float(r), "k": 8, "mean_length": float(m)}
+        for i, (r, m) in enumerate(zip(rng.uniform(-1, 1, 40), rng.uniform(5, 60, 40)))
+    ]
+    return {
+        "config": {
+            "prompts": "heldout.jsonl",
+            "reward": ["sentiment"],
+            "max_new_tokens": 128,
+            "strategy": "greedy",
+            "bootstrap_resamples": 1000,
+            "seed": 0,
+        },
+        "num_prompts": 40,
+        "perplexity_model": "base",
+        "models": {
+            "rrhf": {
+                "mean_reward": 0.42,
+                "ci_low": 0.35,
+                "ci_high": 0.5,
+                "std": 0.2,
+                "n": 40,
+                "perplexity": 14.7,
+                "mean_length": 31.0,
+            },
+            "base": {
+                "mean_reward": 0.1,
+                "ci_low": 0.02,
+                "ci_high": 0.18,
+                "std": 0.25,
+                "n": 40,
+                "perplexity": 14.3,
+                "mean_length": 28.0,
+            },
+            "good <&> responses": {
+                "mean_reward": -0.05,
+                "ci_low": -0.1,
+                "ci_high": 0.0,
+                "std": 0.1,
+                "n": 40,
+                "perplexity": 21.5,
+            },
+        },
+        "win_rates": [
+            {
+                "model": "rrhf",
+                "baseline": "base",
+                "judge": "sentiment",
+                "n": 40,
+                "wins": 25,
+                "ties": 5,
+                "losses": 10,
+                "win_rate": 0.625,
+                "win_rate_ties_half": 0.6875,
+            }
+        ],
+        "rm_accuracy": [
+            {
+                "scorer": "p_i: rrhf",
+                "n": 40,
+                "correct": 25,
+                "wrong": 14,
+                "ties": 1,
+                "accuracy": 0.625,
+            }
+        ],
+        "best_of_n": {
+            "samples": [
+                {"n": 1, "expected_max": 0.1, "prompts": 40},
+                {"n": 2, "expected_max": 0.3, "prompts": 40},
+                {"n": 4, "expected_max": 0.45, "prompts": 40},
+            ]
+        },
+        "sample_stats": {
+            "train": [
+                {
+                    "source": "policy:beam",
+                    "prompts": 40,
+                    "responses": 160,
+                    "mean": -1.3,
+                    "std": 0.66,
+                    "max": -0.95,
+                    "best": 0.4,
+                }
+            ]
+        },
+        "reward_length": {
+            "samples": {
+                "length_unit": "tokens",
+                "prompts": 40,
+                "skipped": 0,
+                "mean_r": float(np.mean([p["r"] for p in per_prompt])),
+                "median_r": 0.0,
+                "positive_fraction": 0.5,
+                "per_prompt": per_prompt,
+            }
+        },
+        "training": {"rrhf-run": log},
+        "loop": {
+            "run": "runs/loop",
+            "iterations": [
+                {
+                    "iteration": i,
+                    "mean_reward": 0.1 * i,
+                    "max_reward": 0.2 + 0.1 * i,
+                    "heldout_reward": 0.05 * i,
+                    "pairs_dropped": 3 - i,
+                    "note": "text is skipped",
+                }
+                for i in range(3)
+            ],
+        },
+        "examples": [
+            {
+                "id": "p0",
+                "prompt": [{"role": "user", "content": "Hi <there>"}],
+                "responses": {"rrhf": "Hello! | a pipe", "base": "hi"},
+            }
+        ],
+        "notes": ["a note with `code`"],
+    }
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    paths = write_report(_metrics(), out)
+    return out, paths
+
+
+def _png_curves(path: Path) -> list[str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        text = im.text.get("Description", "")
+    assert text.startswith("curves: ")
+    return text[len("curves: ") :].split("; ")
+
+
+def test_files_and_tables(report):
+    out, paths = report
+    for f in ("metrics.json", "report.md", "report.html", *PLOTS):
+        assert (out / f).is_file(), f
+    assert set(PLOTS) <= set(paths)
+    md = (out / "report.md").read_text()
+    for heading in (
+        "## Models",
+        "## Win rate",
+        "## Reward-model accuracy on pairs",
+        "## Best-of-n",
+        "## Sample statistics: train",
+        "## Reward-length correlation",
+        "## Training curves",
+        "## Iterations",
+        "## Example generations",
+        "## Notes",
+    ):
+        assert heading in md, heading
+    # the side-by-side table: one row per model, PPL column, the interval
+    assert re.search(r"\| rrhf \| 40 \| 0\.420 \| \[0\.350, 0\.500\] \| 0\.200 \| 14\.700 \|", md)
+    assert "Hello! \\| a pipe" not in md and "Hello! | a pipe" in md  # code blocks stay verbatim
+    html = (out / "report.html").read_text()
+    assert "good &lt;&amp;&gt; responses" in html and "Hi &lt;there&gt;" in html  # escaped
+    assert all(f'src="{p}"' in html for p in PLOTS) and "file://" not in html
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["models"]["rrhf"]["mean_reward"] == 0.42 and set(saved["plots"]) == set(PLOTS)
+
+
+def test_plots_show_the_named_curves(report):
+    from PIL import Image
+
+    out, _ = report
+    expected = {
+        "reward.png": ["Average reward per model", "mean reward (95% bootstrap CI)"],
+        "best_of_n.png": ["Best-of-n reward", "best-of-n: samples"],
+        "reward_length.png": [
+            "Reward-length correlation",
+            "Correlation against mean response length",
+        ],
+        "training.png": [
+            "Training loss",
+            "loss",
+            "loss_rank",
+            "loss_sft",
+            "eval_loss",
+            "Ranking accuracy",
+            "rank_accuracy",
+            "eval_rank_accuracy",
+            "Reward margin",
+            "reward_margin",
+        ],
+        "loop.png": ["mean_reward", "max_reward", "heldout_reward", "pairs_dropped"],
+    }
+    for file, names in expected.items():
+        curves = _png_curves(out / file)
+        assert all(n in curves for n in names), (file, curves)
+        assert (out / file).stat().st_size > 8000, file
+        with Image.open(out / file) as im:
+            pixels = np.asarray(im.convert("L"), dtype=float)
+        assert im.size[0] > 300 and im.size[1] > 200
+        assert pixels.std() > 10, f"{file} looks blank"
+    assert "note" not in _png_curves(out / "loop.png")  # only numeric keys are plotted
+
+
+def test_sections_without_data_are_left_out(tmp_path):
+    metrics = {"models": {"m": {"mean_reward": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 3}}}
+    (tmp_path / "loop.png").write_bytes(b"stale")
+    paths = write_report(metrics, tmp_path)
+    assert set(paths) == {"metrics", "markdown", "html", "reward.png"}
+    assert not (tmp_path / "loop.png").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "## Models" in md and "Best-of-n" not in md and "PPL" not in md
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_html_renders_in_headless_chromium(report, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    out, _ = report
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        (out / "report.html").as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'id="images-loaded">(\d+)/(\d+)<', proc.stdout)
+    assert m, proc.stdout[-2000:]
+    assert int(m.group(2)) == len(PLOTS) and int(m.group(1)) == len(PLOTS), m.group(0)
+    # and a broken image would be counted as not loaded
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "loop.png").write_bytes(b"not a png")
+    cmd[-1] = (broken / "report.html").as_uri()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'id="images-loaded">(\d+)/(\d+)<', proc.stdout)
+    assert m and int(m.group(1)) == len(PLOTS) - 1
+
+
+def test_screenshot_of_the_report_is_not_blank(report, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    from PIL import Image
+
+    out, _ = report
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    with Image.open(shot) as im:
+        assert np.asarray(im.convert("L"), dtype=float).std() > 10
+
+
+# ----------------------------------------------------------------------------- log readers
+
+
+def test_training_log_from_the_newest_checkpoint(tmp_path):
+    for step in (2, 10):
+        ck = tmp_path / f"checkpoint-{step}"
+        ck.mkdir()
+        (ck / "trainer_state.json").write_text(
+            json.dumps({"log_history": [{"step": s, "loss": 1.0} for s in range(1, step + 1)]})
+        )
+    assert len(read_training_log(str(tmp_path))) == 10
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1}]}))
+    assert read_training_log(str(tmp_path)) == [{"step": 1}]
+
+
+def test_loop_metrics_as_folders_or_a_list(tmp_path):
+    for i in (0, 1, 10):
+        (tmp_path / "a" / f"iter-{i}").mkdir(parents=True)
+        (tmp_path / "a" / f"iter-{i}" / "metrics.json").write_text(json.dumps({"mean_reward": i}))
+    assert [it["iteration"] for it in read_loop_metrics(str(tmp_path / "a"))] == [0, 1, 10]
+    (tmp_path / "b.json").write_text(json.dumps([{"mean_reward": 1, "sample": {"max": 2}}]))
+    assert read_loop_metrics(str(tmp_path / "b.json")) == [
+        {"mean_reward": 1, "sample.max": 2, "iteration": 0}
+    ]
