@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import yaml
 
 from .errors import UserError
 
-# Names of secrets that must never be written to a config dump or a log.
-SECRET_WORDS = ("token", "api_key", "apikey", "secret", "password")
+# Names of secrets that must never be written to a config dump or a log (whole-word endings:
+# `hub_token` and `api_key` are secrets; `max_new_tokens` and `api_key_env` are not).
+SECRET_NAME = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -72,6 +74,7 @@ def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | N
     if config_path:
         loaded = load_yaml(config_path)
         known = {f.name for t in types for f in dataclasses.fields(t)}
+        loaded = _unwrap_dump(loaded, known)
         for key in loaded:
             if key not in known:
                 raise UserError(f"unknown option '{key}'", file=config_path, field=key)
@@ -94,12 +97,25 @@ def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | N
     return (*parsed, config_path)
 
 
+def _unwrap_dump(loaded: dict, known: set[str]) -> dict:
+    """A config written by `dump_config` ({section: {...}, ..., command: ...}) reruns as is."""
+    sections = {k: v for k, v in loaded.items() if k != "command"}
+    if "command" in loaded and sections and all(
+        k not in known and isinstance(v, dict) for k, v in sections.items()
+    ):
+        merged = {}
+        for values in sections.values():
+            merged.update({k: v for k, v in values.items() if k in known and v != "<redacted>"})
+        return merged
+    return loaded
+
+
 def redact(obj: Any) -> Any:
     """A copy of a (nested) config with secret-looking values replaced."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if any(w in str(k).lower() for w in SECRET_WORDS) and v not in (None, "", False):
+            if SECRET_NAME.search(str(k)) and v not in (None, "", False):
                 out[k] = "<redacted>"
             else:
                 out[k] = redact(v)

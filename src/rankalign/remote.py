@@ -210,7 +210,9 @@ def chat_many(
         raise ValueError(f"{len(seed)} seeds for {len(conversations)} conversations")
     with ThreadPoolExecutor(max_workers=min(cfg.concurrency, len(conversations))) as pool:
         futures = [pool.submit(work, i) for i in range(len(conversations))]
-        with tqdm(total=len(futures), desc=desc, unit="req", dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(futures), desc=desc, unit="req", dynamic_ncols=True, leave=False
+        ) as bar:
             for _ in as_completed(futures):
                 bar.update(1)
     return results
