@@ -26,7 +26,8 @@ def _args(model_dir, out, batch):
 @pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
                     reason="accelerate CLI not installed")
 def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # one thread per process: two processes on 2 cores must not oversubscribe them
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     two = subprocess.run(
         [accelerate, "launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"),

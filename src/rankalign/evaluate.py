@@ -1274,6 +1274,10 @@ def _any_tokenizer(cfg: EvaluateConfig, entries: list[Entry]):
 
 
 def main(argv: list[str]) -> int:
+    from .reward_model import is_rm_evaluation, main_evaluate
+
+    if is_rm_evaluation(argv):  # `--rm PATH --pairs FILE`: reward-model evaluation
+        return main_evaluate(argv)
     (cfg, _config_path) = parse_config(argv, (EvaluateConfig,), prog="rankalign evaluate")
     if not (
         cfg.model

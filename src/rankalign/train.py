@@ -54,7 +54,7 @@ class TrainConfig:
     data: str = field(default=None, metadata={"help": "ranked lists: .jsonl/.json/.parquet/.csv, a dataset folder, or a hub name"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out ranked lists for eval_strategy"})
     model: str = field(default="smollm2", metadata={"help": "policy: local folder, hub name, or 'smollm2' (embedded default)"})
-    loss: str = field(default="rrhf", metadata={"help": f"one of: {', '.join(L.LOSSES)}"})
+    loss: str = field(default="rrhf", metadata={"help": f"one of: {', '.join(L.LOSSES)}; bt-reward and preference train reward models"})
     # loss hyperparameters (None = the loss's default; see losses.py)
     beta: float | None = None
     margin: float | None = None
@@ -400,6 +400,11 @@ def _peek(argv: list[str], name: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    from .reward_model import is_reward_model_loss
+    from .reward_model import main as reward_model_main
+
+    if is_reward_model_loss(argv):  # --loss bt-reward | preference: a reward/preference model
+        return reward_model_main(argv)
     cfg, args = parse_args(argv)
     summary = run(cfg, args)
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=2))
