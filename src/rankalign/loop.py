@@ -1,0 +1,319 @@
+"""`rankalign loop`: online iterative alignment (RLHF Workflow Algorithm 1; RRHF IP-n / OP-k).
+
+    rankalign loop --config examples/loop-tiny.yaml
+
+Iteration t (folder `iter-t/`) takes its slice of the prompt set, samples `num_samples` responses
+per prompt from the CURRENT policy (the last iteration's model), scores them, builds training
+data, and trains starting from the current policy. The reference model of every iteration is
+the initial policy pi_0 (RLHF Workflow §3.3). Before the first iteration and after each one the
+policy is evaluated on held-out prompts (greedy generations, mean reward with a 95% interval).
+
+Data builders (`builder`):
+- `best-worst`: one pair per prompt, best vs worst sample; prompts where they tie are dropped
+  (counted in metrics as `dropped_ties`), as RLHF Workflow does;
+- `all-pairs`: every strictly ordered pair of a prompt's samples, one row each;
+- `list`: the whole ranked list (rrhf, pro, listwise-dpo);
+- `rso`: statistical rejection sampling (RSO, thesis §2.6): two samples accepted with
+  probability exp((r - r_max) / rso_beta), paired by reward;
+- `raft`: best-of-n filtering: each prompt's best sample (train with loss sft/raft).
+Ranking may use a length penalty r - length_penalty * |y| (characters; RLHF Workflow eq. 8).
+
+RRHF sampling policies (paper Table 1): IP-n is this loop with `builder: list`, `loss: rrhf`;
+OP-k is `steps_per_iteration: k` (resample from the online policy every k optimizer steps);
+OP-k+KL adds `kl_coef: 0.01` (reward minus kl_coef * log(pi/pi_ref) of each sample, paper §5).
+
+Every stage is skipped when its output is complete (outputs are written atomically), so a run
+killed anywhere resumes where it stopped and, seeded, produces the same files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import dump_config, parse_config
+from .data import atomic_write_text, load_lists, write_jsonl
+from .errors import UserError
+
+BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
+
+
+@dataclass
+class LoopConfig:
+    prompts: str = field(default=None, metadata={"help": "prompt set (any layout); split across iterations"})
+    out: str = field(default="runs/loop", metadata={"help": "run folder (rerun to resume)"})
+    model: str = field(default="smollm2", metadata={"help": "initial policy pi_0 (also the reference)"})
+    iterations: int = 3
+    prompts_per_iteration: int | None = field(default=None, metadata={"help": "default: the prompt set split evenly"})
+    heldout: str | None = field(default=None, metadata={"help": "held-out prompts for the per-iteration reward"})
+    max_heldout: int | None = None
+    # sampling (through `rankalign sample`)
+    num_samples: int = 8
+    temperature: float = 0.8
+    top_p: float = 1.0
+    strategy: str = field(default="sample", metadata={"help": "sample | diverse-beam (RRHF DP)"})
+    max_new_tokens: int = 128
+    chat_template: str = "auto"
+    # scoring (through `rankalign score`)
+    reward: list[str] = field(default_factory=lambda: ["sentiment"])
+    length_penalty: float = field(default=0.0, metadata={"help": "lambda in r - lambda*|y| (characters) for ranking"})
+    kl_coef: float = field(default=0.0, metadata={"help": "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)"})
+    # data and training (through `rankalign train`)
+    builder: str = field(default="best-worst", metadata={"help": " | ".join(BUILDERS)})
+    rso_beta: float = 0.5
+    loss: str = "dpo"
+    hybrid: bool = field(default=False, metadata={"help": "train each iteration on all data so far"})
+    offline_data: str | None = field(default=None, metadata={"help": "ranked lists added to every iteration (hybrid)"})
+    steps_per_iteration: int | None = field(default=None, metadata={"help": "OP-k: optimizer steps per iteration"})
+    epochs: float = 1.0
+    learning_rate: float = 5e-7
+    batch_size: int = 4
+    beta: float | None = None
+    max_length: int = 512
+    use_lora: bool = False
+    train_args: list[str] = field(default_factory=list, metadata={"help": "extra `rankalign train` flags"})
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.builder not in BUILDERS:
+            raise ValueError(f"unknown builder '{self.builder}' (use {', '.join(BUILDERS)})")
+        if self.iterations < 1 or self.num_samples < 1:
+            raise ValueError("iterations and num_samples must be at least 1")
+        if self.builder in ("best-worst", "all-pairs", "rso") and self.num_samples < 2:
+            raise ValueError(f"builder {self.builder} needs num_samples >= 2")
+        if isinstance(self.reward, str):
+            self.reward = [self.reward]
+
+
+# ----------------------------------------------------------------------------- data builders
+
+
+def ranking_scores(row: dict, length_penalty: float) -> list[float]:
+    return [s - length_penalty * len(r) for s, r in zip(row["scores"], row["responses"])]
+
+
+def build_training_rows(rows: list[dict], cfg: LoopConfig, iteration: int) -> tuple[list[dict], dict]:
+    """Turn scored samples into training rows with the configured builder; count what is dropped."""
+    out, stats = [], {"prompts": len(rows), "dropped_ties": 0, "dropped_too_few": 0}
+    for row in rows:
+        scores = ranking_scores(row, cfg.length_penalty)
+        resp, k = row["responses"], len(row["responses"])
+        base = {"prompt": row["prompt"]}
+        if k == 0 or (k < 2 and cfg.builder != "raft"):
+            stats["dropped_too_few"] += 1
+            continue
+        order = sorted(range(k), key=lambda i: -scores[i])  # best first (stable on ties)
+        if cfg.builder == "raft":
+            out.append({**base, "id": row["id"], "responses": [resp[order[0]]], "scores": [scores[order[0]]]})
+            continue
+        if scores[order[0]] == scores[order[-1]]:
+            stats["dropped_ties"] += 1
+            continue
+        if cfg.builder == "best-worst":
+            b, w = order[0], order[-1]
+            out.append({**base, "id": row["id"], "responses": [resp[b], resp[w]], "scores": [scores[b], scores[w]]})
+        elif cfg.builder == "list":
+            out.append({**base, "id": row["id"], "responses": resp, "scores": scores})
+        elif cfg.builder == "all-pairs":
+            n = 0
+            for a in range(k):
+                for b in range(k):
+                    if scores[a] > scores[b]:
+                        out.append({**base, "id": f"{row['id']}#{n}", "responses": [resp[a], resp[b]],
+                                    "scores": [scores[a], scores[b]]})
+                        n += 1
+        elif cfg.builder == "rso":
+            pair = rso_pair(scores, cfg.rso_beta, random.Random(f"{cfg.seed}|{iteration}|{row['id']}"))
+            if pair is None:
+                stats["dropped_ties"] += 1
+                continue
+            a, b = pair
+            out.append({**base, "id": row["id"], "responses": [resp[a], resp[b]], "scores": [scores[a], scores[b]]})
+    stats["training_rows"] = len(out)
+    return out, stats
+
+
+def rso_pair(scores: list[float], beta: float, rng: random.Random,
+             max_passes: int = 100) -> tuple[int, int] | None:
+    """Statistical rejection sampling (Liu et al. 2023): accept candidates with probability
+    exp((r - r_max) / beta) until two are accepted (without replacement); order them by reward."""
+    if len(scores) < 2:
+        return None
+    r_max, accepted, pool, passes = max(scores), [], [], 0
+    while len(accepted) < 2:
+        if not pool:  # a pass over the candidates is done: the rejected ones get another chance
+            passes += 1
+            if passes > max_passes:  # the others are far below the best: no second sample
+                return None
+            pool = [j for j in range(len(scores)) if j not in accepted]
+        i = pool.pop(rng.randrange(len(pool)))
+        if rng.random() < math.exp((scores[i] - r_max) / beta):
+            accepted.append(i)
+            pool = [j for j in pool if j != i]
+    if scores[accepted[0]] == scores[accepted[1]]:
+        return None
+    a, b = sorted(accepted, key=lambda i: -scores[i])
+    return a, b
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _run(module: str, argv: list[str]) -> None:
+    rc = importlib.import_module(f"rankalign.{module}").main(argv)
+    if rc:
+        raise UserError(f"loop stage `rankalign {module}` failed (exit {rc})")
+
+
+def _done(path: Path) -> bool:
+    return path.is_file()
+
+
+def sample_stats(rows: list[dict]) -> dict:
+    """RRHF paper Table 6 columns: mean, std and (per-prompt) max reward of the samples."""
+    flat = [s for r in rows for s in r["scores"]]
+    mean = sum(flat) / len(flat)
+    std = math.sqrt(sum((s - mean) ** 2 for s in flat) / len(flat))
+    lengths = [len(x) for r in rows for x in r["responses"]]
+    return {"mean_reward": mean, "std_reward": std,
+            "max_reward": sum(max(r["scores"]) for r in rows) / len(rows),
+            "mean_response_chars": sum(lengths) / len(lengths)}
+
+
+def add_kl_penalty(scored: Path, out: Path, policy: str, reference: str, cfg: LoopConfig) -> None:
+    """OP-k+KL (RRHF §5): r_i - coef * (log pi(y_i|x) - log pi_ref(y_i|x)), sequence log-probs."""
+    from .models import load_causal_lm, load_tokenizer, resolve_model
+    from .train import TrainConfig, compute_logps, tokenize_lists
+
+    rows = load_lists(scored).rows
+    tok = load_tokenizer(resolve_model(policy))
+    tcfg = TrainConfig(data=str(scored), model=policy, loss="rrhf", max_length=cfg.max_length,
+                       chat_template=cfg.chat_template)
+    ds, _ = tokenize_lists(str(scored), tok, tcfg, min_responses=1)
+    logps = [compute_logps(load_causal_lm(resolve_model(m)), ds, tok.pad_token_id, 8, True, desc=f"kl: {name}")
+             for name, m in (("policy", policy), ("reference", reference))]
+    for row, lp, lr in zip(rows, *logps):
+        row.setdefault("score_parts", {})["kl"] = [a - b for a, b in zip(lp, lr)]
+        row["scores"] = [s - cfg.kl_coef * (a - b) for s, a, b in zip(row["scores"], lp, lr)]
+    write_jsonl(out, rows)
+
+
+def heldout_reward(model: str, cfg: LoopConfig, out: Path) -> dict:
+    from .evaluate import evaluate_models
+
+    m = evaluate_models({"policy": model}, cfg.heldout, cfg.reward, str(out),
+                        max_new_tokens=cfg.max_new_tokens, chat_template=cfg.chat_template,
+                        seed=cfg.seed, max_prompts=cfg.max_heldout, ppl_model="none")
+    r = m["models"]["policy"]
+    return {"mean_reward": r["mean_reward"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+
+
+def run(cfg: LoopConfig) -> list[dict]:
+    from .models import resolve_model
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(out / "loop_config.yaml", {"loop": cfg})
+    prompts = load_lists(cfg.prompts).rows
+    per = cfg.prompts_per_iteration or math.ceil(len(prompts) / cfg.iterations)
+    pi0 = resolve_model(cfg.model)  # the reference of every iteration
+    current = pi0
+    history: list[Path] = []
+    all_metrics = []
+    if cfg.heldout:
+        base = out / "iter-0-heldout.json"
+        if not _done(base):
+            atomic_write_text(base, json.dumps(heldout_reward(current, cfg, out / "heldout" / "initial"), indent=2))
+        initial = json.loads(base.read_text())
+    for t in range(1, cfg.iterations + 1):
+        it = out / f"iter-{t}"
+        it.mkdir(exist_ok=True)
+        print(f"\n[loop] iteration {t}/{cfg.iterations}", file=sys.stderr, flush=True)
+        chunk = [prompts[(i + (t - 1) * per) % len(prompts)] for i in range(per)]  # cycles for OP-k
+        if not _done(it / "prompts.jsonl"):
+            write_jsonl(it / "prompts.jsonl", [{"id": f"{r['id']}", "prompt": r["prompt"]} for r in chunk])
+        if not _done(it / "samples.jsonl"):
+            source = {"kind": "policy", "strategy": cfg.strategy, "num": cfg.num_samples,
+                      "temperature": cfg.temperature}
+            if cfg.strategy == "sample":
+                source["top_p"] = cfg.top_p
+            _run("sample", ["--prompts", str(it / "prompts.jsonl"), "--out", str(it / "samples.jsonl"),
+                            "--model", current, "--sources", json.dumps([source]),
+                            "--max_new_tokens", str(cfg.max_new_tokens), "--chat_template", cfg.chat_template,
+                            "--seed", str(cfg.seed + t)])
+        raw = it / ("scores.raw.jsonl" if cfg.kl_coef else "scores.jsonl")
+        if not _done(raw):
+            _run("score", ["--in", str(it / "samples.jsonl"), "--out", str(raw),
+                           *[a for r in cfg.reward for a in ("--reward", r)]])
+        if cfg.kl_coef and not _done(it / "scores.jsonl"):
+            add_kl_penalty(raw, it / "scores.jsonl", current, pi0, cfg)
+        scored = load_lists(it / "scores.jsonl", require_scores=True).rows
+        rows, stats = build_training_rows(scored, cfg, t)
+        if not _done(it / "train_data.jsonl"):
+            write_jsonl(it / "train_data.jsonl", rows)
+        data = it / "train_data.jsonl"
+        history.append(data)
+        if cfg.hybrid or cfg.offline_data:
+            data = it / "train_data_hybrid.jsonl"
+            if not _done(data):
+                merged = [r for h in (history if cfg.hybrid else history[-1:]) for r in load_lists(h).rows]
+                if cfg.offline_data:
+                    merged += load_lists(cfg.offline_data, require_scores=True).rows
+                write_jsonl(data, [dict(r, id=f"{i:07d}-{r['id']}") for i, r in enumerate(merged)])
+        model_dir = it / "model"
+        if not _done(model_dir / "train_summary.json"):
+            argv = ["--data", str(data), "--model", current, "--loss", cfg.loss, "--output_dir", str(model_dir),
+                    "--learning_rate", str(cfg.learning_rate), "--per_device_train_batch_size", str(cfg.batch_size),
+                    "--num_train_epochs", str(cfg.epochs), "--max_length", str(cfg.max_length),
+                    "--chat_template", cfg.chat_template, "--save_strategy", "no", "--seed", str(cfg.seed),
+                    "--use_lora", str(cfg.use_lora).lower(), "--ref_cache_dir", str(out / "ref_cache")]
+            if cfg.loss in ("dpo", "ipo", "listwise-dpo"):
+                argv += ["--ref_model", pi0]  # reference = pi_0 in every iteration
+            if cfg.beta is not None:
+                argv += ["--beta", str(cfg.beta)]
+            if cfg.steps_per_iteration:
+                argv += ["--max_steps", str(cfg.steps_per_iteration)]
+            _run("train", argv + list(cfg.train_args))
+        current = str(model_dir)
+        metrics_path = it / "metrics.json"
+        if not _done(metrics_path):
+            metrics = {"iteration": t, **sample_stats(scored), **stats}
+            if cfg.heldout:
+                metrics["heldout_reward_before"] = (initial if t == 1 else all_metrics[-1]["heldout"])["mean_reward"]
+                metrics["heldout"] = heldout_reward(current, cfg, it / "heldout")
+                metrics["heldout_reward"] = metrics["heldout"]["mean_reward"]
+            atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+        all_metrics.append(json.loads(metrics_path.read_text()))
+    summary = {"initial_heldout": initial if cfg.heldout else None, "iterations": all_metrics,
+               "final_model": current, "reference_model": pi0}
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    plot_iterations(all_metrics, out / "loop.png")
+    return all_metrics
+
+
+def plot_iterations(metrics: list[dict], path: Path) -> None:
+    try:
+        from .report import plot_loop
+    except ImportError:
+        return
+    keys = ("mean_reward", "max_reward", "std_reward", "heldout_reward", "mean_response_chars", "dropped_ties")
+    plot_loop([{k: m[k] for k in ("iteration", *keys) if k in m} for m in metrics], path)
+
+
+def main(argv: list[str]) -> int:
+    cfg, _ = parse_config(argv, (LoopConfig,), prog="rankalign loop")
+    if not cfg.prompts:
+        raise UserError("no prompts: pass --prompts FILE (or `prompts:` in the config)")
+    metrics = run(cfg)
+    for m in metrics:
+        line = f"iteration {m['iteration']}: sample reward mean {m['mean_reward']:+.3f} max {m['max_reward']:+.3f}"
+        if "heldout_reward" in m:
+            line += f"; held-out {m['heldout_reward']:+.3f}"
+        print(line + f"; dropped ties {m['dropped_ties']}")
+    print(f"run: {cfg.out}  (plot: {Path(cfg.out) / 'loop.png'})")
+    return 0

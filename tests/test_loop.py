@@ -1,0 +1,122 @@
+"""`rankalign loop` on a tiny model: iteration folders, data builders, reference = pi_0, counted
+ties, resume after a kill gives the same files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from rankalign.cli import main
+from rankalign.loop import LoopConfig, build_training_rows, rso_pair
+
+REWARD = '''
+def vowels(prompt, response):
+    return float(sum(c in "aeiou" for c in response)) / (1 + len(response)) + 0.01 * len(response)
+'''
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_dir):
+    (tmp_path / "reward_fn.py").write_text(REWARD)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(
+        ["the movie was", "i think this", "hello there", "the film", "what is a good movie?", "how are you"])))
+    cfg = {"prompts": str(prompts), "heldout": str(prompts), "model": tiny_model_dir, "iterations": 2,
+           "prompts_per_iteration": 3, "num_samples": 3, "max_new_tokens": 6, "temperature": 1.0,
+           "reward": [f"python:{tmp_path / 'reward_fn.py'}:vowels"], "builder": "best-worst", "loss": "dpo",
+           "learning_rate": 1e-3, "batch_size": 2, "max_length": 64, "seed": 7}
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return tmp_path, path
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    names = ["prompts.jsonl", "samples.jsonl", "scores.jsonl", "train_data.jsonl", "metrics.json"]
+    return {f"{it}/{n}": (run / it / n).read_bytes() for it in ("iter-1", "iter-2") for n in names}
+
+
+def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
+    tmp, cfg_path = setup
+    full = tmp / "full"
+    assert main(["loop", "--config", str(cfg_path), "--out", str(full)]) == 0
+    for it in ("iter-1", "iter-2"):
+        assert (full / it / "model" / "model.safetensors").is_file()
+        # the reference of every iteration is pi_0, read back from the resolved train config
+        train_cfg = yaml.safe_load((full / it / "model" / "rankalign_config.yaml").read_text())
+        assert train_cfg["rankalign"]["ref_model"] == tiny_model_dir
+    # warm start: iteration 2 starts from iteration 1's model
+    cfg2 = yaml.safe_load((full / "iter-2" / "model" / "rankalign_config.yaml").read_text())
+    assert cfg2["rankalign"]["model"] == str(full / "iter-1" / "model")
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert [m["iteration"] for m in metrics["iterations"]] == [1, 2]
+    for m in metrics["iterations"]:
+        assert m["prompts"] == 3 and m["training_rows"] + m["dropped_ties"] + m["dropped_too_few"] == 3
+        assert "heldout_reward" in m
+    assert (full / "loop.png").stat().st_size > 1000
+
+    # kill a second run in the middle (after iteration 1's samples exist), then resume it
+    cut = tmp / "cut"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rankalign.cli", "loop", "--config", str(cfg_path),
+                             "--out", str(cut)], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "iter-1" / "scores.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["loop", "--config", str(cfg_path), "--out", str(cut)]) == 0
+    assert _files(cut) == _files(full) or _same_except_heldout(cut, full)
+    a = load_file(str(full / "iter-2" / "model" / "model.safetensors"))
+    b = load_file(str(cut / "iter-2" / "model" / "model.safetensors"))
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-6
+
+
+def _same_except_heldout(a: Path, b: Path) -> bool:
+    fa, fb = _files(a), _files(b)
+    return all(fa[k] == fb[k] for k in fa if not k.endswith("metrics.json"))
+
+
+def _row(scores, responses=None):
+    responses = responses or [f"r{i}" for i in range(len(scores))]
+    return {"id": "x", "prompt": "p", "responses": responses, "scores": scores}
+
+
+def test_builders_and_tie_counting():
+    cfg = LoopConfig(prompts="p", builder="best-worst")
+    rows, stats = build_training_rows([_row([0.1, 0.9, 0.5]), _row([0.3, 0.3])], cfg, 1)
+    assert rows == [{"prompt": "p", "id": "x", "responses": ["r1", "r0"], "scores": [0.9, 0.1]}]
+    assert stats["dropped_ties"] == 1 and stats["training_rows"] == 1
+    cfg = LoopConfig(prompts="p", builder="all-pairs")
+    rows, _ = build_training_rows([_row([0.1, 0.9, 0.5, 0.5])], cfg, 1)
+    assert len(rows) == 5  # 0.9>0.1, 0.9>0.5 (x2), 0.5>0.1 (x2); the tied 0.5s give no pair
+    cfg = LoopConfig(prompts="p", builder="raft")
+    rows, _ = build_training_rows([_row([0.1, 0.9, 0.5])], cfg, 1)
+    assert rows[0]["responses"] == ["r1"]
+    # length penalty changes the ranking: r - lambda * chars
+    cfg = LoopConfig(prompts="p", builder="best-worst", length_penalty=0.1)
+    rows, _ = build_training_rows([_row([1.0, 0.5], ["a" * 20, "b"])], cfg, 1)
+    assert rows[0]["responses"] == ["b", "a" * 20]
+
+
+def test_rso_prefers_high_rewards():
+    import random
+
+    rng = random.Random(0)
+    counts = [0] * 4
+    for _ in range(2000):
+        a, b = rso_pair([0.0, 1.0, 2.0, 3.0], 0.5, rng)
+        counts[a] += 1
+        counts[b] += 1
+        assert a != b
+    assert counts[3] > counts[2] > counts[1] > counts[0]
