@@ -43,14 +43,41 @@ print("PEAK", peak)
 
 def measure(model: str, data: str, loss: str, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out:
-        argv = ["--model", model, "--data", data, "--loss", loss, "--output_dir", out, "--max_steps", "2",
-                "--per_device_train_batch_size", "2", "--save_strategy", "no", "--disable_tqdm", "true",
-                "--max_length", "128", "--chat_template", "always", *extra]
-        proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(argv)], capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
+        argv = [
+            "--model",
+            model,
+            "--data",
+            data,
+            "--loss",
+            loss,
+            "--output_dir",
+            out,
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--save_strategy",
+            "no",
+            "--disable_tqdm",
+            "true",
+            "--max_length",
+            "128",
+            "--chat_template",
+            "always",
+            *extra,
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, json.dumps(argv)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            cwd=ROOT,
+        )
         if proc.returncode:
             raise SystemExit(proc.stderr[-2000:])
-        return float(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK")))
+        return float(
+            next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK"))
+        )
 
 
 def main():
@@ -64,14 +91,24 @@ def main():
         "dpo, precomputed reference": ("dpo", []),
         "dpo, resident reference copy": ("dpo", ["--ref_model", "__copy__"]),
     }
-    peaks = {name: measure(args.model, args.data, loss, extra) for name, (loss, extra) in runs.items()}
+    peaks = {
+        name: measure(args.model, args.data, loss, extra) for name, (loss, extra) in runs.items()
+    }
     base = peaks["sft (one model)"]
     for name, p in peaks.items():
         print(f"{name:32s} peak {p / 2**20:8.0f} MiB  ({p / base:.2f}x sft)")
-    record = {"bench": "memory", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": args.model,
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "python": platform.python_version()},
-              "peak_bytes": peaks, "ratio_to_sft": {k: v / base for k, v in peaks.items()}}
+    record = {
+        "bench": "memory",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "model": args.model,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "peak_bytes": peaks,
+        "ratio_to_sft": {k: v / base for k, v in peaks.items()},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
         f.write(json.dumps(record) + "\n")

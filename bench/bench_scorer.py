@@ -57,8 +57,12 @@ def make_lists(vocab: int, batch: int, k: int, prompt_len: int, resp_len: int, s
     for _ in range(batch):
         prompt = torch.randint(3, vocab, (prompt_len,), generator=g).tolist()
         # responses of varied length around resp_len, as sampled candidates are
-        responses = [torch.randint(3, vocab, (int(resp_len * (0.75 + 0.5 * i / max(k - 1, 1))),), generator=g).tolist()
-                     for i in range(k)]
+        responses = [
+            torch.randint(
+                3, vocab, (int(resp_len * (0.75 + 0.5 * i / max(k - 1, 1))),), generator=g
+            ).tolist()
+            for i in range(k)
+        ]
         lists.append(EncodedList(prompt, responses))
     scores = torch.randn(batch, k, generator=g)
     return lists, scores
@@ -95,16 +99,23 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: weights stay fixed across steps
     n_params = sum(p.numel() for p in model.parameters())
     peak = matmul_peak(args.device, dtype)
-    print(f"model {args.model}: {n_params / 1e6:.1f}M params; {args.device} {args.dtype} matmul peak "
-          f"{peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"model {args.model}: {n_params / 1e6:.1f}M params; {args.device} {args.dtype} matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s"
+    )
     rows = []
     for k in [int(x) for x in args.ks.split(",")]:
-        lists, scores = make_lists(model.config.vocab_size, args.batch, k, args.prompt_len, args.resp_len, k)
+        lists, scores = make_lists(
+            model.config.vocab_size, args.batch, k, args.prompt_len, args.resp_len, k
+        )
         batch = {n: v.to(args.device) for n, v in collate_lists(lists, 0).items()}
         scores = scores.to(args.device)
         resp_tokens = int(batch["response_lengths"].sum())
         prompt_tokens = int(batch["prompt_lengths"].sum())
-        processed = {"naive": k * prompt_tokens + resp_tokens, "shared": prompt_tokens + resp_tokens}
+        processed = {
+            "naive": k * prompt_tokens + resp_tokens,
+            "shared": prompt_tokens + resp_tokens,
+        }
         times = {"naive": [], "shared": []}
         for s in range(args.steps + 1):  # alternate, so both scorers see the same load
             for name in ("naive", "shared"):
@@ -121,18 +132,28 @@ def main():
             row[f"{n}_mfu_useful"] = useful / med[n] / peak
         row["speedup"] = med["naive"] / med["shared"]
         rows.append(row)
-        print(f"k={k}: naive {row['naive_resp_tok_per_s']:.0f} resp tok/s, shared "
-              f"{row['shared_resp_tok_per_s']:.0f} resp tok/s -> x{row['speedup']:.2f}; useful-work "
-              f"MFU naive {row['naive_mfu_useful']:.0%} shared {row['shared_mfu_useful']:.0%} "
-              f"(all tokens: naive {row['naive_mfu_all_tokens']:.0%}, shared {row['shared_mfu_all_tokens']:.0%})",
-              flush=True)
+        print(
+            f"k={k}: naive {row['naive_resp_tok_per_s']:.0f} resp tok/s, shared "
+            f"{row['shared_resp_tok_per_s']:.0f} resp tok/s -> x{row['speedup']:.2f}; useful-work "
+            f"MFU naive {row['naive_mfu_useful']:.0%} shared {row['shared_mfu_useful']:.0%} "
+            f"(all tokens: naive {row['naive_mfu_all_tokens']:.0%}, shared {row['shared_mfu_all_tokens']:.0%})",
+            flush=True,
+        )
     record = {
-        "bench": "scorer", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-        "params": n_params, "matmul_peak_flops": peak, "results": rows,
+        "bench": "scorer",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "args": vars(args),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        },
+        "params": n_params,
+        "matmul_peak_flops": peak,
+        "results": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:

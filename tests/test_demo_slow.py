@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,12 @@ import pytest
 @pytest.mark.slow
 def test_quick_demo_improves_reward(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "rankalign.cli", "demo", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=3000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankalign.cli", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "report:" in proc.stdout and "| rrhf |" in proc.stdout
     metrics = json.loads((out / "report" / "metrics.json").read_text())["models"]

@@ -17,9 +17,22 @@ ROOT = Path(__file__).parents[1]
 def test_tiny_offline_example_trains_smollm2(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "rankalign.cli", "train", "--config", "examples/tiny-offline.yaml",
-         "--output_dir", str(out), "--disable_tqdm", "true"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "rankalign.cli",
+            "train",
+            "--config",
+            "examples/tiny-offline.yaml",
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "train_summary.json").read_text())

@@ -41,8 +41,12 @@ def test_shared_prompt_equals_naive(tokenizer, build):
     torch.testing.assert_close(shared[0], naive[0], rtol=1e-5, atol=1e-5)
     assert torch.equal(shared[1], naive[1]) and torch.equal(shared[2], naive[2])
     # variable k: padded slots are invalid and zero
-    assert shared[2].tolist() == [[True] * 4, [True, False, False, False], [True, True, False, False],
-                                  [True, True, False, False]]
+    assert shared[2].tolist() == [
+        [True] * 4,
+        [True, False, False, False],
+        [True, True, False, False],
+        [True, True, False, False],
+    ]
     assert (shared[0][~shared[2]] == 0).all()
 
 
@@ -68,7 +72,9 @@ def test_shared_prompt_gradients_equal_naive(tokenizer, build):
         # eval mode: GPT-2's dropout would make the two passes differ; gradients still flow
         logp, lengths, mask = response_logps(model, batch, shared_prompt=shared)
         (logp[mask] / lengths[mask]).sum().backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        grads.append(
+            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        )
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
 
 

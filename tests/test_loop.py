@@ -18,22 +18,48 @@ from safetensors.torch import load_file
 from rankalign.cli import main
 from rankalign.loop import LoopConfig, build_training_rows, rso_pair
 
-REWARD = '''
+REWARD = """
 def vowels(prompt, response):
     return float(sum(c in "aeiou" for c in response)) / (1 + len(response)) + 0.01 * len(response)
-'''
+"""
 
 
 @pytest.fixture
 def setup(tmp_path, tiny_model_dir):
     (tmp_path / "reward_fn.py").write_text(REWARD)
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(
-        ["the movie was", "i think this", "hello there", "the film", "what is a good movie?", "how are you"])))
-    cfg = {"prompts": str(prompts), "heldout": str(prompts), "model": tiny_model_dir, "iterations": 2,
-           "prompts_per_iteration": 3, "num_samples": 3, "max_new_tokens": 6, "temperature": 1.0,
-           "reward": [f"python:{tmp_path / 'reward_fn.py'}:vowels"], "builder": "best-worst", "loss": "dpo",
-           "learning_rate": 1e-3, "batch_size": 2, "max_length": 64, "seed": 7}
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "prompt": p}) + "\n"
+            for i, p in enumerate(
+                [
+                    "the movie was",
+                    "i think this",
+                    "hello there",
+                    "the film",
+                    "what is a good movie?",
+                    "how are you",
+                ]
+            )
+        )
+    )
+    cfg = {
+        "prompts": str(prompts),
+        "heldout": str(prompts),
+        "model": tiny_model_dir,
+        "iterations": 2,
+        "prompts_per_iteration": 3,
+        "num_samples": 3,
+        "max_new_tokens": 6,
+        "temperature": 1.0,
+        "reward": [f"python:{tmp_path / 'reward_fn.py'}:vowels"],
+        "builder": "best-worst",
+        "loss": "dpo",
+        "learning_rate": 1e-3,
+        "batch_size": 2,
+        "max_length": 64,
+        "seed": 7,
+    }
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return tmp_path, path
@@ -59,18 +85,37 @@ def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
     metrics = json.loads((full / "metrics.json").read_text())
     assert [m["iteration"] for m in metrics["iterations"]] == [1, 2]
     for m in metrics["iterations"]:
-        assert m["prompts"] == 3 and m["training_rows"] + m["dropped_ties"] + m["dropped_too_few"] == 3
+        assert (
+            m["prompts"] == 3 and m["training_rows"] + m["dropped_ties"] + m["dropped_too_few"] == 3
+        )
         assert "heldout_reward" in m
     assert (full / "loop.png").stat().st_size > 1000
 
     # kill a second run in the middle (after iteration 1's samples exist), then resume it
     cut = tmp / "cut"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rankalign.cli", "loop", "--config", str(cfg_path),
-                             "--out", str(cut)], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rankalign.cli",
+            "loop",
+            "--config",
+            str(cfg_path),
+            "--out",
+            str(cut),
+        ],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
-    while not (cut / "iter-1" / "scores.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+    while (
+        not (cut / "iter-1" / "scores.jsonl").exists()
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -22,9 +22,24 @@ DATA = str(Path(__file__).parents[1] / "examples" / "data" / "tiny_lists.jsonl")
 
 
 def _train(model_dir, out, *extra):
-    argv = ["train", "--model", model_dir, "--data", DATA, "--output_dir", str(out),
-            "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--disable_tqdm", "true",
-            "--save_strategy", "no", *extra]
+    argv = [
+        "train",
+        "--model",
+        model_dir,
+        "--data",
+        DATA,
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--disable_tqdm",
+        "true",
+        "--save_strategy",
+        "no",
+        *extra,
+    ]
     assert main(argv) == 0
     return json.loads((Path(out) / "train_summary.json").read_text())
 
@@ -38,15 +53,21 @@ def _mean_loss(model_dir, loss="rrhf"):
     total = 0.0
     for item, lp in zip(ds.items, logps):
         k = len(lp)
-        inputs = L.LossInputs(torch.tensor([lp]), torch.tensor([[len(r) for r in item["response_ids"]]], dtype=torch.float),
-                              torch.tensor([item["scores"]]), torch.ones(1, k, dtype=torch.bool))
+        inputs = L.LossInputs(
+            torch.tensor([lp]),
+            torch.tensor([[len(r) for r in item["response_ids"]]], dtype=torch.float),
+            torch.tensor([item["scores"]]),
+            torch.ones(1, k, dtype=torch.bool),
+        )
         total += L.LOSSES[loss](inputs)[0].item()
     return total / len(ds)
 
 
 def test_rrhf_training_reduces_the_loss(tiny_model_dir, tmp_path):
     before = _mean_loss(tiny_model_dir)
-    summary = _train(tiny_model_dir, tmp_path / "rrhf", "--num_train_epochs", "3", "--learning_rate", "1e-2")
+    summary = _train(
+        tiny_model_dir, tmp_path / "rrhf", "--num_train_epochs", "3", "--learning_rate", "1e-2"
+    )
     after = _mean_loss(str(tmp_path / "rrhf"))
     assert summary["global_step"] == 18  # 24 lists / 4 per step * 3 epochs
     assert after < 0.8 * before
@@ -71,18 +92,42 @@ def test_resume_from_checkpoint_gives_the_same_weights(tiny_model_dir, tmp_path)
 
 def test_dpo_reference_is_precomputed_once_and_cached(tiny_model_dir, tmp_path):
     cache = tmp_path / "refcache"
-    s1 = _train(tiny_model_dir, tmp_path / "a", "--loss", "dpo", "--max_steps", "2", "--ref_cache_dir", str(cache))
+    s1 = _train(
+        tiny_model_dir,
+        tmp_path / "a",
+        "--loss",
+        "dpo",
+        "--max_steps",
+        "2",
+        "--ref_cache_dir",
+        str(cache),
+    )
     files = list(cache.glob("*.safetensors"))
     assert len(files) == 1 and s1["reference_cache"] == str(files[0])
     stamp = files[0].stat().st_mtime_ns
-    s2 = _train(tiny_model_dir, tmp_path / "b", "--loss", "dpo", "--max_steps", "2", "--ref_cache_dir", str(cache))
+    s2 = _train(
+        tiny_model_dir,
+        tmp_path / "b",
+        "--loss",
+        "dpo",
+        "--max_steps",
+        "2",
+        "--ref_cache_dir",
+        str(cache),
+    )
     assert s2["reference_cache"] == s1["reference_cache"] and files[0].stat().st_mtime_ns == stamp
     cached = load_file(str(files[0]))["logps"]
     tok = load_tokenizer(tiny_model_dir)
-    ds, _ = tokenize_lists(DATA, tok, TrainConfig(data=DATA, model=tiny_model_dir, loss="dpo"), min_responses=2)
+    ds, _ = tokenize_lists(
+        DATA, tok, TrainConfig(data=DATA, model=tiny_model_dir, loss="dpo"), min_responses=2
+    )
     direct = compute_logps(load_causal_lm(tiny_model_dir), ds, tok.pad_token_id, 3, False)
-    torch.testing.assert_close(cached, torch.tensor([v for row in direct for v in row], dtype=torch.float64),
-                               rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        cached,
+        torch.tensor([v for row in direct for v in row], dtype=torch.float64),
+        rtol=1e-5,
+        atol=1e-4,
+    )
 
 
 def test_first_dpo_step_loss_is_log2(tiny_model_dir, tmp_path):
@@ -105,7 +150,16 @@ def test_first_dpo_step_loss_is_log2(tiny_model_dir, tmp_path):
 
     T.RankTrainer.__init__ = init
     try:
-        _train(tiny_model_dir, tmp_path / "d", "--loss", "dpo", "--max_steps", "1", "--logging_steps", "1")
+        _train(
+            tiny_model_dir,
+            tmp_path / "d",
+            "--loss",
+            "dpo",
+            "--max_steps",
+            "1",
+            "--logging_steps",
+            "1",
+        )
     finally:
         T.RankTrainer.__init__ = orig
     assert seen[0] == pytest.approx(math.log(2), abs=1e-4)
@@ -120,32 +174,71 @@ def test_every_loss_trains(tiny_model_dir, tmp_path, loss):
 
 def test_lora_with_adapters_off_reference(tiny_model_dir, tmp_path):
     out = tmp_path / "lora"
-    summary = _train(tiny_model_dir, out, "--loss", "dpo", "--max_steps", "2", "--use_lora", "true",
-                     "--reference", "adapters-off", "--lora_target_modules", "q_proj,v_proj")
+    summary = _train(
+        tiny_model_dir,
+        out,
+        "--loss",
+        "dpo",
+        "--max_steps",
+        "2",
+        "--use_lora",
+        "true",
+        "--reference",
+        "adapters-off",
+        "--lora_target_modules",
+        "q_proj,v_proj",
+    )
     assert summary["reference_cache"] is None and math.isfinite(summary["train_loss"])
     assert (out / "adapter" / "adapter_config.json").is_file()
     merged = load_causal_lm(str(out))  # a plain model folder after merging
     assert sum(p.numel() for p in merged.parameters()) == sum(
-        p.numel() for p in load_causal_lm(tiny_model_dir).parameters())
+        p.numel() for p in load_causal_lm(tiny_model_dir).parameters()
+    )
 
 
 def test_yaml_config_and_flag_override(tmp_path):
     cfg_file = tmp_path / "run.yaml"
-    cfg_file.write_text(yaml.safe_dump({"data": DATA, "loss": "dpo", "beta": 0.5, "learning_rate": 3e-6,
-                                        "output_dir": str(tmp_path / "o")}))
+    cfg_file.write_text(
+        yaml.safe_dump(
+            {
+                "data": DATA,
+                "loss": "dpo",
+                "beta": 0.5,
+                "learning_rate": 3e-6,
+                "output_dir": str(tmp_path / "o"),
+            }
+        )
+    )
     cfg, args = parse_args(["--config", str(cfg_file), "--beta", "0.25"])
     assert cfg.loss == "dpo" and cfg.beta == 0.25 and args.learning_rate == 3e-6
     cfg, args = parse_args(["--config", str(cfg_file), "--learning_rate", "1e-4"])
     assert cfg.beta == 0.5 and args.learning_rate == 1e-4
     # per-loss paper defaults when nothing sets them
     _, args = parse_args(["--data", DATA, "--loss", "rrhf"])
-    assert args.learning_rate == 2e-5 and args.num_train_epochs == 3 and args.lr_scheduler_type == "linear"
+    assert (
+        args.learning_rate == 2e-5
+        and args.num_train_epochs == 3
+        and args.lr_scheduler_type == "linear"
+    )
     _, args = parse_args(["--data", DATA, "--loss", "dpo"])
     assert args.learning_rate == 1e-6
 
 
 def test_option_that_does_not_apply_to_the_loss_is_an_error(tiny_model_dir, tmp_path, capsys):
-    rc = main(["train", "--model", tiny_model_dir, "--data", DATA, "--loss", "dpo", "--margin", "1.0",
-               "--output_dir", str(tmp_path / "x")])
+    rc = main(
+        [
+            "train",
+            "--model",
+            tiny_model_dir,
+            "--data",
+            DATA,
+            "--loss",
+            "dpo",
+            "--margin",
+            "1.0",
+            "--output_dir",
+            str(tmp_path / "x"),
+        ]
+    )
     assert rc == 2
     assert "margin" in capsys.readouterr().err

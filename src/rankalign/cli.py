@@ -15,17 +15,27 @@ import sys
 from .errors import UserError
 
 COMMANDS = {
-    "train": ("rankalign.train", "train a policy (rrhf, pro, listwise-dpo, dpo, ...) or a reward model"),
+    "train": (
+        "rankalign.train",
+        "train a policy (rrhf, pro, listwise-dpo, dpo, ...) or a reward model",
+    ),
     "sample": ("rankalign.sample", "k candidate responses per prompt from many sources"),
     "score": ("rankalign.score", "fill in rewards: reward models, judges, rules, length penalty"),
-    "evaluate": ("rankalign.evaluate", "reward, perplexity, RM accuracy, best-of-n, win rate; a report"),
+    "evaluate": (
+        "rankalign.evaluate",
+        "reward, perplexity, RM accuracy, best-of-n, win rate; a report",
+    ),
     "loop": ("rankalign.loop", "online iterative alignment"),
     "demo": ("rankalign.demo", "the embedded default, end to end, offline"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: rankalign <command> [--config FILE.yaml] [--flag value ...] [--debug]", "", "commands:"]
+    lines = [
+        "usage: rankalign <command> [--config FILE.yaml] [--flag value ...] [--debug]",
+        "",
+        "commands:",
+    ]
     for name, (module, help_) in COMMANDS.items():
         if importlib.util.find_spec(module) is not None:
             lines.append(f"  {name:<10} {help_}")
@@ -59,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rankalign {name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"rankalign {name}: interrupted (outputs written so far are kept; rerun to resume)", file=sys.stderr)
+        print(
+            f"rankalign {name}: interrupted (outputs written so far are kept; rerun to resume)",
+            file=sys.stderr,
+        )
         return 130
     except SystemExit:
         raise
@@ -67,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"rankalign {name}: internal error: {type(e).__name__}: {msg[:500]} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"rankalign {name}: internal error: {type(e).__name__}: {msg[:500]} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

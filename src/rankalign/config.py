@@ -100,8 +100,10 @@ def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | N
 def _unwrap_dump(loaded: dict, known: set[str]) -> dict:
     """A config written by `dump_config` ({section: {...}, ..., command: ...}) reruns as is."""
     sections = {k: v for k, v in loaded.items() if k != "command"}
-    if "command" in loaded and sections and all(
-        k not in known and isinstance(v, dict) for k, v in sections.items()
+    if (
+        "command" in loaded
+        and sections
+        and all(k not in known and isinstance(v, dict) for k, v in sections.items())
     ):
         merged = {}
         for values in sections.values():

@@ -49,8 +49,12 @@ def _looks_like_hub_name(spec: str) -> bool:
     name = spec.split(":")[0]
     parts = name.split("/")
     suffix = Path(name).suffix.lower()
-    return (len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
-            and suffix not in (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".ndjson"))
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not spec.startswith((".", "/", "~"))
+        and suffix not in (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".ndjson")
+    )
 
 
 def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
@@ -96,9 +100,13 @@ def _read_jsonl(path: Path) -> Iterator[tuple[dict, dict]]:
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=n) from None
+                raise UserError(
+                    f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=n
+                ) from None
             if not isinstance(rec, dict):
-                raise UserError(f"expected a JSON object, got {type(rec).__name__}", file=path, line=n)
+                raise UserError(
+                    f"expected a JSON object, got {type(rec).__name__}", file=path, line=n
+                )
             yield rec, {"file": str(path), "line": n}
 
 
@@ -108,7 +116,9 @@ def _read_json(path: Path) -> Iterator[tuple[dict, dict]]:
     except UnicodeDecodeError as e:
         raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
     except json.JSONDecodeError as e:
-        raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=e.lineno) from None
+        raise UserError(
+            f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=e.lineno
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -158,10 +168,14 @@ def _read_dataset_dir(path: Path) -> Iterator[tuple[dict, dict]]:
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:
-        raise UserError(f"not a datasets.save_to_disk folder: {str(e).splitlines()[0]}", file=path) from None
+        raise UserError(
+            f"not a datasets.save_to_disk folder: {str(e).splitlines()[0]}", file=path
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
-            raise UserError(f"dataset folder has splits {list(ds)}; point at one split's folder", file=path)
+            raise UserError(
+                f"dataset folder has splits {list(ds)}; point at one split's folder", file=path
+            )
         ds = ds["train"]
     for i, rec in enumerate(ds):
         yield rec, {"file": str(path), "row": i}
@@ -186,7 +200,9 @@ def _read_hub(spec: str) -> Iterator[tuple[dict, dict]]:
 
 
 def _err(loc: dict, field_name: str | None, message: str) -> UserError:
-    return UserError(message, file=loc.get("file"), line=loc.get("line"), row=loc.get("row"), field=field_name)
+    return UserError(
+        message, file=loc.get("file"), line=loc.get("line"), row=loc.get("row"), field=field_name
+    )
 
 
 def _check_messages(value: Any, loc: dict, field_name: str) -> list[dict]:
@@ -209,18 +225,30 @@ def _prompt(value: Any, loc: dict, field_name: str) -> str | list[dict]:
         return value
     if isinstance(value, list):
         return _check_messages(value, loc, field_name)
-    raise _err(loc, field_name, f"prompt must be a string or a list of messages, got {type(value).__name__}")
+    raise _err(
+        loc,
+        field_name,
+        f"prompt must be a string or a list of messages, got {type(value).__name__}",
+    )
 
 
 def _response(value: Any, loc: dict, field_name: str) -> str:
     """A response is a string, or a single assistant message (or a list ending in one)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and value.get("role") == "assistant" and isinstance(value.get("content"), str):
+    if (
+        isinstance(value, dict)
+        and value.get("role") == "assistant"
+        and isinstance(value.get("content"), str)
+    ):
         return value["content"]
     if isinstance(value, list) and value:
         return _response(value[-1], loc, field_name)
-    raise _err(loc, field_name, f"response must be a string or an assistant message, got {type(value).__name__}")
+    raise _err(
+        loc,
+        field_name,
+        f"response must be a string or an assistant message, got {type(value).__name__}",
+    )
 
 
 def _number(value: Any, loc: dict, field_name: str) -> float:
@@ -239,14 +267,33 @@ def _split_hh(chosen: str, rejected: str, loc: dict) -> tuple[str, str, str]:
     end = cut_c + len(HH_ASSISTANT)
     prompt = chosen[:end]
     if rejected[: cut_r + len(HH_ASSISTANT)] != prompt:
-        raise _err(loc, "rejected", "chosen and rejected do not share the dialogue up to the last Assistant turn")
+        raise _err(
+            loc,
+            "rejected",
+            "chosen and rejected do not share the dialogue up to the last Assistant turn",
+        )
     return prompt, chosen[end:], rejected[cut_r + len(HH_ASSISTANT) :]
 
 
 def normalize(rec: dict, loc: dict, index: int) -> dict:
     """Turn one record of any supported layout into a ranked-list row (validated)."""
-    known = {"id", "prompt", "query", "instruction", "question", "responses", "scores", "sources",
-             "chosen", "rejected", "prefix", "suffix", "reward", "messages", "sft_index"}
+    known = {
+        "id",
+        "prompt",
+        "query",
+        "instruction",
+        "question",
+        "responses",
+        "scores",
+        "sources",
+        "chosen",
+        "rejected",
+        "prefix",
+        "suffix",
+        "reward",
+        "messages",
+        "sft_index",
+    }
     extra = {k: v for k, v in rec.items() if k not in known}
     row_id = rec.get("id", rec.get("_id"))
     row: dict[str, Any] = {"id": str(row_id) if row_id is not None else f"row-{index:06d}"}
@@ -269,15 +316,23 @@ def normalize(rec: dict, loc: dict, index: int) -> dict:
                 raise _err(loc, key, "missing (pairwise rows need both 'chosen' and 'rejected')")
         if prompt_key is not None:
             row["prompt"] = _prompt(rec[prompt_key], loc, prompt_key)
-            row["responses"] = [_response(rec["chosen"], loc, "chosen"), _response(rec["rejected"], loc, "rejected")]
+            row["responses"] = [
+                _response(rec["chosen"], loc, "chosen"),
+                _response(rec["rejected"], loc, "rejected"),
+            ]
         elif isinstance(rec["chosen"], str) and isinstance(rec["rejected"], str):
             prompt, c, r = _split_hh(rec["chosen"], rec["rejected"], loc)
             row["prompt"], row["responses"] = prompt, [c, r]
         else:  # conversational pair without a prompt: the shared messages before the last reply
             c, r = (_check_messages(rec[k], loc, k) for k in ("chosen", "rejected"))
             if c[:-1] != r[:-1] or not c[:-1]:
-                raise _err(loc, "rejected", "chosen and rejected conversations do not share a prompt")
-            row["prompt"], row["responses"] = c[:-1], [_response(c[-1], loc, "chosen"), _response(r[-1], loc, "rejected")]
+                raise _err(
+                    loc, "rejected", "chosen and rejected conversations do not share a prompt"
+                )
+            row["prompt"], row["responses"] = (
+                c[:-1],
+                [_response(c[-1], loc, "chosen"), _response(r[-1], loc, "rejected")],
+            )
         row["scores"] = [1.0, 0.0]
         row["sources"] = ["dataset:chosen", "dataset:rejected"]
     elif "suffix" in rec:  # PRO layout
@@ -336,8 +391,12 @@ class LoadReport:
     notes: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
-        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept,
-                "dropped": dict(self.dropped), "notes": dict(self.notes)}
+        return {
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+            "notes": dict(self.notes),
+        }
 
     def summary(self) -> str:
         parts = [f"read {self.rows_read} rows, kept {self.rows_kept}"]
@@ -379,12 +438,18 @@ def load_lists(
         report.rows_read += 1
         row = normalize(rec, loc, i)
         if row["id"] in seen:
-            raise _err(loc, "id", f"duplicate id '{row['id']}' (first seen at {_where(seen[row['id']])})")
+            raise _err(
+                loc, "id", f"duplicate id '{row['id']}' (first seen at {_where(seen[row['id']])})"
+            )
         seen[row["id"]] = loc
         empty = [j for j, r in enumerate(row["responses"]) if not r.strip()]
         if empty and empty_responses == "error":
-            raise _err(loc, f"responses[{empty[0]}]", "empty or whitespace-only response "
-                       "(set empty_responses: drop to remove such responses)")
+            raise _err(
+                loc,
+                f"responses[{empty[0]}]",
+                "empty or whitespace-only response "
+                "(set empty_responses: drop to remove such responses)",
+            )
         if empty:
             keep = [j for j in range(len(row["responses"])) if j not in empty]
             for key in ("responses", "scores", "sources"):
@@ -397,7 +462,11 @@ def load_lists(
             if empty:
                 report.dropped["too few responses after removing empty ones"] += 1
                 continue
-            raise _err(loc, "responses", f"has {len(row['responses'])} response(s); this needs at least {min_responses}")
+            raise _err(
+                loc,
+                "responses",
+                f"has {len(row['responses'])} response(s); this needs at least {min_responses}",
+            )
         scores = row.get("scores")
         if scores and len(scores) > 1 and len(set(scores)) == 1:
             if drop_tied_lists:
@@ -408,7 +477,9 @@ def load_lists(
         locs.append(loc)
     report.rows_kept = len(rows)
     if not rows:
-        raise UserError("no usable rows" + (f" ({report.summary()})" if report.rows_read else ""), file=spec)
+        raise UserError(
+            "no usable rows" + (f" ({report.summary()})" if report.rows_read else ""), file=spec
+        )
     return LoadedData(rows, locs, report)
 
 
@@ -465,7 +536,9 @@ class ShardedWriter:
     def done_rows(self) -> list[dict]:
         rows = []
         for shard in sorted(self.parts.glob("shard-*.jsonl")):
-            rows += [json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines() if line]
+            rows += [
+                json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines() if line
+            ]
         return rows
 
     def done_ids(self) -> set[str]:
@@ -489,7 +562,9 @@ class ShardedWriter:
         by_id = {r["id"]: r for r in self.done_rows()}
         missing = [i for i in order if i not in by_id]
         if missing:
-            raise RuntimeError(f"{len(missing)} rows missing from {self.parts} (first: {missing[0]})")
+            raise RuntimeError(
+                f"{len(missing)} rows missing from {self.parts} (first: {missing[0]})"
+            )
         rows = [by_id[i] for i in order]
         write_jsonl(self.out, rows)
         for shard in self.parts.glob("shard-*.jsonl"):

@@ -36,9 +36,18 @@ SIZES = {
 @dataclass
 class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "output folder (rerun to resume)"})
-    model: str = field(default="smollm2", metadata={"help": "policy: 'smollm2' (embedded), a folder or a hub name"})
-    quick: bool = field(default=False, metadata={"help": "the small version (about 5 minutes on 2 CPU cores)"})
-    prompts: str | None = field(default=None, metadata={"help": "prompt file with a `split` column (train/heldout); default: the shipped set"})
+    model: str = field(
+        default="smollm2", metadata={"help": "policy: 'smollm2' (embedded), a folder or a hub name"}
+    )
+    quick: bool = field(
+        default=False, metadata={"help": "the small version (about 5 minutes on 2 CPU cores)"}
+    )
+    prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "prompt file with a `split` column (train/heldout); default: the shipped set"
+        },
+    )
     reward: str = field(default="sentiment", metadata={"help": "reward spec of `rankalign score`"})
     train_prompts: int | None = None
     heldout_prompts: int | None = None
@@ -47,7 +56,9 @@ class DemoConfig:
     # full fine-tuning: on 2 CPU cores a step took 17 s against 30 s with LoRA (all-linear, r=16)
     use_lora: bool = False
     learning_rate: float = 5e-5
-    sft_reduction: str = field(default="sum", metadata={"help": "RRHF's SFT term: sum (paper Eq. 4) | mean"})
+    sft_reduction: str = field(
+        default="sum", metadata={"help": "RRHF's SFT term: sum (paper Eq. 4) | mean"}
+    )
     batch_size: int = field(default=4, metadata={"help": "lists per optimizer step"})
     seed: int = 42
 
@@ -94,30 +105,79 @@ def run(cfg: DemoConfig) -> dict:
     common = ["--chat_template", "always", "--seed", str(cfg.seed)]
 
     candidates, scored = out / "candidates.jsonl", out / "scored.jsonl"
-    _stage(1, total, f"sample: {cfg.train_prompts} prompts, diverse beam (4 groups) + top-p from {cfg.model}")
+    _stage(
+        1,
+        total,
+        f"sample: {cfg.train_prompts} prompts, diverse beam (4 groups) + top-p from {cfg.model}",
+    )
     if not candidates.is_file():
         sources = [
-            {"kind": "policy", "strategy": "diverse-beam", "num": 4, "num_beams": 4, "num_beam_groups": 4,
-             "diversity_penalty": 1.0, "temperature": 0.8},
+            {
+                "kind": "policy",
+                "strategy": "diverse-beam",
+                "num": 4,
+                "num_beams": 4,
+                "num_beam_groups": 4,
+                "diversity_penalty": 1.0,
+                "temperature": 0.8,
+            },
             {"kind": "policy", "strategy": "top-p", "num": 2, "top_p": 1.0, "temperature": 0.8},
         ]
-        _run("sample", ["--prompts", str(train_prompts), "--out", str(candidates), "--model", cfg.model,
-                        "--sources", json.dumps(sources), "--max_new_tokens", str(cfg.max_new_tokens),
-                        "--batch_size", "8", *common])
+        _run(
+            "sample",
+            [
+                "--prompts",
+                str(train_prompts),
+                "--out",
+                str(candidates),
+                "--model",
+                cfg.model,
+                "--sources",
+                json.dumps(sources),
+                "--max_new_tokens",
+                str(cfg.max_new_tokens),
+                "--batch_size",
+                "8",
+                *common,
+            ],
+        )
 
     _stage(2, total, f"score: reward {cfg.reward}")
     if not scored.is_file():
         _run("score", ["--in", str(candidates), "--out", str(scored), "--reward", cfg.reward])
 
-    train_common = ["--data", str(scored), "--model", cfg.model, "--chat_template", "always",
-                    "--max_length", "160", "--num_train_epochs", str(cfg.epochs),
-                    "--learning_rate", str(cfg.learning_rate), "--per_device_train_batch_size", str(cfg.batch_size),
-                    "--save_strategy", "no", "--logging_steps", "1", "--seed", str(cfg.seed),
-                    "--use_lora", str(cfg.use_lora).lower(), "--warmup_steps", "0.1"]
+    train_common = [
+        "--data",
+        str(scored),
+        "--model",
+        cfg.model,
+        "--chat_template",
+        "always",
+        "--max_length",
+        "160",
+        "--num_train_epochs",
+        str(cfg.epochs),
+        "--learning_rate",
+        str(cfg.learning_rate),
+        "--per_device_train_batch_size",
+        str(cfg.batch_size),
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--seed",
+        str(cfg.seed),
+        "--use_lora",
+        str(cfg.use_lora).lower(),
+        "--warmup_steps",
+        "0.1",
+    ]
     train_common += ["--sft_reduction", cfg.sft_reduction]
-    runs = {"rrhf": ["--loss", "rrhf"],
-            # the paper's Table 7 ablation: RRHF without the ranking loss = SFT on each list's best
-            "sft-best": ["--loss", "rrhf", "--rank_weight", "0"]}
+    runs = {
+        "rrhf": ["--loss", "rrhf"],
+        # the paper's Table 7 ablation: RRHF without the ranking loss = SFT on each list's best
+        "sft-best": ["--loss", "rrhf", "--rank_weight", "0"],
+    }
     for n, (name, extra) in enumerate(runs.items(), start=3):
         _stage(n, total, f"train {name}")
         if not (out / name / "train_summary.json").is_file():
@@ -128,9 +188,14 @@ def run(cfg: DemoConfig) -> dict:
 
     metrics = evaluate_models(
         {"base": cfg.model, "rrhf": str(out / "rrhf"), "sft-best": str(out / "sft-best")},
-        str(heldout), cfg.reward, str(out / "report"),
-        samples=str(scored), train_runs=[str(out / "rrhf"), str(out / "sft-best")],
-        max_new_tokens=cfg.max_new_tokens, chat_template="always", seed=cfg.seed,
+        str(heldout),
+        cfg.reward,
+        str(out / "report"),
+        samples=str(scored),
+        train_runs=[str(out / "rrhf"), str(out / "sft-best")],
+        max_new_tokens=cfg.max_new_tokens,
+        chat_template="always",
+        seed=cfg.seed,
     )
     _stage(6, total, "summary")
     table = summary_table(metrics)
@@ -144,8 +209,10 @@ def summary_table(metrics: dict) -> str:
     lines = ["| model | mean reward (95% CI) | perplexity | mean length |", "|---|---|---|---|"]
     for name, m in metrics["models"].items():
         ppl = f"{m['perplexity']:.2f}" if m.get("perplexity") is not None else "-"
-        lines.append(f"| {name} | {m['mean_reward']:+.3f} ({m['ci_low']:+.3f}, {m['ci_high']:+.3f}) | "
-                     f"{ppl} | {m.get('mean_length', float('nan')):.1f} |")
+        lines.append(
+            f"| {name} | {m['mean_reward']:+.3f} ({m['ci_low']:+.3f}, {m['ci_high']:+.3f}) | "
+            f"{ppl} | {m.get('mean_length', float('nan')):.1f} |"
+        )
     return "\n".join(lines)
 
 

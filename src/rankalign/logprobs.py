@@ -59,7 +59,11 @@ def _to_lists(values: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Te
     logp = values.new_zeros(B * K).index_put((idx,), values).view(B, K)
     lengths = torch.zeros(B * K, dtype=values.dtype, device=values.device)
     lengths = lengths.index_put((idx,), batch["response_lengths"].to(values.dtype)).view(B, K)
-    mask = torch.zeros(B * K, dtype=torch.bool, device=values.device).index_fill(0, idx, True).view(B, K)
+    mask = (
+        torch.zeros(B * K, dtype=torch.bool, device=values.device)
+        .index_fill(0, idx, True)
+        .view(B, K)
+    )
     return logp, lengths, mask
 
 
@@ -71,7 +75,9 @@ def naive_response_logps(model, batch: dict):
         p = batch["prompt_ids"][li[n], : plen[li[n]]]
         r = batch["response_ids"][n, : rlen[n]]
         rows.append(torch.cat([p, r]))
-        labels_mask.append(torch.cat([torch.zeros_like(p, dtype=torch.bool), torch.ones_like(r, dtype=torch.bool)]))
+        labels_mask.append(
+            torch.cat([torch.zeros_like(p, dtype=torch.bool), torch.ones_like(r, dtype=torch.bool)])
+        )
     ids = pad_sequence(rows, batch_first=True, padding_value=0)
     attn = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
     is_label = pad_sequence(labels_mask, batch_first=True, padding_value=False)
@@ -94,10 +100,14 @@ def shared_response_logps(model, batch: dict):
     if Lp > 0:
         # Right padding + an all-ones mask: pads come after the real tokens, so causality already
         # hides them from real tokens, and no query row is fully masked (no NaN in the cache).
-        model(input_ids=prompt_ids[:, :Lp], attention_mask=torch.ones_like(prompt_ids[:, :Lp]),
-              past_key_values=cache, use_cache=True,
-              position_ids=torch.arange(Lp, device=device).expand(prompt_ids.shape[0], Lp),
-              logits_to_keep=1)
+        model(
+            input_ids=prompt_ids[:, :Lp],
+            attention_mask=torch.ones_like(prompt_ids[:, :Lp]),
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=torch.arange(Lp, device=device).expand(prompt_ids.shape[0], Lp),
+            logits_to_keep=1,
+        )
         cache.reorder_cache(li)  # one cache row per response (index_select, differentiable)
     last = prompt_ids.gather(1, (plen - 1).unsqueeze(1))[li]  # (N, 1) last prompt token
     ids = torch.cat([last, resp], dim=1)[:, :-1]  # inputs: last prompt token + response[:-1]
@@ -106,8 +116,13 @@ def shared_response_logps(model, batch: dict):
     past_mask = (torch.arange(Lp, device=device).unsqueeze(0) < (plen[li] - 1).unsqueeze(1)).long()
     attn = torch.cat([past_mask, torch.ones(N, Lr, dtype=torch.long, device=device)], dim=1)
     pos = (plen[li] - 1).unsqueeze(1) + steps.unsqueeze(0)
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos,
-                past_key_values=cache if Lp > 0 else None, use_cache=Lp > 0)
+    out = model(
+        input_ids=ids,
+        attention_mask=attn,
+        position_ids=pos,
+        past_key_values=cache if Lp > 0 else None,
+        use_cache=Lp > 0,
+    )
     tok = token_logps(out.logits, resp)
     values = torch.where(steps.unsqueeze(0) < rlen.unsqueeze(1), tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)

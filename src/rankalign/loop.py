@@ -45,12 +45,20 @@ BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
 
 @dataclass
 class LoopConfig:
-    prompts: str = field(default=None, metadata={"help": "prompt set (any layout); split across iterations"})
+    prompts: str = field(
+        default=None, metadata={"help": "prompt set (any layout); split across iterations"}
+    )
     out: str = field(default="runs/loop", metadata={"help": "run folder (rerun to resume)"})
-    model: str = field(default="smollm2", metadata={"help": "initial policy pi_0 (also the reference)"})
+    model: str = field(
+        default="smollm2", metadata={"help": "initial policy pi_0 (also the reference)"}
+    )
     iterations: int = 3
-    prompts_per_iteration: int | None = field(default=None, metadata={"help": "default: the prompt set split evenly"})
-    heldout: str | None = field(default=None, metadata={"help": "held-out prompts for the per-iteration reward"})
+    prompts_per_iteration: int | None = field(
+        default=None, metadata={"help": "default: the prompt set split evenly"}
+    )
+    heldout: str | None = field(
+        default=None, metadata={"help": "held-out prompts for the per-iteration reward"}
+    )
     max_heldout: int | None = None
     # sampling (through `rankalign sample`)
     num_samples: int = 8
@@ -61,22 +69,34 @@ class LoopConfig:
     chat_template: str = "auto"
     # scoring (through `rankalign score`)
     reward: list[str] = field(default_factory=lambda: ["sentiment"])
-    length_penalty: float = field(default=0.0, metadata={"help": "lambda in r - lambda*|y| (characters) for ranking"})
-    kl_coef: float = field(default=0.0, metadata={"help": "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)"})
+    length_penalty: float = field(
+        default=0.0, metadata={"help": "lambda in r - lambda*|y| (characters) for ranking"}
+    )
+    kl_coef: float = field(
+        default=0.0, metadata={"help": "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)"}
+    )
     # data and training (through `rankalign train`)
     builder: str = field(default="best-worst", metadata={"help": " | ".join(BUILDERS)})
     rso_beta: float = 0.5
     loss: str = "dpo"
-    hybrid: bool = field(default=False, metadata={"help": "train each iteration on all data so far"})
-    offline_data: str | None = field(default=None, metadata={"help": "ranked lists added to every iteration (hybrid)"})
-    steps_per_iteration: int | None = field(default=None, metadata={"help": "OP-k: optimizer steps per iteration"})
+    hybrid: bool = field(
+        default=False, metadata={"help": "train each iteration on all data so far"}
+    )
+    offline_data: str | None = field(
+        default=None, metadata={"help": "ranked lists added to every iteration (hybrid)"}
+    )
+    steps_per_iteration: int | None = field(
+        default=None, metadata={"help": "OP-k: optimizer steps per iteration"}
+    )
     epochs: float = 1.0
     learning_rate: float = 5e-7
     batch_size: int = 4
     beta: float | None = None
     max_length: int = 512
     use_lora: bool = False
-    train_args: list[str] = field(default_factory=list, metadata={"help": "extra `rankalign train` flags"})
+    train_args: list[str] = field(
+        default_factory=list, metadata={"help": "extra `rankalign train` flags"}
+    )
     seed: int = 42
 
     def __post_init__(self):
@@ -97,7 +117,9 @@ def ranking_scores(row: dict, length_penalty: float) -> list[float]:
     return [s - length_penalty * len(r) for s, r in zip(row["scores"], row["responses"])]
 
 
-def build_training_rows(rows: list[dict], cfg: LoopConfig, iteration: int) -> tuple[list[dict], dict]:
+def build_training_rows(
+    rows: list[dict], cfg: LoopConfig, iteration: int
+) -> tuple[list[dict], dict]:
     """Turn scored samples into training rows with the configured builder; count what is dropped."""
     out, stats = [], {"prompts": len(rows), "dropped_ties": 0, "dropped_too_few": 0}
     for row in rows:
@@ -109,14 +131,28 @@ def build_training_rows(rows: list[dict], cfg: LoopConfig, iteration: int) -> tu
             continue
         order = sorted(range(k), key=lambda i: -scores[i])  # best first (stable on ties)
         if cfg.builder == "raft":
-            out.append({**base, "id": row["id"], "responses": [resp[order[0]]], "scores": [scores[order[0]]]})
+            out.append(
+                {
+                    **base,
+                    "id": row["id"],
+                    "responses": [resp[order[0]]],
+                    "scores": [scores[order[0]]],
+                }
+            )
             continue
         if scores[order[0]] == scores[order[-1]]:
             stats["dropped_ties"] += 1
             continue
         if cfg.builder == "best-worst":
             b, w = order[0], order[-1]
-            out.append({**base, "id": row["id"], "responses": [resp[b], resp[w]], "scores": [scores[b], scores[w]]})
+            out.append(
+                {
+                    **base,
+                    "id": row["id"],
+                    "responses": [resp[b], resp[w]],
+                    "scores": [scores[b], scores[w]],
+                }
+            )
         elif cfg.builder == "list":
             out.append({**base, "id": row["id"], "responses": resp, "scores": scores})
         elif cfg.builder == "all-pairs":
@@ -124,22 +160,38 @@ def build_training_rows(rows: list[dict], cfg: LoopConfig, iteration: int) -> tu
             for a in range(k):
                 for b in range(k):
                     if scores[a] > scores[b]:
-                        out.append({**base, "id": f"{row['id']}#{n}", "responses": [resp[a], resp[b]],
-                                    "scores": [scores[a], scores[b]]})
+                        out.append(
+                            {
+                                **base,
+                                "id": f"{row['id']}#{n}",
+                                "responses": [resp[a], resp[b]],
+                                "scores": [scores[a], scores[b]],
+                            }
+                        )
                         n += 1
         elif cfg.builder == "rso":
-            pair = rso_pair(scores, cfg.rso_beta, random.Random(f"{cfg.seed}|{iteration}|{row['id']}"))
+            pair = rso_pair(
+                scores, cfg.rso_beta, random.Random(f"{cfg.seed}|{iteration}|{row['id']}")
+            )
             if pair is None:
                 stats["dropped_ties"] += 1
                 continue
             a, b = pair
-            out.append({**base, "id": row["id"], "responses": [resp[a], resp[b]], "scores": [scores[a], scores[b]]})
+            out.append(
+                {
+                    **base,
+                    "id": row["id"],
+                    "responses": [resp[a], resp[b]],
+                    "scores": [scores[a], scores[b]],
+                }
+            )
     stats["training_rows"] = len(out)
     return out, stats
 
 
-def rso_pair(scores: list[float], beta: float, rng: random.Random,
-             max_passes: int = 100) -> tuple[int, int] | None:
+def rso_pair(
+    scores: list[float], beta: float, rng: random.Random, max_passes: int = 100
+) -> tuple[int, int] | None:
     """Statistical rejection sampling (Liu et al. 2023): accept candidates with probability
     exp((r - r_max) / beta) until two are accepted (without replacement); order them by reward."""
     if len(scores) < 2:
@@ -180,9 +232,12 @@ def sample_stats(rows: list[dict]) -> dict:
     mean = sum(flat) / len(flat)
     std = math.sqrt(sum((s - mean) ** 2 for s in flat) / len(flat))
     lengths = [len(x) for r in rows for x in r["responses"]]
-    return {"mean_reward": mean, "std_reward": std,
-            "max_reward": sum(max(r["scores"]) for r in rows) / len(rows),
-            "mean_response_chars": sum(lengths) / len(lengths)}
+    return {
+        "mean_reward": mean,
+        "std_reward": std,
+        "max_reward": sum(max(r["scores"]) for r in rows) / len(rows),
+        "mean_response_chars": sum(lengths) / len(lengths),
+    }
 
 
 def add_kl_penalty(scored: Path, out: Path, policy: str, reference: str, cfg: LoopConfig) -> None:
@@ -192,11 +247,20 @@ def add_kl_penalty(scored: Path, out: Path, policy: str, reference: str, cfg: Lo
 
     rows = load_lists(scored).rows
     tok = load_tokenizer(resolve_model(policy))
-    tcfg = TrainConfig(data=str(scored), model=policy, loss="rrhf", max_length=cfg.max_length,
-                       chat_template=cfg.chat_template)
+    tcfg = TrainConfig(
+        data=str(scored),
+        model=policy,
+        loss="rrhf",
+        max_length=cfg.max_length,
+        chat_template=cfg.chat_template,
+    )
     ds, _ = tokenize_lists(str(scored), tok, tcfg, min_responses=1)
-    logps = [compute_logps(load_causal_lm(resolve_model(m)), ds, tok.pad_token_id, 8, True, desc=f"kl: {name}")
-             for name, m in (("policy", policy), ("reference", reference))]
+    logps = [
+        compute_logps(
+            load_causal_lm(resolve_model(m)), ds, tok.pad_token_id, 8, True, desc=f"kl: {name}"
+        )
+        for name, m in (("policy", policy), ("reference", reference))
+    ]
     for row, lp, lr in zip(rows, *logps):
         row.setdefault("score_parts", {})["kl"] = [a - b for a, b in zip(lp, lr)]
         row["scores"] = [s - cfg.kl_coef * (a - b) for s, a, b in zip(row["scores"], lp, lr)]
@@ -206,9 +270,17 @@ def add_kl_penalty(scored: Path, out: Path, policy: str, reference: str, cfg: Lo
 def heldout_reward(model: str, cfg: LoopConfig, out: Path) -> dict:
     from .evaluate import evaluate_models
 
-    m = evaluate_models({"policy": model}, cfg.heldout, cfg.reward, str(out),
-                        max_new_tokens=cfg.max_new_tokens, chat_template=cfg.chat_template,
-                        seed=cfg.seed, max_prompts=cfg.max_heldout, ppl_model="none")
+    m = evaluate_models(
+        {"policy": model},
+        cfg.heldout,
+        cfg.reward,
+        str(out),
+        max_new_tokens=cfg.max_new_tokens,
+        chat_template=cfg.chat_template,
+        seed=cfg.seed,
+        max_prompts=cfg.max_heldout,
+        ppl_model="none",
+    )
     r = m["models"]["policy"]
     return {"mean_reward": r["mean_reward"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
 
@@ -228,7 +300,10 @@ def run(cfg: LoopConfig) -> list[dict]:
     if cfg.heldout:
         base = out / "iter-0-heldout.json"
         if not _done(base):
-            atomic_write_text(base, json.dumps(heldout_reward(current, cfg, out / "heldout" / "initial"), indent=2))
+            atomic_write_text(
+                base,
+                json.dumps(heldout_reward(current, cfg, out / "heldout" / "initial"), indent=2),
+            )
         initial = json.loads(base.read_text())
     for t in range(1, cfg.iterations + 1):
         it = out / f"iter-{t}"
@@ -236,20 +311,49 @@ def run(cfg: LoopConfig) -> list[dict]:
         print(f"\n[loop] iteration {t}/{cfg.iterations}", file=sys.stderr, flush=True)
         chunk = [prompts[(i + (t - 1) * per) % len(prompts)] for i in range(per)]  # cycles for OP-k
         if not _done(it / "prompts.jsonl"):
-            write_jsonl(it / "prompts.jsonl", [{"id": f"{r['id']}", "prompt": r["prompt"]} for r in chunk])
+            write_jsonl(
+                it / "prompts.jsonl", [{"id": f"{r['id']}", "prompt": r["prompt"]} for r in chunk]
+            )
         if not _done(it / "samples.jsonl"):
-            source = {"kind": "policy", "strategy": cfg.strategy, "num": cfg.num_samples,
-                      "temperature": cfg.temperature}
+            source = {
+                "kind": "policy",
+                "strategy": cfg.strategy,
+                "num": cfg.num_samples,
+                "temperature": cfg.temperature,
+            }
             if cfg.strategy == "sample":
                 source["top_p"] = cfg.top_p
-            _run("sample", ["--prompts", str(it / "prompts.jsonl"), "--out", str(it / "samples.jsonl"),
-                            "--model", current, "--sources", json.dumps([source]),
-                            "--max_new_tokens", str(cfg.max_new_tokens), "--chat_template", cfg.chat_template,
-                            "--seed", str(cfg.seed + t)])
+            _run(
+                "sample",
+                [
+                    "--prompts",
+                    str(it / "prompts.jsonl"),
+                    "--out",
+                    str(it / "samples.jsonl"),
+                    "--model",
+                    current,
+                    "--sources",
+                    json.dumps([source]),
+                    "--max_new_tokens",
+                    str(cfg.max_new_tokens),
+                    "--chat_template",
+                    cfg.chat_template,
+                    "--seed",
+                    str(cfg.seed + t),
+                ],
+            )
         raw = it / ("scores.raw.jsonl" if cfg.kl_coef else "scores.jsonl")
         if not _done(raw):
-            _run("score", ["--in", str(it / "samples.jsonl"), "--out", str(raw),
-                           *[a for r in cfg.reward for a in ("--reward", r)]])
+            _run(
+                "score",
+                [
+                    "--in",
+                    str(it / "samples.jsonl"),
+                    "--out",
+                    str(raw),
+                    *[a for r in cfg.reward for a in ("--reward", r)],
+                ],
+            )
         if cfg.kl_coef and not _done(it / "scores.jsonl"):
             add_kl_penalty(raw, it / "scores.jsonl", current, pi0, cfg)
         scored = load_lists(it / "scores.jsonl", require_scores=True).rows
@@ -261,17 +365,42 @@ def run(cfg: LoopConfig) -> list[dict]:
         if cfg.hybrid or cfg.offline_data:
             data = it / "train_data_hybrid.jsonl"
             if not _done(data):
-                merged = [r for h in (history if cfg.hybrid else history[-1:]) for r in load_lists(h).rows]
+                merged = [
+                    r for h in (history if cfg.hybrid else history[-1:]) for r in load_lists(h).rows
+                ]
                 if cfg.offline_data:
                     merged += load_lists(cfg.offline_data, require_scores=True).rows
                 write_jsonl(data, [dict(r, id=f"{i:07d}-{r['id']}") for i, r in enumerate(merged)])
         model_dir = it / "model"
         if not _done(model_dir / "train_summary.json"):
-            argv = ["--data", str(data), "--model", current, "--loss", cfg.loss, "--output_dir", str(model_dir),
-                    "--learning_rate", str(cfg.learning_rate), "--per_device_train_batch_size", str(cfg.batch_size),
-                    "--num_train_epochs", str(cfg.epochs), "--max_length", str(cfg.max_length),
-                    "--chat_template", cfg.chat_template, "--save_strategy", "no", "--seed", str(cfg.seed),
-                    "--use_lora", str(cfg.use_lora).lower(), "--ref_cache_dir", str(out / "ref_cache")]
+            argv = [
+                "--data",
+                str(data),
+                "--model",
+                current,
+                "--loss",
+                cfg.loss,
+                "--output_dir",
+                str(model_dir),
+                "--learning_rate",
+                str(cfg.learning_rate),
+                "--per_device_train_batch_size",
+                str(cfg.batch_size),
+                "--num_train_epochs",
+                str(cfg.epochs),
+                "--max_length",
+                str(cfg.max_length),
+                "--chat_template",
+                cfg.chat_template,
+                "--save_strategy",
+                "no",
+                "--seed",
+                str(cfg.seed),
+                "--use_lora",
+                str(cfg.use_lora).lower(),
+                "--ref_cache_dir",
+                str(out / "ref_cache"),
+            ]
             if cfg.loss in ("dpo", "ipo", "listwise-dpo"):
                 argv += ["--ref_model", pi0]  # reference = pi_0 in every iteration
             if cfg.beta is not None:
@@ -284,13 +413,19 @@ def run(cfg: LoopConfig) -> list[dict]:
         if not _done(metrics_path):
             metrics = {"iteration": t, **sample_stats(scored), **stats}
             if cfg.heldout:
-                metrics["heldout_reward_before"] = (initial if t == 1 else all_metrics[-1]["heldout"])["mean_reward"]
+                metrics["heldout_reward_before"] = (
+                    initial if t == 1 else all_metrics[-1]["heldout"]
+                )["mean_reward"]
                 metrics["heldout"] = heldout_reward(current, cfg, it / "heldout")
                 metrics["heldout_reward"] = metrics["heldout"]["mean_reward"]
             atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
         all_metrics.append(json.loads(metrics_path.read_text()))
-    summary = {"initial_heldout": initial if cfg.heldout else None, "iterations": all_metrics,
-               "final_model": current, "reference_model": pi0}
+    summary = {
+        "initial_heldout": initial if cfg.heldout else None,
+        "iterations": all_metrics,
+        "final_model": current,
+        "reference_model": pi0,
+    }
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     plot_iterations(all_metrics, out / "loop.png")
     return all_metrics
@@ -301,7 +436,14 @@ def plot_iterations(metrics: list[dict], path: Path) -> None:
         from .report import plot_loop
     except ImportError:
         return
-    keys = ("mean_reward", "max_reward", "std_reward", "heldout_reward", "mean_response_chars", "dropped_ties")
+    keys = (
+        "mean_reward",
+        "max_reward",
+        "std_reward",
+        "heldout_reward",
+        "mean_response_chars",
+        "dropped_ties",
+    )
     plot_loop([{k: m[k] for k in ("iteration", *keys) if k in m} for m in metrics], path)
 
 

@@ -49,7 +49,10 @@ def embedded_default_model() -> Path:
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    print(f"rankalign: converting the embedded SmolLM2-135M-Instruct once into {target} ...", flush=True)
+    print(
+        f"rankalign: converting the embedded SmolLM2-135M-Instruct once into {target} ...",
+        flush=True,
+    )
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = quantized.config.to_dict()
@@ -106,25 +109,43 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise UserError(f"cannot load tokenizer: {str(e).splitlines()[0][:300]}", file=path) from None
+        raise UserError(
+            f"cannot load tokenizer: {str(e).splitlines()[0][:300]}", file=path
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return tok
 
 
-def load_causal_lm(path: str, *, dtype: str = "float32", trust_remote_code: bool = False,
-                   allow_pickle: bool = False, device: str | None = None):
+def load_causal_lm(
+    path: str,
+    *,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    device: str | None = None,
+):
     import torch
     from transformers import AutoModelForCausalLM
 
     check_weights_format(path, allow_pickle)
-    torch_dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                   "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}.get(dtype)
+    torch_dtype = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }.get(dtype)
     if torch_dtype is None:
-        raise UserError(f"unknown dtype '{dtype}' (use float32, bfloat16 or float16)", field="dtype")
+        raise UserError(
+            f"unknown dtype '{dtype}' (use float32, bfloat16 or float16)", field="dtype"
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            path,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
         )
     except (OSError, ValueError) as e:
@@ -140,7 +161,10 @@ def model_fingerprint(path: str) -> str:
     folder = Path(path)
     if folder.is_dir():
         for f in sorted(folder.iterdir()):
-            if f.suffix in (".json", ".safetensors", ".bin", ".model") or f.name == "tokenizer.json":
+            if (
+                f.suffix in (".json", ".safetensors", ".bin", ".model")
+                or f.name == "tokenizer.json"
+            ):
                 st = f.stat()
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
                 if f.name == "config.json":

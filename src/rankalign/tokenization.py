@@ -21,14 +21,18 @@ CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 def prompt_text(tokenizer, prompt: str | list[dict], chat_template: str = "auto") -> str:
     """The prompt as the text the model sees (chat template applied when it should be)."""
     if chat_template not in CHAT_TEMPLATE_MODES:
-        raise UserError(f"chat_template must be one of {CHAT_TEMPLATE_MODES}, got '{chat_template}'")
+        raise UserError(
+            f"chat_template must be one of {CHAT_TEMPLATE_MODES}, got '{chat_template}'"
+        )
     use_template = isinstance(prompt, list) or chat_template == "always"
     if chat_template == "never" and isinstance(prompt, list):
         raise UserError("a message-list prompt needs a chat template (chat_template is 'never')")
     if not use_template:
         return prompt
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError("the tokenizer has no chat template; use string prompts or set chat_template: never")
+        raise UserError(
+            "the tokenizer has no chat template; use string prompts or set chat_template: never"
+        )
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
@@ -56,8 +60,12 @@ class EncodedList:
     responses_truncated: int = 0
 
 
-def fit_to_length(prompt_ids: list[int], response_ids: list[list[int]], max_length: int,
-                  min_response_tokens: int = 64) -> EncodedList:
+def fit_to_length(
+    prompt_ids: list[int],
+    response_ids: list[list[int]],
+    max_length: int,
+    min_response_tokens: int = 64,
+) -> EncodedList:
     """Left-truncate the prompt and right-truncate responses so prompt + each response fits."""
     if max_length < 2:
         raise UserError("max_length must be at least 2", field="max_length")
@@ -69,16 +77,31 @@ def fit_to_length(prompt_ids: list[int], response_ids: list[list[int]], max_leng
     responses = [r[:allowance] for r in response_ids]
     keep_prompt = max_length - min(longest, allowance)
     prompt = prompt_ids[-keep_prompt:] if len(prompt_ids) > keep_prompt else prompt_ids
-    return EncodedList(prompt, responses, len(prompt) < len(prompt_ids),
-                       sum(len(a) < len(b) for a, b in zip(responses, response_ids)))
+    return EncodedList(
+        prompt,
+        responses,
+        len(prompt) < len(prompt_ids),
+        sum(len(a) < len(b) for a, b in zip(responses, response_ids)),
+    )
 
 
-def encode_list(tokenizer, prompt, responses: list[str], *, max_length: int = 512,
-                min_response_tokens: int = 64, chat_template: str = "auto") -> EncodedList:
+def encode_list(
+    tokenizer,
+    prompt,
+    responses: list[str],
+    *,
+    max_length: int = 512,
+    min_response_tokens: int = 64,
+    chat_template: str = "auto",
+) -> EncodedList:
     prompt_ids = encode_prompt(tokenizer, prompt, chat_template)
     # a left-truncated prompt keeps its BOS: the model never saw text without one
     bos = prompt_ids[:1] if prompt_ids[:1] == [tokenizer.bos_token_id] else []
-    enc = fit_to_length(prompt_ids[len(bos):], [encode_response(tokenizer, r) for r in responses],
-                        max_length - len(bos), min_response_tokens)
+    enc = fit_to_length(
+        prompt_ids[len(bos) :],
+        [encode_response(tokenizer, r) for r in responses],
+        max_length - len(bos),
+        min_response_tokens,
+    )
     enc.prompt_ids = bos + enc.prompt_ids
     return enc

@@ -32,18 +32,37 @@ from .models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_m
 from .tokenization import EncodedList, encode_list
 
 # Loss hyperparameters: None means "the loss function's own default" (see losses.py).
-LOSS_OPTIONS = ("beta", "margin", "rank_weight", "sft_weight", "sft_reduction", "pair_mode",
-                "gamma", "label_smoothing", "temperature")
+LOSS_OPTIONS = (
+    "beta",
+    "margin",
+    "rank_weight",
+    "sft_weight",
+    "sft_reduction",
+    "pair_mode",
+    "gamma",
+    "label_smoothing",
+    "temperature",
+)
 
 # TrainingArguments defaults from the papers, applied unless the YAML or a flag sets them.
-COMMON_DEFAULTS = {"num_train_epochs": 3, "lr_scheduler_type": "linear", "warmup_steps": 0.03,
-                   "logging_steps": 1, "save_strategy": "epoch", "report_to": "none",
-                   "per_device_train_batch_size": 1, "per_device_eval_batch_size": 4,
-                   "remove_unused_columns": False, "seed": 42}
+COMMON_DEFAULTS = {
+    "num_train_epochs": 3,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0.03,
+    "logging_steps": 1,
+    "save_strategy": "epoch",
+    "report_to": "none",
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 4,
+    "remove_unused_columns": False,
+    "seed": 42,
+}
 LOSS_DEFAULTS = {
     # RRHF paper §4.1: lr 2e-5, 3 epochs, warmup then linear decay to 0.
-    "rrhf": {"learning_rate": 2e-5}, "pro": {"learning_rate": 2e-5},
-    "sft": {"learning_rate": 2e-5}, "raft": {"learning_rate": 2e-5},
+    "rrhf": {"learning_rate": 2e-5},
+    "pro": {"learning_rate": 2e-5},
+    "sft": {"learning_rate": 2e-5},
+    "raft": {"learning_rate": 2e-5},
     # DPO paper: lr 1e-6 (its successors use the same order of magnitude).
     **{k: {"learning_rate": 1e-6} for k in ("dpo", "ipo", "listwise-dpo", "slic", "simpo", "cpo")},
 }
@@ -51,50 +70,100 @@ LOSS_DEFAULTS = {
 
 @dataclass
 class TrainConfig:
-    data: str = field(default=None, metadata={"help": "ranked lists: .jsonl/.json/.parquet/.csv, a dataset folder, or a hub name"})
-    eval_data: str | None = field(default=None, metadata={"help": "held-out ranked lists for eval_strategy"})
-    model: str = field(default="smollm2", metadata={"help": "policy: local folder, hub name, or 'smollm2' (embedded default)"})
-    loss: str = field(default="rrhf", metadata={"help": f"one of: {', '.join(L.LOSSES)}; bt-reward and preference train reward models"})
+    data: str = field(
+        default=None,
+        metadata={
+            "help": "ranked lists: .jsonl/.json/.parquet/.csv, a dataset folder, or a hub name"
+        },
+    )
+    eval_data: str | None = field(
+        default=None, metadata={"help": "held-out ranked lists for eval_strategy"}
+    )
+    model: str = field(
+        default="smollm2",
+        metadata={"help": "policy: local folder, hub name, or 'smollm2' (embedded default)"},
+    )
+    loss: str = field(
+        default="rrhf",
+        metadata={
+            "help": f"one of: {', '.join(L.LOSSES)}; bt-reward and preference train reward models"
+        },
+    )
     # loss hyperparameters (None = the loss's default; see losses.py)
     beta: float | None = None
     margin: float | None = None
     rank_weight: float | None = None
     sft_weight: float | None = None
     sft_reduction: str | None = field(default=None, metadata={"help": "sum | mean"})
-    pair_mode: str | None = field(default=None, metadata={"help": "all | best-worst (pairwise losses on k > 2)"})
+    pair_mode: str | None = field(
+        default=None, metadata={"help": "all | best-worst (pairwise losses on k > 2)"}
+    )
     gamma: float | None = None
     label_smoothing: float | None = None
     temperature: str | None = field(default=None, metadata={"help": "pro: none | reward-gap"})
     # reference model (dpo, ipo, listwise-dpo)
-    ref_model: str | None = field(default=None, metadata={"help": "reference model; default: the initial policy"})
-    reference: str = field(default="precompute", metadata={"help": "precompute (one pass, cached on disk) | adapters-off (LoRA: the policy with adapters disabled)"})
-    ref_cache_dir: str | None = field(default=None, metadata={"help": "where precomputed reference log-probs are cached"})
+    ref_model: str | None = field(
+        default=None, metadata={"help": "reference model; default: the initial policy"}
+    )
+    reference: str = field(
+        default="precompute",
+        metadata={
+            "help": "precompute (one pass, cached on disk) | adapters-off (LoRA: the policy with adapters disabled)"
+        },
+    )
+    ref_cache_dir: str | None = field(
+        default=None, metadata={"help": "where precomputed reference log-probs are cached"}
+    )
     # tokenization
-    max_length: int = field(default=512, metadata={"help": "prompt + response tokens (the RRHF paper used 192 on HH)"})
-    min_response_tokens: int = field(default=64, metadata={"help": "tokens a response keeps when the prompt is long"})
-    chat_template: str = field(default="auto", metadata={"help": "auto (message lists only) | always | never"})
-    drop_over_length: bool = field(default=False, metadata={"help": "drop lists that need truncation (counted) instead of truncating"})
+    max_length: int = field(
+        default=512, metadata={"help": "prompt + response tokens (the RRHF paper used 192 on HH)"}
+    )
+    min_response_tokens: int = field(
+        default=64, metadata={"help": "tokens a response keeps when the prompt is long"}
+    )
+    chat_template: str = field(
+        default="auto", metadata={"help": "auto (message lists only) | always | never"}
+    )
+    drop_over_length: bool = field(
+        default=False,
+        metadata={"help": "drop lists that need truncation (counted) instead of truncating"},
+    )
     empty_responses: str = field(default="error", metadata={"help": "error | drop"})
-    drop_tied_lists: bool = field(default=False, metadata={"help": "drop lists whose scores are all equal (counted)"})
+    drop_tied_lists: bool = field(
+        default=False, metadata={"help": "drop lists whose scores are all equal (counted)"}
+    )
     max_rows: int | None = None
     # computation
-    shared_prompt: bool = field(default=True, metadata={"help": "run each prompt once for its k responses"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"})
+    shared_prompt: bool = field(
+        default=True, metadata={"help": "run each prompt once for its k responses"}
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},
+    )
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "comma-separated module names or all-linear"})
-    merge_lora: bool = field(default=True, metadata={"help": "save the final model with adapters merged"})
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": "comma-separated module names or all-linear"}
+    )
+    merge_lora: bool = field(
+        default=True, metadata={"help": "save the final model with adapters merged"}
+    )
     trust_remote_code: bool = False
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
+    )
 
     def __post_init__(self):
         if self.loss not in L.LOSSES:
             raise ValueError(f"unknown loss '{self.loss}' (choose from: {', '.join(L.LOSSES)})")
         if self.reference not in ("precompute", "adapters-off"):
-            raise ValueError(f"reference must be precompute or adapters-off, got '{self.reference}'")
+            raise ValueError(
+                f"reference must be precompute or adapters-off, got '{self.reference}'"
+            )
         if self.min_response_tokens < 1 or self.max_length < 2:
             raise ValueError("min_response_tokens must be >= 1 and max_length >= 2")
         if self.reference == "adapters-off" and not self.use_lora:
@@ -130,14 +199,27 @@ class ListDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def tokenize_lists(path: str, tokenizer, cfg: TrainConfig, *, min_responses: int) -> tuple[ListDataset, dict]:
-    loaded = load_lists(path, require_scores=cfg.loss != "sft", min_responses=min_responses,
-                        empty_responses=cfg.empty_responses, drop_tied_lists=cfg.drop_tied_lists,
-                        limit=cfg.max_rows)
+def tokenize_lists(
+    path: str, tokenizer, cfg: TrainConfig, *, min_responses: int
+) -> tuple[ListDataset, dict]:
+    loaded = load_lists(
+        path,
+        require_scores=cfg.loss != "sft",
+        min_responses=min_responses,
+        empty_responses=cfg.empty_responses,
+        drop_tied_lists=cfg.drop_tied_lists,
+        limit=cfg.max_rows,
+    )
     items, report = [], loaded.report
     for row in loaded.rows:
-        enc = encode_list(tokenizer, row["prompt"], row["responses"], max_length=cfg.max_length,
-                          min_response_tokens=cfg.min_response_tokens, chat_template=cfg.chat_template)
+        enc = encode_list(
+            tokenizer,
+            row["prompt"],
+            row["responses"],
+            max_length=cfg.max_length,
+            min_response_tokens=cfg.min_response_tokens,
+            chat_template=cfg.chat_template,
+        )
         if enc.prompt_truncated or enc.responses_truncated:
             if cfg.drop_over_length:
                 report.dropped["over max_length"] += 1
@@ -145,8 +227,14 @@ def tokenize_lists(path: str, tokenizer, cfg: TrainConfig, *, min_responses: int
             report.notes["prompts truncated"] += int(enc.prompt_truncated)
             report.notes["responses truncated"] += enc.responses_truncated
         scores = row.get("scores") or [0.0] * len(row["responses"])
-        items.append({"id": row["id"], "prompt_ids": enc.prompt_ids, "response_ids": enc.response_ids,
-                      "scores": scores})
+        items.append(
+            {
+                "id": row["id"],
+                "prompt_ids": enc.prompt_ids,
+                "response_ids": enc.response_ids,
+                "scores": scores,
+            }
+        )
     report.rows_kept = len(items)
     if not items:
         raise UserError(f"no rows left after filtering ({report.summary()})", file=path)
@@ -183,8 +271,14 @@ def data_fingerprint(dataset: ListDataset) -> str:
 
 
 @torch.no_grad()
-def compute_logps(model, dataset: ListDataset, pad_id: int, batch_size: int, shared_prompt: bool,
-                  desc: str = "reference log-probs") -> list[list[float]]:
+def compute_logps(
+    model,
+    dataset: ListDataset,
+    pad_id: int,
+    batch_size: int,
+    shared_prompt: bool,
+    desc: str = "reference log-probs",
+) -> list[list[float]]:
     """Per-list response log-probs of `model` over the whole dataset, in dataset order."""
     from tqdm.auto import tqdm
 
@@ -193,7 +287,9 @@ def compute_logps(model, dataset: ListDataset, pad_id: int, batch_size: int, sha
     device = next(model.parameters()).device
     collate = make_collator(pad_id)
     out: list[list[float]] = []
-    order = sorted(range(len(dataset)), key=lambda i: -len(dataset[i]["prompt_ids"]))  # batch by length
+    order = sorted(
+        range(len(dataset)), key=lambda i: -len(dataset[i]["prompt_ids"])
+    )  # batch by length
     results: dict[int, list[float]] = {}
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start : start + batch_size]
@@ -206,19 +302,31 @@ def compute_logps(model, dataset: ListDataset, pad_id: int, batch_size: int, sha
     return out
 
 
-def attach_reference(dataset: ListDataset, model, cfg: TrainConfig, args: TrainingArguments,
-                     pad_id: int, model_path: str) -> str:
+def attach_reference(
+    dataset: ListDataset,
+    model,
+    cfg: TrainConfig,
+    args: TrainingArguments,
+    pad_id: int,
+    model_path: str,
+) -> str:
     """Precompute reference log-probs once (cached on disk by model and data) and attach them."""
     from safetensors.torch import load_file, save_file
 
-    cache_root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else Path(args.output_dir) / "ref_cache"
-    key = hashlib.sha256(f"{model_fingerprint(model_path)}|{data_fingerprint(dataset)}|{cfg.dtype}".encode()).hexdigest()[:20]
+    cache_root = (
+        Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else Path(args.output_dir) / "ref_cache"
+    )
+    key = hashlib.sha256(
+        f"{model_fingerprint(model_path)}|{data_fingerprint(dataset)}|{cfg.dtype}".encode()
+    ).hexdigest()[:20]
     path = cache_root / f"ref-logps-{key}.safetensors"
     if path.is_file():
         flat = load_file(str(path))["logps"].tolist()
         print(f"rankalign: reference log-probs from cache {path}", file=sys.stderr)
     else:
-        values = compute_logps(model, dataset, pad_id, args.per_device_eval_batch_size, cfg.shared_prompt)
+        values = compute_logps(
+            model, dataset, pad_id, args.per_device_eval_batch_size, cfg.shared_prompt
+        )
         flat = [v for row in values for v in row]
         cache_root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -240,8 +348,15 @@ def attach_reference(dataset: ListDataset, model, cfg: TrainConfig, args: Traini
 class RankTrainer(Trainer):
     """transformers.Trainer whose loss is a ranking loss over (B, K) response log-probs."""
 
-    def __init__(self, *args, loss_name: str, loss_kwargs: dict, shared_prompt: bool = True,
-                 reference: str = "precompute", **kwargs):
+    def __init__(
+        self,
+        *args,
+        loss_name: str,
+        loss_kwargs: dict,
+        shared_prompt: bool = True,
+        reference: str = "precompute",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.loss_name, self.loss_fn, self.loss_kwargs = loss_name, L.LOSSES[loss_name], loss_kwargs
         self.shared_prompt, self.reference = shared_prompt, reference
@@ -256,7 +371,9 @@ class RankTrainer(Trainer):
         if self.reference == "adapters-off" and self.loss_name in L.NEEDS_REFERENCE:
             with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
                 ref = response_logps(model, inputs, self.shared_prompt)[0]
-        batch = L.LossInputs(logp=logp, lengths=lengths, scores=inputs["scores"], mask=mask, ref_logp=ref)
+        batch = L.LossInputs(
+            logp=logp, lengths=lengths, scores=inputs["scores"], mask=mask, ref_logp=ref
+        )
         loss, parts = self.loss_fn(batch, **self.loss_kwargs)
         stats = {f"loss_{k}": v for k, v in parts.items()}
         stats.update(L.ranking_metrics(batch, pair_mode=self.pair_mode))
@@ -284,16 +401,27 @@ class RankTrainer(Trainer):
 
 
 def build_model(cfg: TrainConfig, path: str):
-    model = load_causal_lm(path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle)
+    model = load_causal_lm(
+        path,
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        allow_pickle=cfg.allow_pickle,
+    )
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
 
         targets = cfg.lora_target_modules
         targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, target_modules=targets,
-                                                 task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=targets,
+                task_type="CAUSAL_LM",
+            ),
+        )
     return model
 
 
@@ -319,10 +447,16 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     model = build_model(cfg, model_path)
     ref_cache = None
     if cfg.loss in L.NEEDS_REFERENCE and cfg.reference == "precompute":
-        if cfg.ref_model:  # a separate reference: load, compute, free (one model in memory at a time)
+        if (
+            cfg.ref_model
+        ):  # a separate reference: load, compute, free (one model in memory at a time)
             ref_path = resolve_model(cfg.ref_model)
-            ref = load_causal_lm(ref_path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                                 allow_pickle=cfg.allow_pickle)
+            ref = load_causal_lm(
+                ref_path,
+                dtype=cfg.dtype,
+                trust_remote_code=cfg.trust_remote_code,
+                allow_pickle=cfg.allow_pickle,
+            )
         else:
             ref_path, ref = model_path, model
         for ds in (train_set, eval_set):
@@ -331,9 +465,15 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         del ref
 
     trainer = RankTrainer(
-        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=make_collator(tokenizer.pad_token_id), processing_class=tokenizer,
-        loss_name=cfg.loss, loss_kwargs=cfg.loss_kwargs(), shared_prompt=cfg.shared_prompt,
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=make_collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        loss_name=cfg.loss,
+        loss_kwargs=cfg.loss_kwargs(),
+        shared_prompt=cfg.shared_prompt,
         reference=cfg.reference,
     )
     resume = None
@@ -345,8 +485,13 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
             print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
     save_final(trainer, cfg, tokenizer, out)
-    summary = {"train_loss": result.training_loss, "global_step": result.global_step,
-               "output_dir": str(out), "reference_cache": ref_cache, "data": data_report}
+    summary = {
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "output_dir": str(out),
+        "reference_cache": ref_cache,
+        "data": data_report,
+    }
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2))
     return summary
 
@@ -374,8 +519,9 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # multi-process on CPU (gloo): without use_cpu, TrainingArguments sets up no DDP
         defaults["use_cpu"] = True
-    cfg, args, _ = parse_config(argv, (TrainConfig, TrainingArguments), prog="rankalign train",
-                                defaults=defaults)
+    cfg, args, _ = parse_config(
+        argv, (TrainConfig, TrainingArguments), prog="rankalign train", defaults=defaults
+    )
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
     cfg.loss_kwargs()  # options that do not apply to the loss fail before any work starts
@@ -412,4 +558,6 @@ def main(argv: list[str]) -> int:
 
 
 # dataclass fields double as YAML keys and flags: keep them unique across both dataclasses
-assert not {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TrainingArguments)}
+assert not {f.name for f in dataclasses.fields(TrainConfig)} & {
+    f.name for f in dataclasses.fields(TrainingArguments)
+}
