@@ -26,7 +26,7 @@ from .errors import UserError
 
 # (quick, full) sizes: --quick finishes in about 5 minutes on 2 CPU cores
 SIZES = {
-    "train_prompts": (32, 96),
+    "train_prompts": (32, 80),
     "heldout_prompts": (40, 40),
     "max_new_tokens": (24, 32),
     "epochs": (2, 2),
