@@ -242,3 +242,100 @@ def test_option_that_does_not_apply_to_the_loss_is_an_error(tiny_model_dir, tmp_
     )
     assert rc == 2
     assert "margin" in capsys.readouterr().err
+
+
+def test_sigkill_during_training_then_resume_gives_the_same_weights(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = [
+        "--max_steps",
+        "8",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--seed",
+        "5",
+        "--learning_rate",
+        "1e-3",
+        "--per_device_train_batch_size",
+        "2",
+        "--disable_tqdm",
+        "true",
+    ]
+    _train(tiny_model_dir, tmp_path / "full", *common)
+    cut = tmp_path / "cut"
+    argv = [
+        sys.executable,
+        "-m",
+        "rankalign.cli",
+        "train",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        DATA,
+        "--output_dir",
+        str(cut),
+        *common,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (cut / "checkpoint-3" / "trainer_state.json").exists() and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "model.safetensors").exists()
+    _train(tiny_model_dir, cut, *common, "--resume")
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(cut / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+
+
+def test_pickle_checkpoints_are_refused_unless_allowed(tokenizer, tmp_path, capsys):
+    from conftest import build_llama
+
+    folder = tmp_path / "pickled"
+    model = build_llama(len(tokenizer))
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")  # a pickle checkpoint
+    tokenizer.save_pretrained(folder)
+    args = [
+        "train",
+        "--model",
+        str(folder),
+        "--data",
+        DATA,
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+    ]
+    assert main(args) == 2
+    assert "pickle" in capsys.readouterr().err
+    assert main([*args, "--allow_pickle", "true"]) == 0
+
+
+def test_unwritable_output_dir_fails_before_work(tiny_model_dir, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    rc = main(
+        ["train", "--model", tiny_model_dir, "--data", DATA, "--output_dir", str(blocker / "out")]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and len(err.strip().splitlines()) == 1

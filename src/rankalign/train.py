@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -425,6 +426,38 @@ def build_model(cfg: TrainConfig, path: str):
     return model
 
 
+def check_output_dir(out: Path, model_path: str, *, checkpoints: bool) -> None:
+    """Fail before any work when the output folder is not writable or the disk is too small."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output folder is not writable ({e.strerror})", file=out) from None
+    folder = Path(model_path)
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
+    # a checkpoint holds the weights plus AdamW's two moments; the final save, the weights
+    need = weights * (3 if checkpoints else 1)
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise UserError(
+            f"not enough disk space: about {need / 2**30:.1f} GiB needed for a checkpoint, "
+            f"{free / 2**30:.1f} GiB free",
+            file=out,
+        )
+
+
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest checkpoint whose save finished (a kill can leave a partial one behind)."""
+    done = [
+        c
+        for c in out.glob("checkpoint-*")
+        if (c / "trainer_state.json").is_file() and c.name.split("-")[-1].isdigit()
+    ]
+    return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
+
+
 def _default_output_dir(cfg: TrainConfig) -> str:
     return str(Path("runs") / cfg.loss)
 
@@ -433,6 +466,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     """Train and save; returns a summary (final metrics and paths)."""
     min_k = L.MIN_RESPONSES[cfg.loss]
     model_path = resolve_model(cfg.model)
+    check_output_dir(Path(args.output_dir), model_path, checkpoints=args.save_strategy != "no")
     tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
     train_set, data_report = tokenize_lists(cfg.data, tokenizer, cfg, min_responses=min_k)
     eval_set = None
@@ -440,7 +474,6 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         eval_set, _ = tokenize_lists(cfg.eval_data, tokenizer, cfg, min_responses=min_k)
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
     dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
 
@@ -478,9 +511,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     )
     resume = None
     if cfg.resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(str(out))
+        resume = last_complete_checkpoint(out)
         if resume is None:
             print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
