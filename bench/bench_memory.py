@@ -34,6 +34,8 @@ if cfg.ref_model == "__copy__":  # a resident second model, as naive DPO impleme
     from rankalign.models import load_causal_lm, resolve_model
     cfg.ref_model = None
     resident = load_causal_lm(resolve_model(cfg.model))
+    for p in resident.parameters():  # weights in RAM (not just memory-mapped), as a used copy is
+        p.data = p.data.clone()
 run(cfg, args)
 peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
