@@ -53,6 +53,7 @@ from .data import atomic_write_text, load_lists, write_jsonl
 from .errors import UserError
 from .losses import PAIR_MODES, preference_pairs
 from .rewards import PREFERENCE_TEMPLATE, preference_prompt, rm_format, rm_text
+from .train import MetricsTrainer
 
 LOSSES = ("bt-reward", "preference")
 METADATA_FILE = "rankalign_reward_model.json"  # how the model was trained: format, template
@@ -444,39 +445,7 @@ def preference_collator(pad_id: int):
 # ----------------------------------------------------------------------------- trainers
 
 
-class _LoggingTrainer(Trainer):
-    """Collects per-batch statistics and adds their means to every log line (train.RankTrainer's
-    convention), so `logging_steps: 1` gives per-step loss and pair accuracy."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False  # per-batch mean: Trainer divides by accumulation
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-
-    def _record(self, model, stats: dict) -> None:
-        split = "train" if model.training else "eval"
-        for k, v in stats.items():
-            self._metrics[split][k].append(float(v))
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def log(self, logs: dict, *args, **kwargs):
-        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if split == "eval" else ""
-        for k, values in self._metrics[split].items():
-            if k in ("num_pairs", "num_examples"):
-                logs[prefix + k] = float(sum(values))
-            elif values:
-                logs[prefix + k] = sum(values) / len(values)
-        self._metrics[split].clear()
-        super().log(logs, *args, **kwargs)
-
-
-class BTRewardTrainer(_LoggingTrainer):
+class BTRewardTrainer(MetricsTrainer):
     """Bradley-Terry reward model: r = the model's single pooled logit per response."""
 
     def __init__(self, *args, loss_kwargs: dict, **kwargs):
@@ -498,7 +467,7 @@ class BTRewardTrainer(_LoggingTrainer):
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
 
-class PreferenceTrainer(_LoggingTrainer):
+class PreferenceTrainer(MetricsTrainer):
     """Pairwise preference LM: cross-entropy of the answer token after the prompt."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -346,7 +346,42 @@ def attach_reference(
 # ----------------------------------------------------------------------------- trainer
 
 
-class RankTrainer(Trainer):
+class MetricsTrainer(Trainer):
+    """A Trainer that collects per-batch statistics (`_record`) and adds their means to every
+    log line, so `logging_steps: 1` logs each loss part, ranking accuracy and reward margin."""
+
+    SUMMED = ("num_pairs", "num_examples")  # counts are summed over the logging window
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # our losses are per-batch means: let Trainer divide by the accumulation steps
+        self.model_accepts_loss_kwargs = False
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def _record(self, model, stats: dict) -> None:
+        split = "train" if model.training else "eval"
+        for k, v in stats.items():
+            self._metrics[split][k].append(float(v))
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict, *args, **kwargs):
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for k, values in self._metrics[split].items():
+            if k in self.SUMMED:
+                logs[prefix + k] = float(sum(values))
+            elif values:
+                logs[prefix + k] = sum(values) / len(values)
+        self._metrics[split].clear()
+        super().log(logs, *args, **kwargs)
+
+
+class RankTrainer(MetricsTrainer):
     """transformers.Trainer whose loss is a ranking loss over (B, K) response log-probs."""
 
     def __init__(
@@ -362,9 +397,6 @@ class RankTrainer(Trainer):
         self.loss_name, self.loss_fn, self.loss_kwargs = loss_name, L.LOSSES[loss_name], loss_kwargs
         self.shared_prompt, self.reference = shared_prompt, reference
         self.pair_mode = loss_kwargs.get("pair_mode", "all")
-        # our loss is a per-batch mean: let Trainer divide by the accumulation steps
-        self.model_accepts_loss_kwargs = False
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logp, lengths, mask = response_logps(model, inputs, self.shared_prompt)
@@ -378,27 +410,8 @@ class RankTrainer(Trainer):
         loss, parts = self.loss_fn(batch, **self.loss_kwargs)
         stats = {f"loss_{k}": v for k, v in parts.items()}
         stats.update(L.ranking_metrics(batch, pair_mode=self.pair_mode))
-        split = "train" if model.training else "eval"
-        for k, v in stats.items():
-            self._metrics[split][k].append(float(v))
+        self._record(model, stats)
         return (loss, {"logp": logp}) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def log(self, logs: dict, *args, **kwargs):
-        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if split == "eval" else ""
-        for k, values in self._metrics[split].items():
-            if k == "num_pairs":
-                logs[prefix + k] = float(sum(values))
-            elif values:
-                logs[prefix + k] = sum(values) / len(values)
-        self._metrics[split].clear()
-        super().log(logs, *args, **kwargs)
 
 
 def build_model(cfg: TrainConfig, path: str):
