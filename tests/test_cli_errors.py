@@ -324,3 +324,21 @@ def test_debug_shows_traceback(subprocess_results):
     assert "Traceback" in stderr
     assert "UserError" in stderr and "nan_score.jsonl" in stderr and "scores[1]" in stderr
     _no_model_written(out)
+
+
+def test_a_50mb_single_line_is_a_one_line_error(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    from rankalign.cli import main
+
+    path = tmp_path / "huge.jsonl"
+    good = {"id": "a", "prompt": "p", "responses": ["x", "y"], "scores": [1, 0]}
+    huge = {"id": "b", "prompt": "word " * 10_000_000, "responses": ["x", "y"], "scores": [1, 0]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(huge) + "\n")
+    assert path.stat().st_size > 50_000_000
+    out = tmp_path / "out"
+    rc = main(["train", "--data", str(path), "--model", tiny_model_dir, "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "line 2" in err[0] and "field 'prompt'" in err[0] and "characters" in err[0]
+    assert not list(out.glob("*.safetensors"))

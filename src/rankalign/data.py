@@ -40,6 +40,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 PROMPT_KEYS = ("prompt", "query", "instruction", "question")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
+# A prompt or response longer than this is an input error, not text to tokenize for minutes
+# (1M characters is ~250K tokens, beyond any context window).
+MAX_TEXT_CHARS = 1_000_000
 
 
 # ----------------------------------------------------------------------------- reading
@@ -275,6 +278,24 @@ def _split_hh(chosen: str, rejected: str, loc: dict) -> tuple[str, str, str]:
     return prompt, chosen[end:], rejected[cut_r + len(HH_ASSISTANT) :]
 
 
+def _check_size(row: dict, loc: dict) -> None:
+    prompt = row["prompt"]
+    texts = (
+        [("prompt", prompt)]
+        if isinstance(prompt, str)
+        else [(f"prompt[{i}].content", m["content"]) for i, m in enumerate(prompt)]
+    )
+    texts += [(f"responses[{i}]", r) for i, r in enumerate(row["responses"])]
+    for name, text in texts:
+        if len(text) > MAX_TEXT_CHARS:
+            raise _err(
+                loc,
+                name,
+                f"{len(text):,} characters (more than {MAX_TEXT_CHARS:,}): "
+                "not a prompt or response",
+            )
+
+
 def normalize(rec: dict, loc: dict, index: int) -> dict:
     """Turn one record of any supported layout into a ranked-list row (validated)."""
     known = {
@@ -362,6 +383,7 @@ def normalize(rec: dict, loc: dict, index: int) -> dict:
     else:
         raise _err(loc, None, f"unrecognized layout (fields: {', '.join(sorted(rec)) or 'none'})")
 
+    _check_size(row, loc)
     k = len(row["responses"])
     if "scores" in row:
         scores = row["scores"]
