@@ -244,7 +244,10 @@ def test_option_that_does_not_apply_to_the_loss_is_an_error(tiny_model_dir, tmp_
     assert "margin" in capsys.readouterr().err
 
 
-def test_sigkill_during_training_then_resume_gives_the_same_weights(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("kill_after", [1, 5])
+def test_sigkill_during_training_then_resume_gives_the_same_weights(
+    tiny_model_dir, tmp_path, kill_after
+):
     import os
     import signal
     import subprocess
@@ -253,7 +256,7 @@ def test_sigkill_during_training_then_resume_gives_the_same_weights(tiny_model_d
 
     common = [
         "--max_steps",
-        "8",
+        "12",
         "--save_strategy",
         "steps",
         "--save_steps",
@@ -289,7 +292,10 @@ def test_sigkill_during_training_then_resume_gives_the_same_weights(tiny_model_d
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while not (cut / "checkpoint-3" / "trainer_state.json").exists() and time.time() < deadline:
+    while (
+        not (cut / f"checkpoint-{kill_after}" / "trainer_state.json").exists()
+        and time.time() < deadline
+    ):
         assert proc.poll() is None, "training ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
