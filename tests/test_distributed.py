@@ -1,5 +1,6 @@
-"""Two training processes on CPU (gloo) through `accelerate launch` equal one process with the
-same global batch (issue 9)."""
+"""Two training processes on CPU (gloo) through `accelerate launch`, as DDP and as FSDP2 full
+shard, equal one process with the same global batch (issue 9): the reference precompute and the
+shared-prompt scorer included."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def _args(model_dir, out, batch):
     and not Path(sys.executable).with_name("accelerate").exists(),
     reason="accelerate CLI not installed",
 )
-def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("config", ["cpu-2proc.yaml", "fsdp-cpu-2proc.yaml"], ids=["ddp", "fsdp"])
+def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config):
     # one thread per process: two processes on 2 cores must not oversubscribe them
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     accelerate = str(Path(sys.executable).with_name("accelerate"))
@@ -57,7 +59,7 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path):
             accelerate,
             "launch",
             "--config_file",
-            str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"),
+            str(ROOT / "configs" / "accelerate" / config),
             "-m",
             "rankalign.cli",
             *_args(tiny_model_dir, tmp_path / "two", 2),
