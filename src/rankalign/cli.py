@@ -30,6 +30,13 @@ COMMANDS = {
 }
 
 
+def run_command(name: str, argv: list[str]) -> None:
+    """Run `rankalign NAME ARGV...` in this process (pipelines chain the stages this way)."""
+    rc = importlib.import_module(COMMANDS[name][0]).main(argv)
+    if rc:
+        raise UserError(f"stage `rankalign {name}` failed (exit {rc})")
+
+
 def _usage() -> str:
     lines = [
         "usage: rankalign <command> [--config FILE.yaml] [--flag value ...] [--debug]",

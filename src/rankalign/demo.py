@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .cli import run_command
 from .config import dump_config, parse_config
 from .data import load_lists, write_jsonl
 from .errors import UserError
@@ -76,14 +77,6 @@ def _stage(n: int, total: int, title: str) -> float:
     return time.time()
 
 
-def _run(module: str, argv: list[str]) -> None:
-    import importlib
-
-    rc = importlib.import_module(f"rankalign.{module}").main(argv)
-    if rc:
-        raise UserError(f"demo stage `rankalign {module}` failed (exit {rc})")
-
-
 def split_prompts(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
     src = cfg.prompts or str(resources.files("rankalign") / "assets" / "demo_prompts.jsonl")
     rows = load_lists(src).rows
@@ -125,7 +118,7 @@ def run(cfg: DemoConfig) -> dict:
             },
             {"kind": "policy", "strategy": "top-p", "num": 2, "top_p": 1.0, "temperature": 0.8},
         ]
-        _run(
+        run_command(
             "sample",
             [
                 "--prompts",
@@ -146,7 +139,9 @@ def run(cfg: DemoConfig) -> dict:
 
     _stage(2, total, f"score: reward {cfg.reward}")
     if not scored.is_file():
-        _run("score", ["--in", str(candidates), "--out", str(scored), "--reward", cfg.reward])
+        run_command(
+            "score", ["--in", str(candidates), "--out", str(scored), "--reward", cfg.reward]
+        )
 
     train_common = [
         "--data",
@@ -173,8 +168,9 @@ def run(cfg: DemoConfig) -> dict:
         str(cfg.use_lora).lower(),
         "--warmup_steps",
         "0.1",
+        "--sft_reduction",
+        cfg.sft_reduction,
     ]
-    train_common += ["--sft_reduction", cfg.sft_reduction]
     runs = {
         "rrhf": ["--loss", "rrhf"],
         # the paper's Table 7 ablation: RRHF without the ranking loss = SFT on each list's best
@@ -183,7 +179,7 @@ def run(cfg: DemoConfig) -> dict:
     for n, (name, extra) in enumerate(runs.items(), start=3):
         _stage(n, total, f"train {name}")
         if not (out / name / "train_summary.json").is_file():
-            _run("train", [*train_common, *extra, "--output_dir", str(out / name)])
+            run_command("train", [*train_common, *extra, "--output_dir", str(out / name)])
 
     _stage(5, total, f"evaluate base vs rrhf vs sft-best on {cfg.heldout_prompts} held-out prompts")
     from .evaluate import evaluate_models

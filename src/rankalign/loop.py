@@ -28,7 +28,6 @@ killed anywhere resumes where it stopped and, seeded, produces the same files.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import random
@@ -36,6 +35,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli import run_command
 from .config import dump_config, parse_config
 from .data import atomic_write_text, load_lists, write_jsonl
 from .errors import UserError
@@ -216,12 +216,6 @@ def rso_pair(
 # ----------------------------------------------------------------------------- stages
 
 
-def _run(module: str, argv: list[str]) -> None:
-    rc = importlib.import_module(f"rankalign.{module}").main(argv)
-    if rc:
-        raise UserError(f"loop stage `rankalign {module}` failed (exit {rc})")
-
-
 def _done(path: Path) -> bool:
     return path.is_file()
 
@@ -323,7 +317,7 @@ def run(cfg: LoopConfig) -> list[dict]:
             }
             if cfg.strategy == "sample":
                 source["top_p"] = cfg.top_p
-            _run(
+            run_command(
                 "sample",
                 [
                     "--prompts",
@@ -344,7 +338,7 @@ def run(cfg: LoopConfig) -> list[dict]:
             )
         raw = it / ("scores.raw.jsonl" if cfg.kl_coef else "scores.jsonl")
         if not _done(raw):
-            _run(
+            run_command(
                 "score",
                 [
                     "--in",
@@ -407,7 +401,7 @@ def run(cfg: LoopConfig) -> list[dict]:
                 argv += ["--beta", str(cfg.beta)]
             if cfg.steps_per_iteration:
                 argv += ["--max_steps", str(cfg.steps_per_iteration)]
-            _run("train", argv + list(cfg.train_args))
+            run_command("train", argv + list(cfg.train_args))
         current = str(model_dir)
         metrics_path = it / "metrics.json"
         if not _done(metrics_path):
