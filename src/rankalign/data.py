@@ -529,6 +529,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def side_path(out: str | os.PathLike, suffix: str) -> Path:
+    """A file beside a stage's output: `scored.jsonl` -> `scored<suffix>` (config, summary, ...)."""
+    out = Path(out)
+    stem = out.stem if out.suffix in (".jsonl", ".json", ".ndjson") else out.name
+    return out.with_name(stem + suffix)
+
+
 def to_jsonl(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 

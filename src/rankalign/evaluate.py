@@ -47,6 +47,7 @@ import numpy as np
 from .config import dump_config, parse_config
 from .data import atomic_write_text, load_lists, write_jsonl
 from .errors import UserError
+from .models import default_device
 
 HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]
 LENGTH_UNITS = ("tokens", "chars", "words")
@@ -535,12 +536,6 @@ class RewardSet:
 # ============================================================================ models
 
 
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Generator:
     """A model loaded through the sample stage (its decoders, stop strings and prompt encoding).
 
@@ -571,7 +566,7 @@ class Generator:
                 trust_remote_code=c.trust_remote_code,
                 allow_pickle=c.allow_pickle,
             )
-            self._policy = HFPolicy(self.entry.path, sample_cfg, _device(c.device))
+            self._policy = HFPolicy(self.entry.path, sample_cfg, default_device(c.device))
         return self._policy
 
     @property
@@ -771,7 +766,7 @@ def load_lm(path: str, cfg: EvaluateConfig):
         dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code,
         allow_pickle=cfg.allow_pickle,
-        device=_device(cfg.device),
+        device=default_device(cfg.device),
     )
     return model.eval(), tok
 

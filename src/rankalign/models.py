@@ -117,6 +117,34 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     return tok
 
 
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
+
+
+def torch_dtype(name: str):
+    """`float32`/`bfloat16`/`float16` (or fp32/bf16/fp16) as a torch dtype; else a user error."""
+    import torch
+
+    if name not in _DTYPES:
+        raise UserError(f"unknown dtype '{name}' (use float32, bfloat16 or float16)", field="dtype")
+    return getattr(torch, _DTYPES[name])
+
+
+def default_device(name: str | None = None) -> str:
+    """The device asked for, or cuda when available, else cpu (`auto`/None/"" = choose)."""
+    import torch
+
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def load_causal_lm(
     path: str,
     *,
@@ -125,26 +153,13 @@ def load_causal_lm(
     allow_pickle: bool = False,
     device: str | None = None,
 ):
-    import torch
     from transformers import AutoModelForCausalLM
 
     check_weights_format(path, allow_pickle)
-    torch_dtype = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }.get(dtype)
-    if torch_dtype is None:
-        raise UserError(
-            f"unknown dtype '{dtype}' (use float32, bfloat16 or float16)", field="dtype"
-        )
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
-            dtype=torch_dtype,
+            dtype=torch_dtype(dtype),
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
         )

@@ -52,6 +52,7 @@ from .config import dump_config, parse_config
 from .data import atomic_write_text, load_lists, write_jsonl
 from .errors import UserError
 from .losses import PAIR_MODES, preference_pairs
+from .models import torch_dtype
 from .rewards import PREFERENCE_TEMPLATE, preference_prompt, rm_format, rm_text
 from .train import MetricsTrainer
 
@@ -497,14 +498,6 @@ class PreferenceTrainer(MetricsTrainer):
 # ----------------------------------------------------------------------------- training
 
 
-def _torch_dtype(name: str):
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16}
-    table |= {"bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise UserError(f"unknown dtype '{name}' (use float32 or bfloat16)", field="dtype")
-    return table[name]
-
-
 def _with_lora(model, cfg: RewardModelConfig, task_type: str):
     if not cfg.use_lora:
         return model
@@ -537,7 +530,7 @@ def load_bt_model(path: str, cfg: RewardModelConfig, tokenizer):
             num_labels=1,
             id2label={0: "reward"},
             label2id={"reward": 0},
-            dtype=_torch_dtype(cfg.dtype),
+            dtype=torch_dtype(cfg.dtype),
             trust_remote_code=cfg.trust_remote_code,
             use_safetensors=None if cfg.allow_pickle else True,
         )

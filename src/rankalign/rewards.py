@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .models import default_device, torch_dtype
 
 _MODEL = {"path": str, "batch_size": int, "max_length": int, "dtype": str, "device": str}
 _MODEL |= dict.fromkeys(("trust_remote_code", "allow_pickle"), bool)
@@ -212,24 +213,6 @@ def _unflat(values: list, rows: list[dict]) -> list[list]:
     return out
 
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-_DTYPES |= {"float16": "float16", "fp16": "float16"}
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    if name not in _DTYPES:
-        raise UserError(f"unknown dtype '{name}' (use float32 or bfloat16)", field="dtype")
-    return getattr(torch, _DTYPES[name])
-
-
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name in ("auto", "", None) else name
-
-
 def _progress(iterable, desc: str, total: int | None = None):
     from tqdm.auto import tqdm
 
@@ -402,8 +385,8 @@ class ModelReward(Reward):
         check_weights_format(self.path, bool(self.opt.get("allow_pickle")))
         self.batch_size = int(self.opt.get("batch_size", 8))
         self.max_length = int(self.opt.get("max_length", 1024))
-        self.dtype = _torch_dtype(self.opt.get("dtype", "float32"))
-        self.device = _device(self.opt.get("device", "auto"))
+        self.dtype = torch_dtype(self.opt.get("dtype", "float32"))
+        self.device = default_device(self.opt.get("device", "auto"))
         self.tokenizer = load_tokenizer(
             self.path, trust_remote_code=bool(self.opt.get("trust_remote_code"))
         )

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import side_path
 from .errors import UserError
 
 STRATEGIES = {
@@ -606,10 +607,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _side_file(out: Path, suffix: str) -> Path:
-    return out.with_name(out.stem + suffix)
-
-
 def _prepare_output(cfg: SampleConfig, out: Path) -> int:
     """Process 0: refuse to clobber, check a partial run is the same run, write the config."""
     from .config import dump_config
@@ -634,7 +631,7 @@ def _prepare_output(cfg: SampleConfig, out: Path) -> int:
     fingerprint_file.write_text(_fingerprint(cfg) + "\n")
     resolved = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     resolved["sources"] = [s.as_dict() for s in cfg.sources]
-    dump_config(_side_file(out, ".config.yaml"), {"sample": resolved})
+    dump_config(side_path(out, ".config.yaml"), {"sample": resolved})
 
 
 def run(cfg: SampleConfig) -> dict | None:
@@ -783,7 +780,7 @@ def _merge(cfg: SampleConfig, out: Path, data, world: int, elapsed: float) -> di
         "processes": world,
         "elapsed_s": round(elapsed, 2),
     }
-    atomic_write_text(_side_file(out, ".summary.json"), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(side_path(out, ".summary.json"), json.dumps(summary, indent=2) + "\n")
     print(
         f"rankalign sample: {len(rows)} prompts -> {out} ({sum(ks)} responses; k min "
         f"{summary['k']['min']}, mean {summary['k']['mean']}, max {summary['k']['max']})"
@@ -797,6 +794,6 @@ def _merge(cfg: SampleConfig, out: Path, data, world: int, elapsed: float) -> di
     print(
         f"  removed: {summary['duplicates_removed']} exact duplicates, {summary['empty_removed']} empty "
         f"responses; {truncated} prompts cut to {cfg.max_prompt_length} tokens; "
-        f"summary: {_side_file(out, '.summary.json')}"
+        f"summary: {side_path(out, '.summary.json')}"
     )
     return summary

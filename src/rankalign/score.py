@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import dump_config, parse_config, redact
-from .data import ShardedWriter, atomic_write_text, load_lists, write_jsonl
+from .data import ShardedWriter, atomic_write_text, load_lists, side_path, write_jsonl
 from .errors import UserError
 from .rewards import Reward, build_rewards, parse_reward_spec
 
@@ -109,12 +109,6 @@ class ScoreConfig:
             )
         if not isinstance(self.reward, list):
             self.reward = [self.reward]
-
-
-def side_path(out: Path, suffix: str) -> Path:
-    """`scored.jsonl` -> `scored<suffix>` in the same folder."""
-    stem = out.stem if out.suffix in (".jsonl", ".json", ".ndjson") else out.name
-    return out.with_name(stem + suffix)
 
 
 def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], policy: str) -> dict:
