@@ -1,9 +1,10 @@
-"""Two training processes on CPU (gloo) through `accelerate launch`, as DDP and as FSDP2 full
-shard, equal one process with the same global batch (issue 9): the reference precompute and the
-shared-prompt scorer included."""
+"""Two training processes on CPU (gloo) through `accelerate launch`, as DDP, FSDP2 full shard,
+DeepSpeed ZeRO-2 and ZeRO-3, equal one process with the same global batch (issue 9): the sharded
+reference precompute and the shared-prompt scorer included."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,7 +19,15 @@ ROOT = Path(__file__).parents[1]
 DATA = str(ROOT / "examples" / "data" / "tiny_lists.jsonl")
 
 
-def _args(model_dir, out, batch):
+NEEDS_DEEPSPEED = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed"
+)
+
+
+LORA = ["--use_lora", "true", "--lora_dropout", "0", "--learning_rate", "1e-2"]
+
+
+def _args(model_dir, out, batch, extra):
     return [
         "train",
         "--model",
@@ -41,6 +50,10 @@ def _args(model_dir, out, batch):
         "true",
         "--seed",
         "1",
+        # 24 lists in 5 batches: the two processes' reference shares are uneven (3 and 2)
+        "--per_device_eval_batch_size",
+        "5",
+        *extra,
     ]
 
 
@@ -49,8 +62,19 @@ def _args(model_dir, out, batch):
     and not Path(sys.executable).with_name("accelerate").exists(),
     reason="accelerate CLI not installed",
 )
-@pytest.mark.parametrize("config", ["cpu-2proc.yaml", "fsdp-cpu-2proc.yaml"], ids=["ddp", "fsdp"])
-def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config):
+@pytest.mark.parametrize(
+    "config, extra",
+    [
+        ("cpu-2proc.yaml", []),
+        ("fsdp-cpu-2proc.yaml", []),
+        pytest.param("deepspeed-zero2-cpu-2proc.yaml", [], marks=NEEDS_DEEPSPEED),
+        pytest.param("deepspeed-zero3-cpu-2proc.yaml", [], marks=NEEDS_DEEPSPEED),
+        # LoRA's adapters are sharded too; the saved model is merged from the gathered adapter
+        pytest.param("deepspeed-zero3-cpu-2proc.yaml", LORA, marks=NEEDS_DEEPSPEED),
+    ],
+    ids=["ddp", "fsdp", "zero2", "zero3", "zero3-lora"],
+)
+def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
     # one thread per process: two processes on 2 cores must not oversubscribe them
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     accelerate = str(Path(sys.executable).with_name("accelerate"))
@@ -62,7 +86,7 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config):
             str(ROOT / "configs" / "accelerate" / config),
             "-m",
             "rankalign.cli",
-            *_args(tiny_model_dir, tmp_path / "two", 2),
+            *_args(tiny_model_dir, tmp_path / "two", 2, extra),
         ],
         capture_output=True,
         text=True,
@@ -72,7 +96,7 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config):
     )
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run(
-        [sys.executable, "-m", "rankalign.cli", *_args(tiny_model_dir, tmp_path / "one", 4)],
+        [sys.executable, "-m", "rankalign.cli", *_args(tiny_model_dir, tmp_path / "one", 4, extra)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -86,3 +110,4 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config):
     assert any(not torch.equal(a[k], init[k]) for k in a)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+    print(config, "max |two - one| =", max(float((b[k] - a[k]).abs().max()) for k in a))

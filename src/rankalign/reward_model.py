@@ -553,7 +553,9 @@ def _setup(cfg: RewardModelConfig, args: TrainingArguments):
     return path, tokenizer, out
 
 
-def _train_and_save(trainer: Trainer, cfg, args, tokenizer, out: Path, data_report: dict) -> dict:
+def _train_and_save(
+    trainer: Trainer, cfg, args, tokenizer, out: Path, data_report: dict, load_base
+) -> dict:
     from .train import save_final
 
     resume = None
@@ -564,7 +566,8 @@ def _train_and_save(trainer: Trainer, cfg, args, tokenizer, out: Path, data_repo
         if resume is None:
             print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer, cfg, tokenizer, out)  # plain save_pretrained + tokenizer, LoRA merged
+    # plain save_pretrained + tokenizer, LoRA merged
+    save_final(trainer, cfg, tokenizer, out, load_base)
     if trainer.is_world_process_zero():  # the per-step log, for `rankalign evaluate --train_runs`
         trainer.state.save_to_json(str(out / "trainer_state.json"))
     summary = {
@@ -612,7 +615,9 @@ def train_reward_model(cfg: RewardModelConfig, args: TrainingArguments) -> dict:
         processing_class=tokenizer,
         loss_kwargs=loss_kwargs,
     )
-    summary = _train_and_save(trainer, cfg, args, tokenizer, out, data_report)
+    summary = _train_and_save(
+        trainer, cfg, args, tokenizer, out, data_report, lambda: load_bt_model(path, cfg, tokenizer)
+    )
     spec = f"rm:{out}" + (f",format={cfg.format}" if cfg.format != "auto" else "")
     if limit and limit < 1024:  # the score stage's default max_length is 1024
         spec += f",max_length={limit}"
@@ -641,12 +646,16 @@ def train_preference_model(cfg: RewardModelConfig, args: TrainingArguments) -> d
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
     atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
     dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
-    model = load_causal_lm(
-        path,
-        dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code,
-        allow_pickle=cfg.allow_pickle,
-    )
+
+    def load_base():
+        return load_causal_lm(
+            path,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            allow_pickle=cfg.allow_pickle,
+        )
+
+    model = load_base()
     trainer = PreferenceTrainer(
         model=_with_lora(model, cfg, "CAUSAL_LM"),
         args=args,
@@ -655,7 +664,7 @@ def train_preference_model(cfg: RewardModelConfig, args: TrainingArguments) -> d
         data_collator=preference_collator(tokenizer.pad_token_id or 0),
         processing_class=tokenizer,
     )
-    summary = _train_and_save(trainer, cfg, args, tokenizer, out, data_report)
+    summary = _train_and_save(trainer, cfg, args, tokenizer, out, data_report, load_base)
     # the template travels with the model: `preference:OUT,template=OUT/preference_template.txt`
     atomic_write_text(out / TEMPLATE_FILE, template)
     spec = f"preference:{out},template={out / TEMPLATE_FILE}"

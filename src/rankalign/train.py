@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from . import losses as L
 from .config import dump_config, parse_config
@@ -280,59 +280,82 @@ def compute_logps(
     shared_prompt: bool,
     desc: str = "reference log-probs",
 ) -> list[list[float]]:
-    """Per-list response log-probs of `model` over the whole dataset, in dataset order."""
+    """Per-list response log-probs of `model` over the whole dataset, in dataset order.
+
+    Under several processes each computes every world_size-th batch and the results are gathered.
+    Every process runs the same number of forward passes (the last batch repeats where a share is
+    short): ZeRO-3 gathers parameters collectively in each forward.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
+    state = PartialState()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = make_collator(pad_id)
-    out: list[list[float]] = []
-    order = sorted(
-        range(len(dataset)), key=lambda i: -len(dataset[i]["prompt_ids"])
-    )  # batch by length
+    # batch by length: little padding
+    order = sorted(range(len(dataset)), key=lambda i: -len(dataset[i]["prompt_ids"]))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    mine = batches[state.process_index :: state.num_processes]
+    steps = -(-len(batches) // state.num_processes)
     results: dict[int, list[float]] = {}
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
+    for step in tqdm(range(steps), desc=desc, unit="batch", disable=not state.is_main_process):
+        idx = mine[step] if step < len(mine) else batches[-1]
         batch = {k: v.to(device) for k, v in collate([dataset[i] for i in idx]).items()}
         logp, _, mask = response_logps(model, batch, shared_prompt)
-        for j, i in enumerate(idx):
-            results[i] = logp[j][mask[j]].double().tolist()
-    out = [results[i] for i in range(len(dataset))]
+        if step < len(mine):
+            for j, i in enumerate(idx):
+                results[i] = logp[j][mask[j]].double().tolist()
+    if state.num_processes > 1:
+        results = {i: v for part in gather_object([results]) for i, v in part.items()}
     model.train(was_training)
-    return out
+    return [results[i] for i in range(len(dataset))]
 
 
 def attach_reference(
-    dataset: ListDataset,
-    model,
-    cfg: TrainConfig,
-    args: TrainingArguments,
-    pad_id: int,
-    model_path: str,
+    dataset: ListDataset, cfg: TrainConfig, args: TrainingArguments, pad_id: int, ref_path: str
 ) -> str:
-    """Precompute reference log-probs once (cached on disk by model and data) and attach them."""
+    """Precompute reference log-probs once (cached on disk by model and data) and attach them.
+
+    The reference is loaded on its own, used and freed before the policy is built: one model in
+    memory at a time, and always the initial weights, also when a run resumes.
+    """
+    from accelerate import PartialState
     from safetensors.torch import load_file, save_file
 
     cache_root = (
         Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else Path(args.output_dir) / "ref_cache"
     )
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else ""
+    zero3 = _zero3_enabled()
     key = hashlib.sha256(
-        f"{model_fingerprint(model_path)}|{data_fingerprint(dataset)}|{cfg.dtype}".encode()
+        f"{model_fingerprint(ref_path)}|{data_fingerprint(dataset)}|{cfg.dtype}"
+        f"{'|zero3-' + precision if zero3 else ''}".encode()
     ).hexdigest()[:20]
     path = cache_root / f"ref-logps-{key}.safetensors"
     if path.is_file():
         flat = load_file(str(path))["logps"].tolist()
         print(f"rankalign: reference log-probs from cache {path}", file=sys.stderr)
     else:
+        ref = load_causal_lm(ref_path, **_load_options(cfg))
+        if zero3:  # weights were partitioned at load: run them through an inference engine
+            ref = _zero3_inference_engine(ref, args)
+        else:
+            ref.to(args.device)
         values = compute_logps(
-            model, dataset, pad_id, args.per_device_eval_batch_size, cfg.shared_prompt
+            ref, dataset, pad_id, args.per_device_eval_batch_size, cfg.shared_prompt
         )
+        if zero3:
+            ref.destroy()  # removes ZeRO-3's parameter hooks
+        del ref
         flat = [v for row in values for v in row]
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({"logps": torch.tensor(flat, dtype=torch.float64)}, str(tmp))
-        os.replace(tmp, path)
+        if PartialState().is_main_process:
+            cache_root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            save_file({"logps": torch.tensor(flat, dtype=torch.float64)}, str(tmp))
+            os.replace(tmp, path)
     pos = 0
     for item in dataset.items:
         k = len(item["response_ids"])
@@ -341,6 +364,34 @@ def attach_reference(
     if pos != len(flat):
         raise RuntimeError(f"reference cache {path} does not match the data")
     return str(path)
+
+
+def _zero3_enabled() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def _zero3_inference_engine(model, args: TrainingArguments):
+    """A DeepSpeed ZeRO-3 engine without optimizer around `model`, for forward passes only.
+
+    Settings (stage, offload, precision) come from the run's DeepSpeed config; batch-size keys
+    that accelerate leaves as "auto" are fixed, since this engine never trains.
+    """
+    import copy
+
+    import deepspeed
+
+    config = copy.deepcopy(args.deepspeed_plugin.deepspeed_config)
+    config["train_micro_batch_size_per_gpu"] = args.per_device_eval_batch_size
+    config["gradient_accumulation_steps"] = 1
+    config.pop("train_batch_size", None)
+    config.pop("gradient_clipping", None)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -414,13 +465,16 @@ class RankTrainer(MetricsTrainer):
         return (loss, {"logp": logp}) if return_outputs else loss
 
 
+def _load_options(cfg: TrainConfig) -> dict:
+    return {
+        "dtype": cfg.dtype,
+        "trust_remote_code": cfg.trust_remote_code,
+        "allow_pickle": cfg.allow_pickle,
+    }
+
+
 def build_model(cfg: TrainConfig, path: str):
-    model = load_causal_lm(
-        path,
-        dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code,
-        allow_pickle=cfg.allow_pickle,
-    )
+    model = load_causal_lm(path, **_load_options(cfg))
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
 
@@ -490,25 +544,14 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
     dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
 
-    model = build_model(cfg, model_path)
     ref_cache = None
     if cfg.loss in L.NEEDS_REFERENCE and cfg.reference == "precompute":
-        if (
-            cfg.ref_model
-        ):  # a separate reference: load, compute, free (one model in memory at a time)
-            ref_path = resolve_model(cfg.ref_model)
-            ref = load_causal_lm(
-                ref_path,
-                dtype=cfg.dtype,
-                trust_remote_code=cfg.trust_remote_code,
-                allow_pickle=cfg.allow_pickle,
-            )
-        else:
-            ref_path, ref = model_path, model
+        ref_path = resolve_model(cfg.ref_model) if cfg.ref_model else model_path
         for ds in (train_set, eval_set):
             if ds is not None:
-                ref_cache = attach_reference(ds, ref, cfg, args, tokenizer.pad_token_id, ref_path)
-        del ref
+                ref_cache = attach_reference(ds, cfg, args, tokenizer.pad_token_id, ref_path)
+    set_seed(args.seed)  # LoRA's initialization is part of the run
+    model = build_model(cfg, model_path)
 
     trainer = RankTrainer(
         model=model,
@@ -528,7 +571,9 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         if resume is None:
             print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer, cfg, tokenizer, out)
+    save_final(
+        trainer, cfg, tokenizer, out, lambda: load_causal_lm(model_path, **_load_options(cfg))
+    )
     summary = {
         "train_loss": result.training_loss,
         "global_step": result.global_step,
@@ -540,19 +585,28 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     return summary
 
 
-def save_final(trainer: Trainer, cfg: TrainConfig, tokenizer, out: Path) -> None:
-    """Save a plain `save_pretrained` model + tokenizer in output_dir (LoRA merged by default)."""
+def save_final(trainer: Trainer, cfg, tokenizer, out: Path, load_base) -> None:
+    """Save a plain `save_pretrained` model + tokenizer in output_dir (LoRA merged by default).
+
+    `trainer.save_model` is collective under FSDP/DeepSpeed (every process calls it, rank 0
+    writes). A LoRA merge starts from the saved adapter and the base weights on disk, so it works
+    however the adapter was sharded in training (ZeRO-3 included); `load_base()` loads the base
+    model as training started from it.
+    """
     trainer.save_state()  # trainer_state.json (the per-step log) beside the model, for reports
+    lora_merge = cfg.use_lora and cfg.merge_lora
+    trainer.save_model(str(out / "adapter" if lora_merge else out))
     if not trainer.is_world_process_zero():
-        trainer.save_model(str(out))  # collective under FSDP/DeepSpeed; writes on rank 0 only
         return
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if cfg.use_lora and cfg.merge_lora:
-        model.save_pretrained(str(out / "adapter"))
-        model = model.merge_and_unload()
-        model.save_pretrained(str(out), safe_serialization=True)
-    else:
-        trainer.save_model(str(out))
+    if lora_merge:
+        from peft import PeftModel
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        # only this process loads the base: ZeRO-3's collective partitioning at load must be off
+        # (training is over; nothing else loads under this run's DeepSpeed config)
+        unset_hf_deepspeed_config()
+        merged = PeftModel.from_pretrained(load_base(), str(out / "adapter")).merge_and_unload()
+        merged.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
 
 
