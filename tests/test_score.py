@@ -584,3 +584,47 @@ def test_shipped_score_examples(tmp_path, monkeypatch):
         by_source = dict(zip(row["sources"], row["scores"]))
         if {"example:positive", "example:negative"} <= set(by_source):
             assert by_source["example:positive"] > by_source["example:negative"]
+
+
+def test_two_processes_split_and_merge_in_order(tmp_path, tiny_model_dir):
+    """Data-parallel scoring (torchrun, 2 CPU processes): the same rows, in input order, as one
+    process; 11 rows in shards of 2, so the processes' shares are uneven."""
+    rows = [
+        {"id": f"p{i:02d}", "prompt": f"the film {i} was", "responses": [" good", " bad" * (i + 1)]}
+        for i in range(11)
+    ]
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).parent.parent / "src"),
+    }
+    args = [
+        "score",
+        "--in",
+        str(src),
+        "--reward",
+        f"policy-logprob:{tiny_model_dir}",
+        "--reward",
+        "length:lambda=0.1",
+        "--shard_size",
+        "2",
+    ]
+    two = tmp_path / "two.jsonl"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    res = subprocess.run(
+        [*launch, "2", "-m", "rankalign.cli", *args, "--out", str(two)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert cli.main([*args, "--out", str(tmp_path / "one.jsonl")]) == 0
+    got, want = read_rows(two), read_rows(tmp_path / "one.jsonl")
+    assert [r["id"] for r in got] == [r["id"] for r in rows]
+    for a, b in zip(got, want):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+    assert not (tmp_path / "two.jsonl.parts").exists()
+    assert json.loads((tmp_path / "two.summary.json").read_text())["rows"] == len(rows)

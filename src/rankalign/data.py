@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -550,17 +551,19 @@ class ShardedWriter:
     Shards live in `<out>.parts/`; each holds the rows of consecutive input positions. After a
     kill, `done_ids` tells which rows are finished; `finish` merges shards in input order into
     `<out>` (atomically) and removes the folder. A row is never written twice or lost.
+    Several processes share the folder, each with its own `tag` (e.g. "rank1-") in shard names.
     """
 
-    def __init__(self, out: str | os.PathLike, shard_size: int = 64):
+    def __init__(self, out: str | os.PathLike, shard_size: int = 64, tag: str = ""):
         self.out = Path(out)
         self.parts = self.out.with_name(self.out.name + ".parts")
-        self.shard_size = shard_size
+        self.shard_size, self.tag = shard_size, tag
         self.parts.mkdir(parents=True, exist_ok=True)
-        for stale in self.parts.glob(".*.tmp"):  # a temp file left by a kill
+        # temp files a kill left behind (only this writer's: other processes may be writing)
+        for stale in self.parts.glob(f".shard-{tag}[0-9]*.tmp"):
             stale.unlink()
         self._pending: list[dict] = []
-        self._next = len(list(self.parts.glob("shard-*.jsonl")))
+        self._next = len(list(self.parts.glob(f"shard-{tag}[0-9]*.jsonl")))
 
     def done_rows(self) -> list[dict]:
         rows = []
@@ -581,7 +584,7 @@ class ShardedWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        write_jsonl(self.parts / f"shard-{self._next:06d}.jsonl", self._pending)
+        write_jsonl(self.parts / f"shard-{self.tag}{self._next:06d}.jsonl", self._pending)
         self._next += 1
         self._pending = []
 
@@ -596,7 +599,5 @@ class ShardedWriter:
             )
         rows = [by_id[i] for i in order]
         write_jsonl(self.out, rows)
-        for shard in self.parts.glob("shard-*.jsonl"):
-            shard.unlink()
-        self.parts.rmdir()
+        shutil.rmtree(self.parts)
         return rows

@@ -145,6 +145,17 @@ def default_device(name: str | None = None) -> str:
     return name
 
 
+def process_state(device: str | None = None):
+    """accelerate's PartialState for a stage launched as one or several processes (torchrun,
+    `accelerate launch`). Several processes on a machine without CUDA run on the CPU (gloo):
+    accelerate only goes multi-process there when told to use the CPU."""
+    import torch
+    from accelerate import PartialState
+
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return PartialState(cpu=device == "cpu" or multi_cpu)
+
+
 def load_causal_lm(
     path: str,
     *,

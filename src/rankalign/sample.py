@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -636,16 +635,13 @@ def _prepare_output(cfg: SampleConfig, out: Path) -> int:
 
 def run(cfg: SampleConfig) -> dict | None:
     """Sample every prompt; returns the summary (on process 0; None on the others)."""
-    import torch
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from .data import ShardedWriter, load_lists
+    from .models import process_state
 
     started = time.time()
-    # accelerate only goes multi-process on CPU when told to use the CPU
-    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    state = PartialState(cpu=cfg.device == "cpu" or multi_cpu)
+    state = process_state(cfg.device)
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
     data = load_lists(cfg.prompts, empty_responses="drop", limit=cfg.limit)

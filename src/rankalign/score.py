@@ -14,6 +14,10 @@ command, scores only the rows not done yet and merges everything in input order,
 appears exactly once. A run with other rewards over an unfinished one is refused (use
 `--overwrite true` to start afresh).
 
+Scale: launched as several processes (`torchrun --nproc_per_node N -m rankalign.cli score ...` or
+`accelerate launch`), each process loads the rewards on its own device and scores every N-th
+remaining row into its own shards; process 0 merges them in input order.
+
 Failure policy (`--on_failure`), for responses a reward cannot score (a judge answer that stays
 unparseable after retries, or a request that fails for good). Never a silent 0, never NaN, never
 a crash; the row always records `score_failed: {reward: [{"response": i, "reason": ...}]}`:
@@ -44,6 +48,7 @@ from pathlib import Path
 from .config import dump_config, parse_config, redact
 from .data import ShardedWriter, atomic_write_text, load_lists, side_path, write_jsonl
 from .errors import UserError
+from .models import process_state
 from .rewards import Reward, build_rewards, parse_reward_spec
 
 
@@ -240,9 +245,11 @@ def main(argv: list[str]) -> int:
     )
     run = {"input": str(cfg.input), "rewards": [s.as_dict() for s in specs]}
 
-    if cfg.overwrite and parts.exists():
-        shutil.rmtree(parts)
-    elif parts.exists():  # resume: only with the same input and rewards
+    # Several processes (torchrun / accelerate launch): each scores every world-th remaining row
+    # into its own shards; process 0 merges them in input order.
+    state = process_state(cfg.device)
+    rank, world = state.process_index, state.num_processes
+    if parts.exists() and not cfg.overwrite:  # resume: only with the same input and rewards
         import yaml
 
         before = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
@@ -254,26 +261,34 @@ def main(argv: list[str]) -> int:
             )
     elif out.exists() and not cfg.overwrite:
         raise UserError("output exists (pass --overwrite true to replace it)", file=out)
-
-    done = ShardedWriter(out, cfg.shard_size).done_ids() if parts.exists() else set()
+    state.wait_for_everyone()  # every process has looked before process 0 removes anything
+    if cfg.overwrite and parts.exists() and state.is_main_process:
+        shutil.rmtree(parts)
+    state.wait_for_everyone()
+    writer = ShardedWriter(out, cfg.shard_size, tag=f"rank{rank}-" if world > 1 else "")
+    done = writer.done_ids()
+    state.wait_for_everyone()  # everyone has read `done` before anyone writes a new shard
     todo = [(row, loc) for row, loc in zip(data.rows, data.locations) if row["id"] not in done]
-    shared = ("batch_size", "max_length", "dtype", "device", "trust_remote_code", "allow_pickle")
+    todo = todo[rank::world]
+    shared = ("batch_size", "max_length", "dtype", "trust_remote_code", "allow_pickle")
     defaults = {key: getattr(cfg, key) for key in (*shared, "chat_template")}  # specs may override
-    rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors come first
-    dump_config(config_path, {"score": cfg, "run": run})
-    writer = ShardedWriter(out, cfg.shard_size)
-    if done:
+    defaults["device"] = str(state.device) if world > 1 and cfg.device == "auto" else cfg.device
+    if done and state.is_main_process:
         print(f"rankalign score: resuming, {len(done)} of {len(data.rows)} rows already scored")
 
     from tqdm.auto import tqdm
 
     try:
+        rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors first
+        if state.is_main_process:
+            dump_config(config_path, {"score": cfg, "run": run})
         with tqdm(
-            total=len(data.rows),
-            initial=len(data.rows) - len(todo),
-            desc="score",
+            total=len(todo) + (len(done) if world == 1 else 0),
+            initial=len(done) if world == 1 else 0,
+            desc="score" if world == 1 else f"score (process 0 of {world})",
             unit="row",
             dynamic_ncols=True,
+            disable=not state.is_main_process,
         ) as bar:
             for start in range(0, len(todo), cfg.shard_size):
                 chunk = todo[start : start + cfg.shard_size]
@@ -291,10 +306,13 @@ def main(argv: list[str]) -> int:
                 writer.flush()
                 bar.update(len(chunk))
     except BaseException:
-        if not any(writer.parts.glob("shard-*.jsonl")):  # nothing done: leave nothing behind
+        if world == 1 and not any(writer.parts.glob("shard-*.jsonl")):  # leave nothing behind
             shutil.rmtree(writer.parts, ignore_errors=True)
             config_path.unlink(missing_ok=True)
         raise
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return 0
 
     order = [row["id"] for row in data.rows]
     by_id = {r["id"]: r for r in writer.done_rows()}
