@@ -20,7 +20,7 @@ from conftest import build_gpt2, build_llama
 
 from rankalign import cli
 from rankalign.generation import diverse_beam_search, filter_logits, left_pad, sample
-from rankalign.sample import SampleConfig, as_messages, build_row, truncate_at_stop
+from rankalign.sample import SampleConfig, as_messages, build_row, derive_seed, truncate_at_stop
 
 PROMPTS = [
     "the movie was",
@@ -697,3 +697,52 @@ def test_existing_output_and_changed_settings_are_refused(tmp_path, hh_prompts, 
     (tmp_path / "p.jsonl.fingerprint").write_text("something-else\n")
     assert run_cli("--prompts", hh_prompts, "--out", tmp_path / "p.jsonl", "--preset", "P") == 2
     assert "partial run with other settings" in capsys.readouterr().err
+
+
+def test_vllm_backend_requests_and_answers(tmp_path, monkeypatch, tiny_model_dir):
+    """`backend: vllm` against a stand-in vLLM (tests/fake_vllm: vLLM needs a GPU): engine
+    settings passed through, one seeded request per sample, answers back to their prompts."""
+    for name in ("vllm", "vllm.sampling_params"):  # forgotten after the test
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_vllm"))
+    import vllm
+
+    vllm.CREATED.clear()
+    prompts = tmp_path / "p.jsonl"
+    ids = ["a", "b", "c"]
+    prompts.write_text("".join(json.dumps({"id": i, "prompt": f"tell me {i}"}) + "\n" for i in ids))
+    out = tmp_path / "c.jsonl"
+    sources = "[{kind: policy, strategy: sample, num: 3, temperature: 0.7}, {kind: policy, strategy: beam, num: 2, num_beams: 4}]"
+    assert (
+        run_cli(
+            "--prompts",
+            prompts,
+            "--model",
+            tiny_model_dir,
+            "--out",
+            out,
+            "--sources",
+            sources,
+            "--backend",
+            "vllm",
+            "--tensor_parallel_size",
+            2,
+            "--seed",
+            5,
+        )
+        == 0
+    )
+    [engine] = vllm.CREATED  # one engine for both sources of the same model
+    assert engine["tensor_parallel_size"] == 2 and engine["gpu_memory_utilization"] == 0.9
+    assert engine["seed"] == 5 and engine["trust_remote_code"] is False
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == ids
+    for row in rows:
+        sampled = [r for r, s in zip(row["responses"], row["sources"]) if "sample" in s]
+        beams = [r for r, s in zip(row["responses"], row["sources"]) if "beam" in s]
+        seeds = [derive_seed(5, 0, row["id"], j) for j in range(3)]
+        assert [r.split()[1] for r in sampled] == [f"seed{s}" for s in seeds]
+        assert all(r.endswith("t0.7") for r in sampled)
+        assert beams == ["beam0", "beam1"]  # the prompt's tokens cut off, the best `num` kept
+    with pytest.raises(ValueError, match="tensor_parallel_size > 1 needs backend: vllm"):
+        SampleConfig(prompts=str(prompts), out=str(out), preset="SP", tensor_parallel_size=2)

@@ -31,7 +31,8 @@ a killed run resumes where it stopped (same command) and ends with every prompt 
 Data parallel: `accelerate launch --multi_gpu -m rankalign.cli sample ...` (on CPU:
 `torchrun --standalone --nproc_per_node N -m rankalign.cli sample ...`); each process takes a
 slice of the remaining prompts, writes its own shards, and process 0 merges them in input order.
-`backend: vllm` generates with vLLM when it is installed (sampling, greedy, plain beam search).
+`backend: vllm` generates with vLLM when it is installed (sampling, greedy, plain beam search),
+as one process: vLLM spreads a model over `tensor_parallel_size` GPUs itself.
 """
 
 from __future__ import annotations
@@ -247,6 +248,12 @@ class SampleConfig:
     )
     chat_template: str = field(default="auto", metadata={"help": "auto | always | never"})
     backend: str = field(default="hf", metadata={"help": "hf (transformers) | vllm"})
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vllm: GPUs each model is split over (tensor parallelism)"}
+    )
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "vllm: share of GPU memory for weights and KV cache"}
+    )
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 (default: the process's)"}
@@ -303,6 +310,10 @@ class SampleConfig:
                 raise ValueError("an openai source needs `model` and `base_url`")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be hf or vllm, got '{self.backend}'")
+        if self.tensor_parallel_size < 1 or not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("tensor_parallel_size must be >= 1, gpu_memory_utilization in (0, 1]")
+        if self.tensor_parallel_size > 1 and self.backend != "vllm":
+            raise ValueError("tensor_parallel_size > 1 needs backend: vllm")
         if self.on_remote_error not in ("fail", "skip"):
             raise ValueError("on_remote_error must be fail or skip")
         if min(self.batch_size, self.shard_size, self.max_new_tokens, self.max_prompt_length) < 1:
@@ -467,6 +478,8 @@ class VLLMPolicy:
             dtype=cfg.dtype,
             seed=cfg.seed,
             trust_remote_code=cfg.trust_remote_code,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.cfg = cfg
@@ -651,6 +664,11 @@ def run(cfg: SampleConfig) -> dict | None:
         if importlib.util.find_spec("vllm") is None:
             raise UserError(
                 "backend 'vllm' needs the vllm package (pip install vllm; needs a GPU); use backend: hf"
+            )
+        if world > 1:
+            raise UserError(
+                "backend vllm runs as one process (vLLM uses several GPUs itself): "
+                "launch without torchrun/accelerate and set tensor_parallel_size"
             )
     if state.is_main_process:
         _prepare_output(cfg, out)
