@@ -345,3 +345,56 @@ def test_unwritable_output_dir_fails_before_work(tiny_model_dir, tmp_path, capsy
     assert rc == 2
     err = capsys.readouterr().err
     assert "not writable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_group_by_length_batches_lists_of_similar_length(tiny_model_dir, tmp_path, capsys):
+    from transformers import TrainingArguments
+
+    from rankalign.train import ListDataset, RankTrainer, make_collator
+
+    tok = load_tokenizer(tiny_model_dir)
+    cfg = TrainConfig(data=DATA, model=tiny_model_dir, loss="rrhf")
+    ds, _ = tokenize_lists(DATA, tok, cfg, min_responses=2)
+    # transformers groups within mega-batches of up to 50 batches: it needs a few hundred lists
+    ds = ListDataset(ds.items * 10)
+
+    def padding(order, batch=4):  # padded tokens a batch order costs (prompts + responses)
+        total = 0
+        for s in range(0, len(order), batch):
+            items = [ds[i] for i in order[s : s + batch]]
+            longest_prompt = max(len(x["prompt_ids"]) for x in items)
+            longest_response = max(len(r) for x in items for r in x["response_ids"])
+            for x in items:
+                total += longest_prompt - len(x["prompt_ids"])
+                total += sum(longest_response - len(r) for r in x["response_ids"])
+        return total
+
+    def trainer(strategy):
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            train_sampling_strategy=strategy,
+            report_to="none",
+            use_cpu=True,
+        )
+        return RankTrainer(
+            model=load_causal_lm(tiny_model_dir),
+            args=args,
+            train_dataset=ds,
+            data_collator=make_collator(tok.pad_token_id),
+            loss_name="rrhf",
+            loss_kwargs={},
+        )
+
+    grouped = list(iter(trainer("group_by_length")._get_train_sampler()))
+    assert sorted(grouped) == list(range(len(ds)))  # every list once
+    random_order = [list(iter(trainer("random")._get_train_sampler())) for _ in range(5)]
+    assert padding(grouped) < 0.8 * min(padding(o) for o in random_order)
+
+    summary = _train(
+        tiny_model_dir, tmp_path / "run", "--train_sampling_strategy", "group_by_length"
+    )
+    assert summary["global_step"] > 0
+    argv = ["train", "--model", tiny_model_dir, "--data", DATA, "--output_dir", str(tmp_path)]
+    assert main([*argv, "--train_sampling_strategy", "batch_rebalance"]) == 2
+    assert "use group_by_length" in capsys.readouterr().err

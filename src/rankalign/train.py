@@ -242,6 +242,12 @@ def tokenize_lists(
     return ListDataset(items), report.as_dict() | {"summary": report.summary()}
 
 
+def list_length(item: dict) -> int:
+    """What padding a list up costs: its prompt plus its longest response (a batch pads prompts
+    to its longest prompt and responses to its longest response)."""
+    return len(item["prompt_ids"]) + max(len(r) for r in item["response_ids"])
+
+
 def make_collator(pad_id: int):
     def collate(features: list[dict]) -> dict:
         enc = [EncodedList(f["prompt_ids"], f["response_ids"]) for f in features]
@@ -296,7 +302,7 @@ def compute_logps(
     device = next(model.parameters()).device
     collate = make_collator(pad_id)
     # batch by length: little padding
-    order = sorted(range(len(dataset)), key=lambda i: -len(dataset[i]["prompt_ids"]))
+    order = sorted(range(len(dataset)), key=lambda i: -list_length(dataset[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     mine = batches[state.process_index :: state.num_processes]
     steps = -(-len(batches) // state.num_processes)
@@ -448,6 +454,19 @@ class RankTrainer(MetricsTrainer):
         self.loss_name, self.loss_fn, self.loss_kwargs = loss_name, L.LOSSES[loss_name], loss_kwargs
         self.shared_prompt, self.reference = shared_prompt, reference
         self.pair_mode = loss_kwargs.get("pair_mode", "all")
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`train_sampling_strategy: group_by_length` for ranked lists: batches of lists with
+        similar prompt + longest-response length, so little of a batch is padding."""
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=[list_length(item) for item in dataset],
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logp, lengths, mask = response_logps(model, inputs, self.shared_prompt)
@@ -623,6 +642,12 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
     cfg.loss_kwargs()  # options that do not apply to the loss fail before any work starts
+    if args.train_sampling_strategy == "batch_rebalance":
+        raise UserError(
+            "train_sampling_strategy batch_rebalance is not supported for ranked lists; "
+            "use group_by_length",
+            field="train_sampling_strategy",
+        )
     if args.output_dir is None or args.output_dir == "trainer_output":
         args.output_dir = _default_output_dir(cfg)
     return cfg, args
