@@ -1,10 +1,11 @@
 """Two training processes on CPU (gloo) through `accelerate launch`, as DDP, FSDP2 full shard,
 DeepSpeed ZeRO-2 and ZeRO-3, equal one process with the same global batch (issue 9): the sharded
-reference precompute and the shared-prompt scorer included."""
+reference precompute, the shared-prompt scorer and the logged per-step metrics included."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -111,3 +112,14 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
     print(config, "max |two - one| =", max(float((b[k] - a[k]).abs().max()) for k in a))
+    # the logged per-step metrics pool both processes' batches: the same as one process's
+    logs = [
+        json.loads((tmp_path / r / "trainer_state.json").read_text())["log_history"]
+        for r in ("one", "two")
+    ]
+    steps = [[e for e in log if "loss_rank" in e] for log in logs]
+    assert len(steps[0]) == len(steps[1]) == 3
+    for e1, e2 in zip(*steps):
+        assert e2["num_pairs"] == e1["num_pairs"]
+        for key in ("loss_rank", "rank_accuracy", "reward_margin", "loss"):
+            assert e2[key] == pytest.approx(e1[key], abs=1e-5), key

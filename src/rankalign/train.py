@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -405,20 +404,31 @@ def _zero3_inference_engine(model, args: TrainingArguments):
 
 class MetricsTrainer(Trainer):
     """A Trainer that collects per-batch statistics (`_record`) and adds their means to every
-    log line, so `logging_steps: 1` logs each loss part, ranking accuracy and reward margin."""
+    log line, so `logging_steps: 1` logs each loss part, ranking accuracy and reward margin.
 
-    SUMMED = ("num_pairs", "num_examples")  # counts are summed over the logging window
+    Counts are summed over the logging window; pair (or example) statistics are means over all
+    pairs in it, whatever the batches' sizes; other parts are means over batches. Under several
+    processes the window holds every process's batches.
+    """
+
+    SUMMED = ("num_pairs", "num_examples")
+    PER_ITEM = ("rank_accuracy", "reward_margin", "p_preferred")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # our losses are per-batch means: let Trainer divide by the accumulation steps
         self.model_accepts_loss_kwargs = False
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # split -> key -> [weighted sum, total weight]
+        self._metrics = {"train": {}, "eval": {}}
 
     def _record(self, model, stats: dict) -> None:
-        split = "train" if model.training else "eval"
+        metrics = self._metrics["train" if model.training else "eval"]
+        items = float(stats.get("num_pairs", stats.get("num_examples", 1.0)))
         for k, v in stats.items():
-            self._metrics[split][k].append(float(v))
+            weight = items if k in self.PER_ITEM else 1.0
+            total = metrics.setdefault(k, [0.0, 0.0])
+            total[0] += float(v) * weight
+            total[1] += weight
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -429,12 +439,22 @@ class MetricsTrainer(Trainer):
     def log(self, logs: dict, *args, **kwargs):
         split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if split == "eval" else ""
-        for k, values in self._metrics[split].items():
+        totals = self._metrics[split]
+        if self.args.world_size > 1:  # every process logs at the same steps: pool their windows
+            from accelerate.utils import gather_object
+
+            totals = {}
+            for part in gather_object([self._metrics[split]]):
+                for k, (value, weight) in part.items():
+                    total = totals.setdefault(k, [0.0, 0.0])
+                    total[0] += value
+                    total[1] += weight
+        for k, (value, weight) in totals.items():
             if k in self.SUMMED:
-                logs[prefix + k] = float(sum(values))
-            elif values:
-                logs[prefix + k] = sum(values) / len(values)
-        self._metrics[split].clear()
+                logs[prefix + k] = value
+            elif weight:
+                logs[prefix + k] = value / weight
+        self._metrics[split] = {}
         super().log(logs, *args, **kwargs)
 
 
