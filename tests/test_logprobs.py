@@ -95,3 +95,23 @@ def test_token_logps_is_log_softmax_gather():
     labels = torch.randint(0, 11, (3, 5))
     expect = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
     torch.testing.assert_close(token_logps(logits, labels), expect)
+
+
+def test_activation_checkpointing_falls_back_to_the_naive_path(tokenizer):
+    """Checkpointed layers drop the KV cache in training passes: the shared path would score
+    responses without their prompt. Under checkpointing the scores must still be right."""
+    from rankalign.logprobs import checkpointing_active
+
+    batch = _batch(tokenizer)
+    model = build_llama(len(tokenizer))  # no dropout: train and eval passes agree
+    with torch.no_grad():
+        want = response_logps(model, batch, shared_prompt=False)[0]
+    model.gradient_checkpointing_enable()
+    model.train()
+    assert checkpointing_active(model)
+    got = response_logps(model, batch, shared_prompt=True)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    model.eval()  # eval passes keep the cache: the shared path runs
+    assert not checkpointing_active(model)
+    with torch.no_grad():
+        torch.testing.assert_close(response_logps(model, batch)[0], want, rtol=1e-5, atol=1e-5)

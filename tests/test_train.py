@@ -398,3 +398,15 @@ def test_group_by_length_batches_lists_of_similar_length(tiny_model_dir, tmp_pat
     argv = ["train", "--model", tiny_model_dir, "--data", DATA, "--output_dir", str(tmp_path)]
     assert main([*argv, "--train_sampling_strategy", "batch_rebalance"]) == 2
     assert "use group_by_length" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_trains_like_without(tiny_model_dir, tmp_path):
+    args = ("--max_steps", "3", "--seed", "1")
+    _train(tiny_model_dir, tmp_path / "plain", *args)
+    _train(tiny_model_dir, tmp_path / "ckpt", *args, "--gradient_checkpointing", "true")
+    a = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    b = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    init = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    assert any(not torch.equal(a[k], init[k]) for k in a)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)

@@ -10,6 +10,8 @@ Two paths give the same numbers (tested to 1e-5 in fp32):
   covers all prompt tokens but the last; the response pass starts with that last prompt token,
   so its logits line up with the response tokens and no prompt logits are needed.
 
+Activation checkpointing drops the KV cache in training passes, so there the naive path runs.
+
 Token log-probs are `gathered label logit - logsumexp(logits)`: no full-vocabulary log_softmax
 copy is made.
 """
@@ -128,7 +130,19 @@ def shared_response_logps(model, batch: dict):
     return _to_lists(values, batch)
 
 
+def checkpointing_active(model) -> bool:
+    """Whether this forward pass runs under activation checkpointing: checkpointed layers drop
+    the KV cache (transformers sets past_key_values=None), which the shared-prompt path needs."""
+    return model.training and any(
+        getattr(m, "gradient_checkpointing", False) is True for m in model.modules()
+    )
+
+
 def response_logps(model, batch: dict, shared_prompt: bool = True):
-    """(logp, lengths, mask), each (B, K): sum of token log-probs, token counts, validity."""
-    fn = shared_response_logps if shared_prompt else naive_response_logps
-    return fn(model, batch)
+    """(logp, lengths, mask), each (B, K): sum of token log-probs, token counts, validity.
+
+    Under activation checkpointing (training only) the naive path runs instead of the shared one.
+    """
+    if shared_prompt and not checkpointing_active(model):
+        return shared_response_logps(model, batch)
+    return naive_response_logps(model, batch)

@@ -589,6 +589,12 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         for ds in (train_set, eval_set):
             if ds is not None:
                 ref_cache = attach_reference(ds, cfg, args, tokenizer.pad_token_id, ref_path)
+    if args.gradient_checkpointing and cfg.shared_prompt:
+        print(
+            "rankalign: gradient checkpointing drops the KV cache: training steps use the "
+            "per-row scorer (the shared prompt still serves the reference and eval passes)",
+            file=sys.stderr,
+        )
     set_seed(args.seed)  # LoRA's initialization is part of the run
     model = build_model(cfg, model_path)
 
