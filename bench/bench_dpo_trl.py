@@ -36,13 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import append_record, machine_info
 
 ROOT = Path(__file__).parents[1]
 DEFAULT_DATA = ROOT / "examples" / "data" / "preferences_train.jsonl"
@@ -438,24 +439,17 @@ def main():
     )
     print(f"    TRL settings: {runs['trl'][0]['settings']}")
 
-    import torch
     import transformers
     import trl
 
     record = {
-        "bench": "dpo_trl",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": model_name,
         "config": {k: v for k, v in vars(args).items() if k not in ("out", "note")},
         "note": args.note,
         "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            **machine_info(runs["trl"][0]["device"]),
             "transformers": transformers.__version__,
             "trl": trl.__version__,
-            "device": runs["trl"][0]["device"],
             "torch_threads": runs["trl"][0]["threads"],
             "loadavg_before": load_before,
             "loadavg_after": load_after,
@@ -476,9 +470,7 @@ def main():
         "step_s_all": {lib: [x["step_s"] for x in runs[lib]] for lib in runs},
         "settings": {lib: runs[lib][0]["settings"] for lib in runs},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(args.out, "dpo_trl", record)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ bench/results/generation.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import append_record, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -146,8 +144,6 @@ def main() -> None:
     assert tokens["batched"] == tokens["one_at_a_time"], tokens
     tps = {m: tokens[m] / statistics.median(t) for m, t in times.items()}
     result = {
-        "bench": "generation",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": name,
         "strategy": args.strategy,
         "num_prompts": args.num_prompts,
@@ -159,17 +155,7 @@ def main() -> None:
         "seconds": {m: [round(x, 3) for x in t] for m, t in times.items()},
         "tokens_per_s": {m: round(v, 1) for m, v in tps.items()},
         "speedup_batched_vs_one_at_a_time": round(tps["batched"] / tps["one_at_a_time"], 2),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "device": str(args.device)
-            + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""),
-            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine_info(args.device),
     }
     print(
         f"{name}, {args.strategy}, {args.num_prompts} prompts x {args.num_return} x {args.max_new_tokens} tokens"
@@ -178,9 +164,7 @@ def main() -> None:
     print(f"  batched ({args.batch_size:>3}) : {tps['batched']:8.1f} tokens/s")
     print(f"  ratio         : {result['speedup_batched_vs_one_at_a_time']:.2f}x")
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(result) + "\n")
+        append_record(RESULTS, "generation", result)
         print(f"  appended to {RESULTS}")
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import append_record, machine_info
 
 ROOT = Path(__file__).parents[1]
 
@@ -100,20 +100,12 @@ def main():
     for name, p in peaks.items():
         print(f"{name:32s} peak {p / 2**20:8.0f} MiB  ({p / base:.2f}x sft)")
     record = {
-        "bench": "memory",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": args.model,
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "peak_bytes": peaks,
         "ratio_to_sft": {k: v / base for k, v in peaks.items()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(args.out, "memory", record)
 
 
 if __name__ == "__main__":

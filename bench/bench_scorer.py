@@ -16,9 +16,6 @@ Results are appended to bench/results/scorer.jsonl with machine info.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
+from common import append_record, machine_info  # noqa: E402
+
 from rankalign import losses as L  # noqa: E402
 from rankalign.logprobs import collate_lists, response_logps  # noqa: E402
 from rankalign.models import load_causal_lm, resolve_model  # noqa: E402
@@ -140,24 +139,13 @@ def main():
             flush=True,
         )
     record = {
-        "bench": "scorer",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "args": vars(args),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-        },
+        "machine": machine_info(args.device),
         "params": n_params,
         "matmul_peak_flops": peak,
         "results": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(args.out, "scorer", record)
 
 
 if __name__ == "__main__":
