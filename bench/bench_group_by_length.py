@@ -2,8 +2,8 @@
 
 Lists are shaped like Anthropic HH samples (prompt and response lengths spread around 160 and
 80 tokens, k responses each). The same lists are batched two ways: random order (the Trainer's
-default) and transformers' LengthGroupedSampler on rankalign's list length (prompt + longest
-response), as `--train_sampling_strategy group_by_length` does. Batches spread over each epoch
+default) and transformers' LengthGroupedSampler on rankalign's list cost (prompt + k x longest
+response, the shared-prompt scorer's tokens), as `--train_sampling_strategy group_by_length` does. Batches spread over each epoch
 are timed step by step, the two orders alternating in one process; real (unpadded) tokens per second and the
 padded share of the computed tokens are printed side by side.
 
@@ -111,6 +111,7 @@ def main():
     scores = torch.randn(args.batch, args.k, generator=g).to(args.device)
     times = {name: [] for name in batches}
     tokens = {name: 0 for name in batches}
+    computed = {name: 0 for name in batches}
     # batches spread over the epoch (grouped batches range from short to long), the first one
     # a warm-up; the orders alternate step by step, so both see the same machine load
     n = len(next(iter(batches.values())))
@@ -121,12 +122,15 @@ def main():
             dt = step(model, opt, b, scores[: b["num_responses"].shape[0]], True, args.device)
             if s > 0:
                 times[name].append(dt)
+                computed[name] += computed_tokens(b)[0]
                 tokens[name] += computed_tokens(b)[1]
     rate = {name: tokens[name] / sum(times[name]) for name in batches}
+    computed_rate = {name: computed[name] / sum(times[name]) for name in batches}
     for name in batches:
         print(
-            f"{name:16s} {rate[name]:8.0f} real tokens/s   padding {padded[name]:.0%} of computed tokens "
-            f"(median step {statistics.median(times[name]):.2f} s)"
+            f"{name:16s} {rate[name]:6.0f} real tokens/s ({computed_rate[name]:.0f} computed incl. "
+            f"padding); padding {padded[name]:.0%} of computed tokens over the epoch; median step "
+            f"{statistics.median(times[name]):.2f} s"
         )
     ratio = rate["group_by_length"] / rate["random"]
     print(f"group_by_length / random: x{ratio:.2f} real tokens/s")
@@ -138,6 +142,7 @@ def main():
             "machine": machine_info(args.device),
             "padding_share": padded,
             "real_tokens_per_s": rate,
+            "computed_tokens_per_s": computed_rate,
             "speedup": ratio,
             "step_s": times,
         },

@@ -241,10 +241,14 @@ def tokenize_lists(
     return ListDataset(items), report.as_dict() | {"summary": report.summary()}
 
 
-def list_length(item: dict) -> int:
-    """What padding a list up costs: its prompt plus its longest response (a batch pads prompts
-    to its longest prompt and responses to its longest response)."""
-    return len(item["prompt_ids"]) + max(len(r) for r in item["response_ids"])
+def list_length(item: dict, shared_prompt: bool = True) -> int:
+    """Tokens a list costs padded on its own, the key that batches similar lists together: the
+    shared-prompt scorer runs the prompt once and k responses padded to the longest; the naive
+    one runs k rows of prompt + response, padded to the longest."""
+    k, longest = len(item["response_ids"]), max(len(r) for r in item["response_ids"])
+    if shared_prompt:
+        return len(item["prompt_ids"]) + k * longest
+    return k * (len(item["prompt_ids"]) + longest)
 
 
 def make_collator(pad_id: int):
@@ -301,7 +305,7 @@ def compute_logps(
     device = next(model.parameters()).device
     collate = make_collator(pad_id)
     # batch by length: little padding
-    order = sorted(range(len(dataset)), key=lambda i: -list_length(dataset[i]))
+    order = sorted(range(len(dataset)), key=lambda i: -list_length(dataset[i], shared_prompt))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     mine = batches[state.process_index :: state.num_processes]
     steps = -(-len(batches) // state.num_processes)
@@ -476,8 +480,8 @@ class RankTrainer(MetricsTrainer):
         self.pair_mode = loss_kwargs.get("pair_mode", "all")
 
     def _get_train_sampler(self, train_dataset=None):
-        """`train_sampling_strategy: group_by_length` for ranked lists: batches of lists with
-        similar prompt + longest-response length, so little of a batch is padding."""
+        """`train_sampling_strategy: group_by_length` for ranked lists: batches of lists of
+        similar cost (`list_length`), so little of a batch is padding."""
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -485,7 +489,11 @@ class RankTrainer(MetricsTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return LengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            lengths=[list_length(item) for item in dataset],
+            # training passes under activation checkpointing use the naive scorer
+            lengths=[
+                list_length(item, self.shared_prompt and not self.args.gradient_checkpointing)
+                for item in dataset
+            ],
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
