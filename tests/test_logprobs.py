@@ -106,7 +106,8 @@ def test_activation_checkpointing_falls_back_to_the_naive_path(tokenizer):
     model = build_llama(len(tokenizer))  # no dropout: train and eval passes agree
     with torch.no_grad():
         want = response_logps(model, batch, shared_prompt=False)[0]
-    model.gradient_checkpointing_enable()
+    # transformers 5.x renamed gradient_checkpointing_enable
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     model.train()
     assert checkpointing_active(model)
     got = response_logps(model, batch, shared_prompt=True)[0]

@@ -400,10 +400,20 @@ def test_group_by_length_batches_lists_of_similar_length(tiny_model_dir, tmp_pat
     assert "use group_by_length" in capsys.readouterr().err
 
 
-def test_gradient_checkpointing_trains_like_without(tiny_model_dir, tmp_path):
+def test_activation_checkpointing_trains_like_without(tiny_model_dir, tmp_path):
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}  # renamed in transformers 5.x
+    flag = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
     args = ("--max_steps", "3", "--seed", "1")
     _train(tiny_model_dir, tmp_path / "plain", *args)
-    _train(tiny_model_dir, tmp_path / "ckpt", *args, "--gradient_checkpointing", "true")
+    _train(tiny_model_dir, tmp_path / "ckpt", *args, f"--{flag}", "true")
     a = load_file(str(tmp_path / "plain" / "model.safetensors"))
     b = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
     init = load_file(str(Path(tiny_model_dir) / "model.safetensors"))

@@ -487,7 +487,7 @@ class RankTrainer(MetricsTrainer):
     def _get_train_sampler(self, train_dataset=None):
         """`train_sampling_strategy: group_by_length` for ranked lists: batches of lists of
         similar cost (`list_length`), so little of a batch is padding."""
-        if self.args.train_sampling_strategy != "group_by_length":
+        if sampling_strategy(self.args) != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -496,7 +496,7 @@ class RankTrainer(MetricsTrainer):
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
             # training passes under activation checkpointing use the naive scorer
             lengths=[
-                list_length(item, self.shared_prompt and not self.args.gradient_checkpointing)
+                list_length(item, self.shared_prompt and not checkpointing(self.args))
                 for item in dataset
             ],
         )
@@ -515,6 +515,18 @@ class RankTrainer(MetricsTrainer):
         stats.update(L.ranking_metrics(batch, pair_mode=self.pair_mode))
         self._record(model, stats)
         return (loss, {"logp": logp}) if return_outputs else loss
+
+
+def checkpointing(args: TrainingArguments) -> bool:
+    """Activation checkpointing on? (transformers 5.x renamed `gradient_checkpointing`.)"""
+    return bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)
+
+
+def sampling_strategy(args: TrainingArguments) -> str:
+    """`train_sampling_strategy`, or what the older `group_by_length` flag meant."""
+    if hasattr(args, "train_sampling_strategy"):
+        return args.train_sampling_strategy
+    return "group_by_length" if getattr(args, "group_by_length", False) else "random"
 
 
 def _load_options(cfg: TrainConfig) -> dict:
@@ -602,9 +614,9 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         for ds in (train_set, eval_set):
             if ds is not None:
                 ref_cache = attach_reference(ds, cfg, args, tokenizer.pad_token_id, ref_path)
-    if args.gradient_checkpointing and cfg.shared_prompt:
+    if checkpointing(args) and cfg.shared_prompt:
         print(
-            "rankalign: gradient checkpointing drops the KV cache: training steps use the "
+            "rankalign: activation checkpointing drops the KV cache: training steps use the "
             "per-row scorer (the shared prompt still serves the reference and eval passes)",
             file=sys.stderr,
         )
@@ -681,7 +693,7 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
     cfg.loss_kwargs()  # options that do not apply to the loss fail before any work starts
-    if args.train_sampling_strategy == "batch_rebalance":
+    if sampling_strategy(args) == "batch_rebalance":
         raise UserError(
             "train_sampling_strategy batch_rebalance is not supported for ranked lists; "
             "use group_by_length",
