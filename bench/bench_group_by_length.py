@@ -119,7 +119,7 @@ def main():
     for s, i in enumerate(picked):
         for name, bs in batches.items():
             b = bs[i]
-            dt = step(model, opt, b, scores[: b["num_responses"].shape[0]], True, args.device)
+            dt = step(model, opt, b, scores[: b["num_responses"].shape[0]], "shared", args.device)
             if s > 0:
                 times[name].append(dt)
                 computed[name] += computed_tokens(b)[0]

@@ -62,7 +62,7 @@ def main():
     times = {name: [] for name in variants}
     for s in range(args.steps + 1):  # alternate, so every variant sees the same machine load
         for name, (model, opt) in variants.items():
-            dt = step(model, opt, batch, scores, True, args.device)
+            dt = step(model, opt, batch, scores, "shared", args.device)
             if s > 0:
                 times[name].append(dt)
     med = {name: statistics.median(t) for name, t in times.items()}

@@ -1,5 +1,8 @@
 """RRHF training throughput: shared-prompt scorer vs the naive per-row scorer.
 
+The shared prompt runs two ways: through the KV cache (`shared`, the default) and as one packed
+sequence per list with a block mask (`packed`, what runs under activation checkpointing).
+
 One training step (forward + backward + optimizer) of the RRHF loss on lists shaped like
 Anthropic HH (prompt ~160 tokens, responses ~80, paper truncation 192 per sequence), for
 k in {2, 4, 6, 8}. The two scorers alternate step by step in one process so both see the same
@@ -27,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 from common import append_record, machine_info  # noqa: E402
 
 from rankalign import losses as L  # noqa: E402
-from rankalign.logprobs import collate_lists, response_logps  # noqa: E402
+from rankalign.logprobs import (  # noqa: E402
+    collate_lists,
+    naive_response_logps,
+    packed_response_logps,
+    shared_response_logps,
+)
 from rankalign.models import load_causal_lm, resolve_model  # noqa: E402
 from rankalign.tokenization import EncodedList  # noqa: E402
 
@@ -67,10 +75,17 @@ def make_lists(vocab: int, batch: int, k: int, prompt_len: int, resp_len: int, s
     return lists, scores
 
 
-def step(model, opt, batch, scores, shared: bool, device: str) -> float:
+SCORERS = {
+    "naive": naive_response_logps,
+    "shared": shared_response_logps,
+    "packed": packed_response_logps,
+}
+
+
+def step(model, opt, batch, scores, scorer: str, device: str) -> float:
     _sync(device)
     t = time.perf_counter()
-    logp, lengths, mask = response_logps(model, batch, shared_prompt=shared)
+    logp, lengths, mask = SCORERS[scorer](model, batch)
     loss, _ = L.rrhf(L.LossInputs(logp, lengths, scores, mask))
     loss.backward()
     opt.step()
@@ -114,28 +129,31 @@ def main():
         processed = {
             "naive": k * prompt_tokens + resp_tokens,
             "shared": prompt_tokens + resp_tokens,
+            "packed": prompt_tokens + resp_tokens,
         }
-        times = {"naive": [], "shared": []}
+        times = {name: [] for name in SCORERS}
         for s in range(args.steps + 1):  # alternate, so both scorers see the same load
-            for name in ("naive", "shared"):
-                dt = step(model, opt, batch, scores, name == "shared", args.device)
+            for name in SCORERS:
+                dt = step(model, opt, batch, scores, name, args.device)
                 if s > 0:
                     times[name].append(dt)
         med = {n: statistics.median(v) for n, v in times.items()}
         useful = 6 * n_params * (prompt_tokens + resp_tokens)
         row = {"k": k, "response_tokens": resp_tokens, "prompt_tokens": prompt_tokens}
-        for n in ("naive", "shared"):
+        for n in SCORERS:
             row[f"{n}_s_per_step"] = med[n]
             row[f"{n}_resp_tok_per_s"] = resp_tokens / med[n]
             row[f"{n}_mfu_all_tokens"] = 6 * n_params * processed[n] / med[n] / peak
             row[f"{n}_mfu_useful"] = useful / med[n] / peak
         row["speedup"] = med["naive"] / med["shared"]
+        row["packed_speedup"] = med["naive"] / med["packed"]
         rows.append(row)
         print(
             f"k={k}: naive {row['naive_resp_tok_per_s']:.0f} resp tok/s, shared "
-            f"{row['shared_resp_tok_per_s']:.0f} resp tok/s -> x{row['speedup']:.2f}; useful-work "
-            f"MFU naive {row['naive_mfu_useful']:.0%} shared {row['shared_mfu_useful']:.0%} "
-            f"(all tokens: naive {row['naive_mfu_all_tokens']:.0%}, shared {row['shared_mfu_all_tokens']:.0%})",
+            f"{row['shared_resp_tok_per_s']:.0f} -> x{row['speedup']:.2f}, packed "
+            f"{row['packed_resp_tok_per_s']:.0f} -> x{row['packed_speedup']:.2f}; useful-work MFU "
+            f"naive {row['naive_mfu_useful']:.0%} shared {row['shared_mfu_useful']:.0%} packed "
+            f"{row['packed_mfu_useful']:.0%} (all tokens: naive {row['naive_mfu_all_tokens']:.0%})",
             flush=True,
         )
     record = {

@@ -116,3 +116,28 @@ def test_activation_checkpointing_falls_back_to_the_naive_path(tokenizer):
     assert not checkpointing_active(model)
     with torch.no_grad():
         torch.testing.assert_close(response_logps(model, batch)[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_packed_shared_prompt_equals_naive(tokenizer, build, attn):
+    """One sequence per list with a block mask: the same log-probs and gradients as the naive
+    path (variable k and lengths, padding)."""
+    from rankalign.logprobs import packed_response_logps
+
+    batch = _batch(tokenizer)
+    results = []
+    for packed in (False, True):
+        model = build(len(tokenizer))
+        model.set_attn_implementation(attn)
+        fn = packed_response_logps if packed else lambda m, b: response_logps(m, b, False)
+        logp, lengths, mask = fn(model, batch)  # eval mode (GPT-2 dropout), gradients flow
+        (logp[mask] / lengths[mask]).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logp.detach(), lengths, mask, grads))
+    (naive, nlen, nmask, ngrad), (packed, plen, pmask, pgrad) = results
+    torch.testing.assert_close(packed, naive, rtol=1e-5, atol=1e-5)
+    assert torch.equal(plen, nlen) and torch.equal(pmask, nmask)
+    assert ngrad.keys() == pgrad.keys()
+    for n in ngrad:
+        torch.testing.assert_close(pgrad[n], ngrad[n], rtol=1e-4, atol=1e-5)
