@@ -87,7 +87,9 @@ def main():
             LengthGroupedSampler(
                 args.batch,
                 lengths=[
-                    list_length({"prompt_ids": x.prompt_ids, "response_ids": x.response_ids})
+                    list_length(
+                        {"prompt_ids": x.prompt_ids, "response_ids": x.response_ids}, "cached"
+                    )
                     for x in lists
                 ],
                 generator=g,

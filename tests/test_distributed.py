@@ -67,13 +67,14 @@ def _args(model_dir, out, batch, extra):
     "config, extra",
     [
         ("cpu-2proc.yaml", []),
+        ("cpu-2proc.yaml", ["--packed_prompt", "true"]),
         ("fsdp-cpu-2proc.yaml", []),
         pytest.param("deepspeed-zero2-cpu-2proc.yaml", [], marks=NEEDS_DEEPSPEED),
         pytest.param("deepspeed-zero3-cpu-2proc.yaml", [], marks=NEEDS_DEEPSPEED),
         # LoRA's adapters are sharded too; the saved model is merged from the gathered adapter
         pytest.param("deepspeed-zero3-cpu-2proc.yaml", LORA, marks=NEEDS_DEEPSPEED),
     ],
-    ids=["ddp", "fsdp", "zero2", "zero3", "zero3-lora"],
+    ids=["ddp", "ddp-packed", "fsdp", "zero2", "zero3", "zero3-lora"],
 )
 def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
     # one thread per process: two processes on 2 cores must not oversubscribe them

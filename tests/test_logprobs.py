@@ -97,11 +97,19 @@ def test_token_logps_is_log_softmax_gather():
     torch.testing.assert_close(token_logps(logits, labels), expect)
 
 
-def test_activation_checkpointing_falls_back_to_the_naive_path(tokenizer):
-    """Checkpointed layers drop the KV cache in training passes: the shared path would score
-    responses without their prompt. Under checkpointing the scores must still be right."""
+def test_activation_checkpointing_keeps_scores_right(tokenizer, monkeypatch):
+    """Checkpointed layers drop the KV cache in training passes: the cached path would score
+    responses without their prompt. Under checkpointing the packed path runs and is right."""
+    from rankalign import logprobs
     from rankalign.logprobs import checkpointing_active
 
+    packed_calls = []
+    real_packed = logprobs.packed_response_logps
+    monkeypatch.setattr(
+        logprobs,
+        "packed_response_logps",
+        lambda m, b: packed_calls.append(1) or real_packed(m, b),
+    )
     batch = _batch(tokenizer)
     model = build_llama(len(tokenizer))  # no dropout: train and eval passes agree
     with torch.no_grad():
@@ -112,6 +120,7 @@ def test_activation_checkpointing_falls_back_to_the_naive_path(tokenizer):
     assert checkpointing_active(model)
     got = response_logps(model, batch, shared_prompt=True)[0]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert packed_calls  # the prompt is still shared, not the naive path
     model.eval()  # eval passes keep the cache: the shared path runs
     assert not checkpointing_active(model)
     with torch.no_grad():

@@ -400,7 +400,11 @@ def test_group_by_length_batches_lists_of_similar_length(tiny_model_dir, tmp_pat
     assert "use group_by_length" in capsys.readouterr().err
 
 
-def test_activation_checkpointing_trains_like_without(tiny_model_dir, tmp_path):
+def test_packed_prompt_and_activation_checkpointing_train_like_the_cached_path(
+    tiny_model_dir, tmp_path
+):
+    """The three ways to run a training step (KV cache, packed, packed under activation
+    checkpointing) end in the same weights."""
     import dataclasses
 
     from transformers import TrainingArguments
@@ -412,11 +416,13 @@ def test_activation_checkpointing_trains_like_without(tiny_model_dir, tmp_path):
         else "gradient_checkpointing"
     )
     args = ("--max_steps", "3", "--seed", "1")
-    _train(tiny_model_dir, tmp_path / "plain", *args)
+    _train(tiny_model_dir, tmp_path / "cached", *args)
+    _train(tiny_model_dir, tmp_path / "packed", *args, "--packed_prompt", "true")
     _train(tiny_model_dir, tmp_path / "ckpt", *args, f"--{flag}", "true")
-    a = load_file(str(tmp_path / "plain" / "model.safetensors"))
-    b = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    a = load_file(str(tmp_path / "cached" / "model.safetensors"))
     init = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     assert any(not torch.equal(a[k], init[k]) for k in a)
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+    for run in ("packed", "ckpt"):
+        b = load_file(str(tmp_path / run / "model.safetensors"))
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)

@@ -204,17 +204,18 @@ def checkpointing_active(model) -> bool:
     )
 
 
-def response_logps(model, batch: dict, shared_prompt: bool = True):
+def response_logps(model, batch: dict, shared_prompt: bool = True, packed: bool = False):
     """(logp, lengths, mask), each (B, K): sum of token log-probs, token counts, validity.
 
-    Under activation checkpointing (training only) the shared prompt runs packed (one sequence
-    per list, block mask) instead of through the KV cache; naive where the attention takes no 4D
-    mask (flash-attention).
+    shared_prompt=False: the naive path. Otherwise the cached path, or the packed one when asked
+    (`packed`) or under activation checkpointing (training only), whose checkpointed layers drop
+    the KV cache; where the attention takes no 4D mask (flash-attention) packed is unavailable.
     """
     if not shared_prompt:
         return naive_response_logps(model, batch)
-    if not checkpointing_active(model):
-        return shared_response_logps(model, batch)
-    if packed_supported(model):
+    checkpointed = checkpointing_active(model)
+    if (packed or checkpointed) and packed_supported(model):
         return packed_response_logps(model, batch)
-    return naive_response_logps(model, batch)
+    if checkpointed:
+        return naive_response_logps(model, batch)
+    return shared_response_logps(model, batch)

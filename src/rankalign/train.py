@@ -137,6 +137,14 @@ class TrainConfig:
     shared_prompt: bool = field(
         default=True, metadata={"help": "run each prompt once for its k responses"}
     )
+    packed_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "share the prompt by packing it and its responses into one sequence (block "
+            "attention mask) instead of through the KV cache; always so under activation "
+            "checkpointing"
+        },
+    )
     dtype: str = field(
         default="float32",
         metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},
@@ -246,14 +254,17 @@ def tokenize_lists(
     return ListDataset(items), report.as_dict() | {"summary": report.summary()}
 
 
-def list_length(item: dict, shared_prompt: bool = True) -> int:
-    """Tokens a list costs padded on its own, the key that batches similar lists together: the
-    shared-prompt scorer runs the prompt once and k responses padded to the longest; the naive
-    one runs k rows of prompt + response, padded to the longest."""
-    k, longest = len(item["response_ids"]), max(len(r) for r in item["response_ids"])
-    if shared_prompt:
-        return len(item["prompt_ids"]) + k * longest
-    return k * (len(item["prompt_ids"]) + longest)
+def list_length(item: dict, scorer: str = "cached") -> int:
+    """Tokens a list costs padded on its own, the key that batches similar lists together.
+    cached (shared prompt via the KV cache): the prompt once, k responses padded to the longest;
+    packed: the prompt and its responses back to back; naive: k rows of prompt + response padded
+    to the longest (logprobs.py)."""
+    sizes = [len(r) for r in item["response_ids"]]
+    if scorer == "cached":
+        return len(item["prompt_ids"]) + len(sizes) * max(sizes)
+    if scorer == "packed":
+        return len(item["prompt_ids"]) + sum(sizes)
+    return len(sizes) * (len(item["prompt_ids"]) + max(sizes))
 
 
 def make_collator(pad_id: int):
@@ -293,6 +304,7 @@ def compute_logps(
     batch_size: int,
     shared_prompt: bool,
     desc: str = "reference log-probs",
+    packed: bool = False,
 ) -> list[list[float]]:
     """Per-list response log-probs of `model` over the whole dataset, in dataset order.
 
@@ -310,7 +322,8 @@ def compute_logps(
     device = next(model.parameters()).device
     collate = make_collator(pad_id)
     # batch by length: little padding
-    order = sorted(range(len(dataset)), key=lambda i: -list_length(dataset[i], shared_prompt))
+    scorer = ("packed" if packed else "cached") if shared_prompt else "naive"
+    order = sorted(range(len(dataset)), key=lambda i: -list_length(dataset[i], scorer))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     mine = batches[state.process_index :: state.num_processes]
     steps = -(-len(batches) // state.num_processes)
@@ -318,7 +331,7 @@ def compute_logps(
     for step in tqdm(range(steps), desc=desc, unit="batch", disable=not state.is_main_process):
         idx = mine[step] if step < len(mine) else batches[-1]
         batch = {k: v.to(device) for k, v in collate([dataset[i] for i in idx]).items()}
-        logp, _, mask = response_logps(model, batch, shared_prompt)
+        logp, _, mask = response_logps(model, batch, shared_prompt, packed)
         if step < len(mine):
             for j, i in enumerate(idx):
                 results[i] = logp[j][mask[j]].double().tolist()
@@ -359,7 +372,12 @@ def attach_reference(
         else:
             ref.to(args.device)
         values = compute_logps(
-            ref, dataset, pad_id, args.per_device_eval_batch_size, cfg.shared_prompt
+            ref,
+            dataset,
+            pad_id,
+            args.per_device_eval_batch_size,
+            cfg.shared_prompt,
+            packed=cfg.packed_prompt,
         )
         if zero3:
             ref.destroy()  # removes ZeRO-3's parameter hooks
@@ -476,12 +494,14 @@ class RankTrainer(MetricsTrainer):
         loss_name: str,
         loss_kwargs: dict,
         shared_prompt: bool = True,
+        packed_prompt: bool = False,
         reference: str = "precompute",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.loss_name, self.loss_fn, self.loss_kwargs = loss_name, L.LOSSES[loss_name], loss_kwargs
-        self.shared_prompt, self.reference = shared_prompt, reference
+        self.shared_prompt, self.packed_prompt = shared_prompt, packed_prompt
+        self.reference = reference
         self.pair_mode = loss_kwargs.get("pair_mode", "all")
 
     def _get_train_sampler(self, train_dataset=None):
@@ -494,19 +514,22 @@ class RankTrainer(MetricsTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return LengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            # training passes under activation checkpointing use the naive scorer
-            lengths=[
-                list_length(item, self.shared_prompt and not checkpointing(self.args))
-                for item in dataset
-            ],
+            # training passes under activation checkpointing run the shared prompt packed
+            lengths=[list_length(item, self._scorer()) for item in dataset],
         )
 
+    def _scorer(self) -> str:
+        """Which path `response_logps` takes in training steps (logprobs.py)."""
+        if not self.shared_prompt:
+            return "naive"
+        return "packed" if self.packed_prompt or checkpointing(self.args) else "cached"
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logp, lengths, mask = response_logps(model, inputs, self.shared_prompt)
+        logp, lengths, mask = response_logps(model, inputs, self.shared_prompt, self.packed_prompt)
         ref = inputs.get("ref_logp")
         if self.reference == "adapters-off" and self.loss_name in L.NEEDS_REFERENCE:
             with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-                ref = response_logps(model, inputs, self.shared_prompt)[0]
+                ref = response_logps(model, inputs, self.shared_prompt, self.packed_prompt)[0]
         batch = L.LossInputs(
             logp=logp, lengths=lengths, scores=inputs["scores"], mask=mask, ref_logp=ref
         )
@@ -614,10 +637,10 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         for ds in (train_set, eval_set):
             if ds is not None:
                 ref_cache = attach_reference(ds, cfg, args, tokenizer.pad_token_id, ref_path)
-    if checkpointing(args) and cfg.shared_prompt:
+    if checkpointing(args) and cfg.shared_prompt and not cfg.packed_prompt:
         print(
-            "rankalign: activation checkpointing drops the KV cache: training steps use the "
-            "per-row scorer (the shared prompt still serves the reference and eval passes)",
+            "rankalign: activation checkpointing drops the KV cache: training steps run each "
+            "prompt and its responses as one packed sequence with a block attention mask",
             file=sys.stderr,
         )
     set_seed(args.seed)  # LoRA's initialization is part of the run
@@ -633,6 +656,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         loss_name=cfg.loss,
         loss_kwargs=cfg.loss_kwargs(),
         shared_prompt=cfg.shared_prompt,
+        packed_prompt=cfg.packed_prompt,
         reference=cfg.reference,
     )
     resume = None
