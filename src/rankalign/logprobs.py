@@ -136,15 +136,16 @@ def packed_response_logps(model, batch: dict):
     restart after the prompt for every response. Each prompt is computed once, as in the cached
     path, and it runs where the cache cannot: under activation checkpointing, whose checkpointed
     layers drop past_key_values. Needs an attention that takes a 4D mask (sdpa, eager)."""
-    prompt_ids, plen = batch["prompt_ids"], batch["prompt_lengths"].tolist()
-    li, resp, rlen = batch["list_index"].tolist(), batch["response_ids"], batch["response_lengths"]
+    prompt_ids, resp, rlen = batch["prompt_ids"], batch["response_ids"], batch["response_lengths"]
+    # the layout is built on the host from plain lists (one device sync, not one per response)
+    plen, li, sizes = batch["prompt_lengths"].tolist(), batch["list_index"].tolist(), rlen.tolist()
     device = prompt_ids.device
     B, N = len(plen), len(li)
     total = list(plen)
     start = []  # where each response begins in its list's sequence
     for n in range(N):
         start.append(total[li[n]])
-        total[li[n]] += int(rlen[n])
+        total[li[n]] += sizes[n]
     T = max(total)
     ids = torch.zeros(B, T, dtype=torch.long, device=device)
     pos = torch.zeros(B, T, dtype=torch.long, device=device)
@@ -154,7 +155,7 @@ def packed_response_logps(model, batch: dict):
         pos[b, : plen[b]] = torch.arange(plen[b], device=device)
         seg[b, : plen[b]] = 0
     for n in range(N):
-        b, s, m = li[n], start[n], int(rlen[n])
+        b, s, m = li[n], start[n], sizes[n]
         ids[b, s : s + m] = resp[n, :m]
         pos[b, s : s + m] = torch.arange(plen[b], plen[b] + m, device=device)
         seg[b, s : s + m] = n + 1
