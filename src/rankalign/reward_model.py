@@ -54,7 +54,7 @@ from .errors import UserError
 from .losses import PAIR_MODES, preference_pairs
 from .models import torch_dtype
 from .rewards import PREFERENCE_TEMPLATE, preference_prompt, rm_format, rm_text
-from .train import MetricsTrainer
+from .train import MetricsTrainer, load_options, with_lora
 
 LOSSES = ("bt-reward", "preference")
 METADATA_FILE = "rankalign_reward_model.json"  # how the model was trained: format, template
@@ -503,24 +503,6 @@ class PreferenceTrainer(MetricsTrainer):
 # ----------------------------------------------------------------------------- training
 
 
-def _with_lora(model, cfg: RewardModelConfig, task_type: str):
-    if not cfg.use_lora:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    targets = cfg.lora_target_modules
-    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
-    # task SEQ_CLS keeps the new scalar head fully trainable (peft's modules_to_save)
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        task_type=task_type,
-    )
-    return get_peft_model(model, lora)
-
-
 def load_bt_model(path: str, cfg: RewardModelConfig, tokenizer):
     """AutoModelForSequenceClassification with one label on any backbone (a causal-LM or encoder
     checkpoint: its body loads, the scalar head is new)."""
@@ -612,7 +594,7 @@ def train_reward_model(cfg: RewardModelConfig, args: TrainingArguments) -> dict:
         "pair_mode": cfg.pair_mode,
     }
     trainer = BTRewardTrainer(
-        model=_with_lora(model, cfg, "SEQ_CLS"),
+        model=with_lora(model, cfg, "SEQ_CLS"),
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
@@ -653,16 +635,11 @@ def train_preference_model(cfg: RewardModelConfig, args: TrainingArguments) -> d
     dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
 
     def load_base():
-        return load_causal_lm(
-            path,
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            allow_pickle=cfg.allow_pickle,
-        )
+        return load_causal_lm(path, **load_options(cfg))
 
     model = load_base()
     trainer = PreferenceTrainer(
-        model=_with_lora(model, cfg, "CAUSAL_LM"),
+        model=with_lora(model, cfg, "CAUSAL_LM"),
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,

@@ -366,7 +366,7 @@ def attach_reference(
         flat = load_file(str(path))["logps"].tolist()
         print(f"rankalign: reference log-probs from cache {path}", file=sys.stderr)
     else:
-        ref = load_causal_lm(ref_path, **_load_options(cfg))
+        ref = load_causal_lm(ref_path, **load_options(cfg))
         if zero3:  # weights were partitioned at load: run them through an inference engine
             ref = _zero3_inference_engine(ref, args)
         else:
@@ -552,7 +552,8 @@ def sampling_strategy(args: TrainingArguments) -> str:
     return "group_by_length" if getattr(args, "group_by_length", False) else "random"
 
 
-def _load_options(cfg: TrainConfig) -> dict:
+def load_options(cfg) -> dict:
+    """`load_causal_lm` options of a TrainConfig or RewardModelConfig."""
     return {
         "dtype": cfg.dtype,
         "trust_remote_code": cfg.trust_remote_code,
@@ -560,24 +561,23 @@ def _load_options(cfg: TrainConfig) -> dict:
     }
 
 
-def build_model(cfg: TrainConfig, path: str):
-    model = load_causal_lm(path, **_load_options(cfg))
-    if cfg.use_lora:
-        from peft import LoraConfig, get_peft_model
+def with_lora(model, cfg, task_type: str = "CAUSAL_LM"):
+    """`model` with LoRA adapters when `cfg.use_lora` (cfg: TrainConfig or RewardModelConfig).
+    Task SEQ_CLS keeps a new scalar head fully trainable (peft's modules_to_save)."""
+    if not cfg.use_lora:
+        return model
+    from peft import LoraConfig, get_peft_model
 
-        targets = cfg.lora_target_modules
-        targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=targets,
-                task_type="CAUSAL_LM",
-            ),
-        )
-    return model
+    targets = cfg.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type=task_type,
+    )
+    return get_peft_model(model, lora)
 
 
 def check_output_dir(out: Path, model_path: str, *, checkpoints: bool) -> None:
@@ -644,7 +644,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
             file=sys.stderr,
         )
     set_seed(args.seed)  # LoRA's initialization is part of the run
-    model = build_model(cfg, model_path)
+    model = with_lora(load_causal_lm(model_path, **load_options(cfg)), cfg)
 
     trainer = RankTrainer(
         model=model,
@@ -666,7 +666,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
             print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
     save_final(
-        trainer, cfg, tokenizer, out, lambda: load_causal_lm(model_path, **_load_options(cfg))
+        trainer, cfg, tokenizer, out, lambda: load_causal_lm(model_path, **load_options(cfg))
     )
     summary = {
         "train_loss": result.training_loss,
