@@ -176,6 +176,120 @@ CASES = [
         config="option_for_other_loss.yaml",
         expect=["field 'beta'", "rrhf"],
     ),
+    # --- hostile input: parser limits, numbers beyond a float, text that cannot be encoded
+    Case(
+        "duplicate-key",
+        "dup_key.jsonl",
+        expect=["line 2", "field 'prompt'", "duplicate key 'prompt'"],
+    ),
+    Case(
+        "big-int-score",
+        "big_int_score.jsonl",
+        expect=["line 2", "field 'scores[1]'", "float range"],
+    ),
+    Case(
+        "huge-int-literal",
+        "huge_int_literal.jsonl",
+        expect=["line 2", "field 'scores[0]'", "5,000 digits"],
+    ),
+    Case("deep-nesting", "deep_nesting.jsonl", expect=["line 2", "nested more than 100 levels"]),
+    Case(
+        "lone-surrogate",
+        "lone_surrogate.jsonl",
+        expect=["line 2", "field 'responses[1]'", "surrogate"],
+    ),
+    Case(
+        "yaml-alias-bomb",
+        config="yaml_alias_bomb.yaml",
+        expect=["yaml_alias_bomb.yaml", "line 2", "aliases/anchors are not allowed"],
+    ),
+    Case(
+        "yaml-duplicate-key",
+        config="yaml_duplicate_key.yaml",
+        expect=["yaml_duplicate_key.yaml", "line 3", "duplicate key 'learning_rate'"],
+    ),
+    Case(
+        "yaml-deep-nesting",
+        config="yaml_deep_nesting.yaml",
+        expect=["yaml_deep_nesting.yaml", "field 'learning_rate'", "nested more than 100 levels"],
+    ),
+    Case(
+        "yaml-huge-int",
+        config="yaml_huge_int.yaml",
+        expect=["yaml_huge_int.yaml", "invalid YAML", "4300 digits"],
+    ),
+    # --- option values: types, finite numbers, ranges (flags and YAML)
+    Case(
+        "learning-rate-negative",
+        args=["--learning_rate=-1e-5"],
+        expect=["field 'learning_rate'", "must be > 0", "-1e-05"],
+    ),
+    Case(
+        "batch-size-zero",
+        args=["--per_device_train_batch_size", "0"],
+        expect=["field 'per_device_train_batch_size'", "must be >= 1"],
+    ),
+    Case(
+        "batch-size-fraction-flag",
+        args=["--per_device_train_batch_size", "2.5"],
+        expect=["--per_device_train_batch_size", "invalid int value: '2.5'"],
+    ),
+    Case(
+        "batch-size-fraction-yaml",
+        config="batch_size_float.yaml",
+        expect=["batch_size_float.yaml", "field 'per_device_train_batch_size'", "an integer"],
+    ),
+    Case(
+        "epochs-nan-flag",
+        args=["--num_train_epochs", "nan"],
+        expect=["field 'num_train_epochs'", "finite"],
+    ),
+    Case(
+        "epochs-nan-yaml",
+        config="epochs_nan.yaml",
+        expect=["epochs_nan.yaml", "field 'num_train_epochs'", "finite"],
+    ),
+    Case(
+        "learning-rate-word-yaml",
+        config="learning_rate_word.yaml",
+        expect=["learning_rate", "'fast'"],
+    ),
+    Case(
+        "learning-rate-inf-yaml",
+        config="learning_rate_inf.yaml",
+        expect=["learning_rate_inf.yaml", "field 'learning_rate'", "finite"],
+    ),
+    Case(
+        "beta-negative-yaml",
+        config="beta_negative.yaml",
+        expect=["beta_negative.yaml", "field 'beta'", "must be > 0"],
+    ),
+    Case(
+        "beta-negative-flag",
+        args=["--loss", "dpo", "--beta", "-0.1"],
+        expect=["field 'beta'", "must be > 0"],
+    ),
+    Case(
+        "seed-too-large",
+        config="seed_too_large.yaml",
+        expect=["seed_too_large.yaml", "field 'seed'", "must be in [0, 4294967295]"],
+    ),
+    Case(
+        "max-length-one",
+        args=["--max_length", "1"],
+        expect=["field 'max_length'", ">= 2"],
+    ),
+    # --- output paths the operating system cannot take
+    Case(
+        "output-dir-is-a-file",
+        args=["--output_dir", str(BAD / "empty.jsonl")],
+        expect=["empty.jsonl", "not a folder"],
+    ),
+    Case(
+        "output-dir-under-a-file",
+        args=["--output_dir", str(BAD / "empty.jsonl" / "out")],
+        expect=["empty.jsonl", "is a file"],
+    ),
     Case(
         "model-path-missing",
         args=["--model", str(BAD / "no_such_model_dir")],
@@ -342,3 +456,70 @@ def test_a_50mb_single_line_is_a_one_line_error(tmp_path, tiny_model_dir, capsys
     assert rc == 2 and len(err) == 1
     assert "line 2" in err[0] and "field 'prompt'" in err[0] and "characters" in err[0]
     assert not list(out.glob("*.safetensors"))
+
+
+# --------------------------------------------------------------------------------------------
+# the model's files are opened before anything is written; secrets never reach the output
+
+
+def _copy_model(src: str, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["header-claims-2gib", "tensor-outside-file", "config-not-json"])
+def test_a_broken_model_folder_is_refused_before_any_write(damage, tiny_model_dir, tmp_path, capfd):
+    import struct
+
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    weights = model / "model.safetensors"
+    raw = weights.read_bytes()
+    if damage == "header-claims-2gib":
+        weights.write_bytes(struct.pack("<Q", 2**31) + raw[8:])
+    elif damage == "tensor-outside-file":
+        weights.write_bytes(raw[: len(raw) // 2])  # the header now points past the end
+    else:
+        (model / "config.json").write_text("{not json")
+    out = tmp_path / "out"
+    rc = _run_in_process(_argv(Case(damage), str(model), out))
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert ("config.json" if damage == "config-not-json" else "model.safetensors") in err
+    assert not out.exists()  # not even the folder
+
+
+def test_an_output_folder_on_a_pseudo_file_system_is_one_line(tiny_model_dir, capfd):
+    target = Path("/proc/rankalign-test-out")
+    if not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    rc = _run_in_process(_argv(Case("proc"), tiny_model_dir, target))
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(PREFIX) and str(target) in err and "Traceback" not in err
+    assert not target.exists()
+
+
+def test_hub_token_is_written_nowhere(tiny_model_dir, tmp_path, capfd, monkeypatch):
+    """Not in rankalign_config.yaml (field or recorded command line), not in transformers'
+    training_args.bin in the output folder and its checkpoints."""
+    import sys as _sys
+
+    token = "hf_" + "Xy7" * 12
+    monkeypatch.setenv("HF_TOKEN", "")  # recorded, so the token train puts here is undone
+    monkeypatch.delenv("HF_TOKEN")
+    out = tmp_path / "out"
+    argv = [*_argv(Case("secret"), tiny_model_dir, out), "--hub_token", token]
+    argv += ["--save_strategy", "steps", "--save_steps", "1"]
+    monkeypatch.setattr(_sys, "argv", ["rankalign", *argv])
+    rc = _run_in_process(argv)
+    cap = capfd.readouterr()
+    assert rc == 0, cap.err[-2000:]
+    assert (out / "checkpoint-1" / "training_args.bin").is_file()
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "rankalign_config.yaml" for p in written)
+    for path in written:
+        assert token.encode() not in path.read_bytes(), path
+    assert token not in cap.out and token not in cap.err
+    assert "<redacted>" in (out / "rankalign_config.yaml").read_text()

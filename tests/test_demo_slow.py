@@ -20,6 +20,13 @@ def test_quick_demo_improves_reward(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "report:" in proc.stdout and "| rrhf |" in proc.stdout
+    # no Python warnings (ours or from the libraries our calls reach) in the user's terminal
+    noisy = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if "Warning:" in line or "[WARNING]" in line or "deprecated" in line
+    ]
+    assert not noisy, noisy
     metrics = json.loads((out / "report" / "metrics.json").read_text())["models"]
     base, rrhf, sft = metrics["base"], metrics["rrhf"], metrics["sft-best"]
     # RRHF above the base model with non-overlapping 95% intervals ...

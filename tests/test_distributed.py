@@ -28,11 +28,48 @@ NEEDS_DEEPSPEED = pytest.mark.skipif(
 LORA = ["--use_lora", "true", "--lora_dropout", "0", "--learning_rate", "1e-2"]
 
 
-def _args(model_dir, out, batch, extra):
+@pytest.fixture(scope="module")
+def ref_model_dir(tmp_path_factory, tokenizer):
+    """A reference other than the initial policy. With the policy as its own reference every
+    implicit reward starts at exactly 0, so the first step's rank accuracy compares float noise
+    (p_w > p_l at ties) and differs between machines and process counts."""
+    from conftest import build_llama
+
+    path = tmp_path_factory.mktemp("tiny-ref")
+    build_llama(len(tokenizer), seed=1).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _min_pair_margin(model_dir, ref_dir, tokenizer) -> float:
+    """The smallest |implicit-reward difference| over every preference pair of the data at the
+    initial weights: the first logged step's rank accuracy is well defined when it is clear of
+    float noise."""
+    from rankalign import losses as L
+    from rankalign.models import load_causal_lm
+    from rankalign.train import TrainConfig, compute_logps, tokenize_lists
+
+    data, _ = tokenize_lists(DATA, tokenizer, TrainConfig(data=DATA, loss="dpo"), min_responses=2)
+    policy, ref = (
+        compute_logps(load_causal_lm(m), data, tokenizer.pad_token_id, 8, True)
+        for m in (model_dir, ref_dir)
+    )
+    margin = float("inf")
+    for item, lp, rp in zip(data.items, policy, ref):
+        r = torch.tensor(lp, dtype=torch.float64) - torch.tensor(rp, dtype=torch.float64)
+        s = torch.tensor(item["scores"])
+        pairs = L.preference_pairs(s[None], torch.ones_like(s, dtype=torch.bool)[None], "all")[0]
+        margin = min(margin, float((r[:, None] - r[None, :])[pairs].abs().min()))
+    return margin
+
+
+def _args(model_dir, out, batch, extra, ref_dir):
     return [
         "train",
         "--model",
         model_dir,
+        "--ref_model",
+        ref_dir,
         "--data",
         DATA,
         "--loss",
@@ -76,7 +113,7 @@ def _args(model_dir, out, batch, extra):
     ],
     ids=["ddp", "ddp-packed", "fsdp", "zero2", "zero3", "zero3-lora"],
 )
-def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
+def test_two_cpu_processes_equal_one(tiny_model_dir, ref_model_dir, tmp_path, config, extra):
     # one thread per process: two processes on 2 cores must not oversubscribe them
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     accelerate = str(Path(sys.executable).with_name("accelerate"))
@@ -88,7 +125,7 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
             str(ROOT / "configs" / "accelerate" / config),
             "-m",
             "rankalign.cli",
-            *_args(tiny_model_dir, tmp_path / "two", 2, extra),
+            *_args(tiny_model_dir, tmp_path / "two", 2, extra, ref_model_dir),
         ],
         capture_output=True,
         text=True,
@@ -98,7 +135,12 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
     )
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run(
-        [sys.executable, "-m", "rankalign.cli", *_args(tiny_model_dir, tmp_path / "one", 4, extra)],
+        [
+            sys.executable,
+            "-m",
+            "rankalign.cli",
+            *_args(tiny_model_dir, tmp_path / "one", 4, extra, ref_model_dir),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -122,5 +164,16 @@ def test_two_cpu_processes_equal_one(tiny_model_dir, tmp_path, config, extra):
     assert len(steps[0]) == len(steps[1]) == 3
     for e1, e2 in zip(*steps):
         assert e2["num_pairs"] == e1["num_pairs"]
-        for key in ("loss_rank", "rank_accuracy", "reward_margin", "loss"):
+        for key in ("loss_rank", "reward_margin", "loss"):
             assert e2[key] == pytest.approx(e1[key], abs=1e-5), key
+    # rank accuracy is a count of p_w > p_l: compared only where no pair is near a tie, the
+    # first step (the initial weights, whose margins are measured here); later steps' weights
+    # are compared above to 1e-6
+    assert _min_pair_margin(tiny_model_dir, ref_model_dir, _tokenizer(tiny_model_dir)) > 1e-4
+    assert steps[1][0]["rank_accuracy"] == pytest.approx(steps[0][0]["rank_accuracy"], abs=1e-6)
+
+
+def _tokenizer(model_dir):
+    from rankalign.models import load_tokenizer
+
+    return load_tokenizer(model_dir)

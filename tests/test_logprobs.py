@@ -7,7 +7,7 @@ import torch
 from conftest import build_gpt2, build_llama
 
 from rankalign.logprobs import collate_lists, response_logps, token_logps
-from rankalign.tokenization import encode_list
+from rankalign.tokenization import EncodedList, encode_list
 
 LISTS = [
     ("the movie was", ["great", "terrible and boring i think", "ok", "the film was terrible"]),
@@ -150,3 +150,36 @@ def test_packed_shared_prompt_equals_naive(tokenizer, build, attn):
     assert ngrad.keys() == pgrad.keys()
     for n in ngrad:
         torch.testing.assert_close(pgrad[n], ngrad[n], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["cached", "packed"])
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_shared_prompt_scores_depend_on_the_prompt(tokenizer, build, packed):
+    """Equal to the naive path, and clearly not what the responses score without their prompt
+    (after its last token alone, the cached path's response-pass input). The tiny random models
+    differ from the prompt-less scores by up to ~0.27 (Llama) and ~0.82 (GPT-2) nats, far above
+    the 1e-2 asked here and the 1e-5 tolerance: scores that lost the prompt fail one check."""
+    enc = [encode_list(tokenizer, p, r, max_length=64, min_response_tokens=4) for p, r in LISTS]
+    bare = [EncodedList(e.prompt_ids[-1:], e.response_ids) for e in enc]
+    model = build(len(tokenizer))
+    batch = collate_lists(enc, tokenizer.pad_token_id)
+    with torch.no_grad():
+        shared, _, mask = response_logps(model, batch, shared_prompt=True, packed=packed)
+        naive = response_logps(model, batch, shared_prompt=False)[0]
+        promptless = response_logps(
+            model, collate_lists(bare, tokenizer.pad_token_id), shared_prompt=False
+        )[0]
+    torch.testing.assert_close(shared, naive, rtol=1e-5, atol=1e-5)
+    assert (shared - promptless)[mask].abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_an_ignored_cache_keyword_is_an_error_not_promptless_scores(tokenizer, build, monkeypatch):
+    """A forward that swallowed the cache keyword in **kwargs (as a transformers release that
+    dropped a renamed argument would) leaves the prompt's cache empty: the scorer says so."""
+    from rankalign import logprobs
+
+    monkeypatch.setattr(logprobs, "cache_kwarg", lambda model: "renamed_away")
+    model = build(len(tokenizer))
+    with torch.no_grad(), pytest.raises(RuntimeError, match="did not fill the prompt's KV cache"):
+        response_logps(model, _batch(tokenizer), shared_prompt=True)

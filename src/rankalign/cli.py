@@ -68,12 +68,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        from .models import settle_deepspeed_accelerator
+
+        settle_deepspeed_accelerator()
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
     except UserError as e:
         if debug:
             raise
         print(f"rankalign {name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # an input or output path the operating system refused (permission, read-only file
+        # system, a file where a folder is needed, disk full, ...): the path and the reason
+        if debug:
+            raise
+        if not (e.filename or e.strerror):
+            return _internal_error(name, e)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"rankalign {name}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -86,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug or an environment problem: one line, traceback on request
         if debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(
-            f"rankalign {name}: internal error: {type(e).__name__}: {msg[:500]} "
-            "(rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(name, e)
+
+
+def _internal_error(name: str, e: BaseException) -> int:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    print(
+        f"rankalign {name}: internal error: {type(e).__name__}: {msg[:500]} "
+        "(rerun with --debug for the traceback)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

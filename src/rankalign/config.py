@@ -16,26 +16,71 @@ from typing import Any
 
 import yaml
 
+from .data import MAX_DEPTH, check_value
 from .errors import UserError
 
 # Names of secrets that must never be written to a config dump or a log (whole-word endings:
 # `hub_token` and `api_key` are secrets; `max_new_tokens` and `api_key_env` are not).
 SECRET_NAME = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
+# Values that look like credentials whatever flag carries them (Hugging Face, OpenAI-style and
+# GitHub tokens, bearer headers): a command line recorded in a config dump must not hold one.
+SECRET_VALUE = re.compile(
+    r"\b(hf_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S+)"
+)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without what a config never needs and a hostile file abuses: aliases (a few
+    lines of nested aliases expand to billions of nodes) and repeated keys (the last one would
+    win silently)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases/anchors are not allowed in config files",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            # a merge key (`<<`) is no value of its own: flatten_mapping resolves it later
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)  # cached: the mapping reuses it
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(  # repr: escapes what cannot print
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise UserError("config file not found", file=path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is fine
+    except FileNotFoundError:
+        raise UserError("config file not found", file=path) from None
+    except OSError as e:  # permission denied, a folder, an I/O error
+        raise UserError(f"cannot read: {e.strerror or e}", file=path) from None
+    except UnicodeDecodeError:
+        raise UserError("not valid UTF-8", file=path) from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"invalid YAML: {problem}", file=path, line=line) from None
-    except UnicodeDecodeError:
-        raise UserError("not valid UTF-8", file=path) from None
+    except ValueError as e:  # a constructor's own limit, e.g. an integer of over 4300 digits
+        raise UserError(f"invalid YAML: {str(e).splitlines()[0][:200]}", file=path) from None
+    except RecursionError:  # the composer recurses per level, past MAX_DEPTH long before this
+        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path) from None
+    check_value(data, {"file": str(path)})
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -61,25 +106,41 @@ def _split_meta(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | None = None):
+def parse_config(
+    argv: list[str],
+    types: tuple,
+    *,
+    prog: str,
+    defaults: dict | None = None,
+    checks: dict[str, str] | None = None,
+):
     """Parse `argv` into instances of the dataclasses in `types`.
 
     Precedence: flags > YAML (`--config`) > `defaults` > dataclass defaults.
-    Returns (instances..., yaml_path).
+    Every value is then checked (`check_options`): its annotated type, finite floats, and the
+    range in the field's `metadata["check"]` or in `checks` (for dataclasses that are not ours,
+    such as TrainingArguments). Returns (instances..., yaml_path).
     """
-    from transformers import HfArgumentParser
-
     config_path, rest = _split_meta(argv)
-    values = dict(defaults or {})
+    values, loaded = dict(defaults or {}), {}
     if config_path:
         loaded = load_yaml(config_path)
         known = {f.name for t in types for f in dataclasses.fields(t)}
         loaded = _unwrap_dump(loaded, known)
-        for key in loaded:
+        hints = {name: hint for t in types for name, hint in _type_hints(t).items()}
+        for key, value in loaded.items():
             if key not in known:
                 raise UserError(f"unknown option '{key}'", file=config_path, field=key)
+            # argparse converts (and checks) string defaults itself; YAML numbers, booleans,
+            # lists and mappings reach the dataclass as they are, so their type is checked here
+            if not isinstance(value, str) and not _fits(value, hints.get(key)):
+                raise UserError(
+                    f"expected {_type_name(hints[key])}, got {_describe(value)}",
+                    file=config_path,
+                    field=key,
+                )
         values.update(loaded)
-    parser = HfArgumentParser(types, prog=prog)
+    parser = _parser_class()(types, prog=prog)
 
     def one_line_error(message):  # argparse would print the whole usage first
         raise UserError(f"{message} (see {prog} --help)")
@@ -94,7 +155,193 @@ def parse_config(argv: list[str], types: tuple, *, prog: str, defaults: dict | N
         parsed = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
     except (ValueError, TypeError) as e:  # dataclass __post_init__ validation
         raise UserError(str(e).strip().splitlines()[0]) from None
+    # values that came from the YAML file (and no flag overrode) are reported with its name
+    flagged = {a[2:].split("=", 1)[0] for a in rest if a.startswith("--")}
+    from_file = {k: config_path for k in loaded if k not in flagged}
+    for obj in parsed:
+        check_options(obj, checks, files=from_file)
     return (*parsed, config_path)
+
+
+# ----------------------------------------------------------------------------- option checks
+
+
+def _type_hints(cls) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: its values are not type-checked
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Does `value` (from YAML or the parser) have the annotated type? Unknown types pass."""
+    import enum
+    import types
+    import typing
+
+    if hint is None or hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, str | hint)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in typing.get_args(hint) else "")
+    if hint is float:
+        return "a number"
+    if hint is int:
+        return "an integer"
+    if hint is bool:
+        return "true or false"
+    if hint is str:
+        return "a string"
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+_CHECK = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$|^\s*\[\s*(\S+)\s*,\s*(\S+)\s*\]\s*$")
+
+
+def _check_text(check: str) -> str:
+    """`> 0` -> "must be > 0"; `[0, 1]` -> "must be in [0, 1]"."""
+    check = check.strip()
+    return f"must be {'in ' if check.startswith('[') else ''}{check}"
+
+
+def _in_range(value: float, check: str) -> bool:
+    m = _CHECK.match(check)
+    if m is None:
+        raise ValueError(f"bad range check {check!r}")  # a bug in a config class, not user input
+    if m.group(1):
+        bound = float(m.group(2))
+        return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[
+            m.group(1)
+        ]
+    return float(m.group(3)) <= value <= float(m.group(4))
+
+
+# Ranges of options in classes that are not ours (by class name, matched along the MRO, so
+# subclasses get them too). Every command that takes TrainingArguments checks these.
+EXTERNAL_CHECKS: dict[str, dict[str, str]] = {
+    "TrainingArguments": {
+        "learning_rate": "> 0",
+        "per_device_train_batch_size": ">= 1",
+        "per_device_eval_batch_size": ">= 1",
+        "gradient_accumulation_steps": ">= 1",
+        "num_train_epochs": "> 0",
+        "max_steps": ">= -1",
+        "warmup_steps": ">= 0",
+        "weight_decay": ">= 0",
+        "max_grad_norm": ">= 0",
+        "adam_beta1": "[0, 1]",
+        "adam_beta2": "[0, 1]",
+        "adam_epsilon": ">= 0",
+        "label_smoothing_factor": "[0, 1]",
+        "logging_steps": "> 0",
+        "save_steps": "> 0",
+        "eval_steps": "> 0",
+        "save_total_limit": ">= 1",
+        "seed": "[0, 4294967295]",  # numpy's and torch's seeds are 32-bit
+        "data_seed": "[0, 4294967295]",
+        "dataloader_num_workers": ">= 0",
+        "eval_accumulation_steps": ">= 1",
+    }
+}
+
+
+def _scalar(hint: Any) -> bool:
+    """bool, int, float or str, optionally `| None`: the types whose values we check after
+    parsing (others, like TrainingArguments' dict-or-str fields, are converted by their class)."""
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return len(args) == 1 and _scalar(args[0])
+    return hint in (bool, int, float, str)
+
+
+def check_options(
+    obj: Any, checks: dict[str, str] | None = None, *, files: dict[str, Any] | None = None
+) -> None:
+    """Refuse option values of the wrong type, non-finite numbers and values out of range.
+
+    A field's range is `metadata={"check": "> 0"}` on our dataclasses (`> X`, `>= X`, `< X`,
+    `<= X` or `[A, B]`), or `checks[name]` for a dataclass that is not ours. The one-line error
+    names the option, and the config file where `files` says it came from one."""
+    import math
+
+    hints = _type_hints(type(obj))
+    external = [EXTERNAL_CHECKS.get(cls.__name__, {}) for cls in reversed(type(obj).__mro__)]
+    checks = {k: v for table in (*external, checks or {}) for k, v in table.items()}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        where = {"file": (files or {}).get(f.name), "field": f.name}
+        hint = hints.get(f.name)
+        if _scalar(hint) and not _fits(value, hint):
+            raise UserError(f"expected {_type_name(hint)}, got {_describe(value)}", **where)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"must be a finite number, got {value}", **where)
+        check = f.metadata.get("check") or checks.get(f.name)
+        if check and not _in_range(value, check):
+            raise UserError(f"{_check_text(check)}, got {value}", **where)
+
+
+def _parser_class():
+    """HfArgumentParser that reads our `check` metadata as a range for `check_options` (and
+    shows it in --help) instead of passing it on to argparse, which knows no such keyword."""
+    import copy
+    import types
+
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if "check" in field.metadata:
+                meta = {k: v for k, v in field.metadata.items() if k != "check"}
+                help_ = meta.get("help", "")
+                meta["help"] = f"{help_} ({_check_text(field.metadata['check'])})".strip()
+                field = copy.copy(field)
+                field.metadata = types.MappingProxyType(meta)
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    return Parser
 
 
 def _unwrap_dump(loaded: dict, known: set[str]) -> dict:
@@ -124,7 +371,30 @@ def redact(obj: Any) -> Any:
         return out
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return SECRET_VALUE.sub("<redacted>", obj)
     return obj
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line with secret flags' values (`--hub_token X`, `--api_key=X`) and token-like
+    values anywhere replaced by `<redacted>`."""
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+            continue
+        name, eq, _value = arg.partition("=")
+        if arg.startswith("--") and SECRET_NAME.search(name[2:].replace("-", "_")):
+            if eq:
+                out.append(f"{name}=<redacted>")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(SECRET_VALUE.sub("<redacted>", arg))
+    return out
 
 
 def _plain(obj: Any) -> Any:
@@ -144,5 +414,5 @@ def dump_config(path: str | os.PathLike, sections: dict[str, Any]) -> None:
     from .data import atomic_write_text
 
     data = redact({name: _plain(v) for name, v in sections.items()})
-    data["command"] = " ".join(["rankalign", *sys.argv[1:]]) if sys.argv else "rankalign"
+    data["command"] = " ".join(["rankalign", *redact_argv(sys.argv[1:])])
     atomic_write_text(path, yaml.safe_dump(redact(data), sort_keys=False, allow_unicode=True))

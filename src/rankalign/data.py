@@ -21,12 +21,14 @@ normalize them into this unit; any other field of a row is kept as is.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -44,6 +46,10 @@ ROLES = {"system", "user", "assistant", "tool", "developer"}
 # A prompt or response longer than this is an input error, not text to tokenize for minutes
 # (1M characters is ~250K tokens, beyond any context window).
 MAX_TEXT_CHARS = 1_000_000
+# Containers inside containers: real rows nest a few levels; a file nested thousands of levels
+# deep is an attack on recursive code (the parsers, deepcopy, json.dumps), not data.
+MAX_DEPTH = 100
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -57,7 +63,7 @@ def _looks_like_hub_name(spec: str) -> bool:
         len(parts) == 2
         and all(parts)
         and not spec.startswith((".", "/", "~"))
-        and suffix not in (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".ndjson")
+        and suffix not in FILE_SUFFIXES
     )
 
 
@@ -65,10 +71,25 @@ def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
     """Yield (record, location) from a file, a `load_from_disk` folder or a hub dataset.
 
     location is {"file": ..., "line": n} for line-based files, {"file": ..., "row": i} otherwise.
-    A hub dataset is `org/name` or `org/name:split` (default split `train`).
+    A hub dataset is `org/name` or `org/name:split` (default split `train`). Every record is an
+    object that passed `check_value`; any failure to read is a UserError naming the path.
     """
+    try:
+        for rec, loc in _read_any(spec):
+            check_value(rec, loc)
+            if not isinstance(rec, dict):
+                raise _err(loc, None, f"expected a JSON object, got {type(rec).__name__}")
+            yield rec, loc
+    except OSError as e:  # unreadable, a folder where a file is expected, an I/O error, ...
+        raise UserError(f"cannot read: {e.strerror or e}", file=e.filename or spec) from None
+
+
+def _read_any(spec: str | os.PathLike) -> Iterator[tuple[Any, dict]]:
     path = Path(spec)
-    if path.is_dir():
+    suffix = path.suffix.lower()
+    # a folder named like a file (data.jsonl/) goes to that file's reader, whose open() says
+    # "Is a directory"
+    if path.is_dir() and suffix not in FILE_SUFFIXES:
         yield from _read_dataset_dir(path)
         return
     if not path.exists():
@@ -76,7 +97,6 @@ def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
             yield from _read_hub(str(spec))
             return
         raise UserError("file not found", file=spec)
-    suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path)
     elif suffix == ".json":
@@ -92,31 +112,84 @@ def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
         )
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[dict, dict]]:
+class _DuplicateKeys(dict):
+    """A JSON object that repeats `key` (json.loads alone keeps the last value silently)."""
+
+    def __init__(self, pairs: list, key: str):
+        super().__init__(pairs)
+        self.key = key
+
+    def error(self, loc: dict, path: tuple = ()) -> UserError:
+        return _err(loc, _field((*path, self.key)), f"duplicate key '{self.key}'")
+
+
+class _TooLongInt:
+    """An integer literal with more digits than Python converts (sys.get_int_max_str_digits)."""
+
+    def __init__(self, literal: str):
+        self.digits = len(literal.lstrip("-"))
+
+    def error(self, loc: dict, path: tuple = ()) -> UserError:
+        limit = sys.get_int_max_str_digits()
+        return _err(
+            loc, _field(path), f"integer literal with {self.digits:,} digits (more than {limit:,})"
+        )
+
+
+def _object(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                return _DuplicateKeys(pairs, key)
+            seen.add(key)
+    return obj
+
+
+def _parse_int(literal: str) -> int | _TooLongInt:
+    try:
+        return int(literal)
+    except ValueError:  # the scanner matched a valid literal: only the digit limit is left
+        return _TooLongInt(literal)
+
+
+def _loads(text: str, loc: dict) -> Any:
+    """json.loads that leaves duplicate keys and over-long integers as markers for `check_value`,
+    which knows the row and field to name (json.loads itself would keep the last duplicate, and
+    raise a ValueError naming neither for the integer)."""
+    try:
+        return json.loads(text, parse_int=_parse_int, object_pairs_hook=_object)
+    except RecursionError:  # the parser recurses once per level: far past MAX_DEPTH
+        raise _err(loc, None, f"nested more than {MAX_DEPTH} levels deep") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[Any, dict]]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
+            if n == 1:  # some editors start a UTF-8 file with a byte-order mark
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise UserError(f"not valid UTF-8 (byte {e.start})", file=path, line=n) from None
             if not text.strip():
                 continue
+            loc = {"file": str(path), "line": n}
             try:
-                rec = json.loads(text)
+                rec = _loads(text, loc)
             except json.JSONDecodeError as e:
                 raise UserError(
                     f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=n
                 ) from None
-            if not isinstance(rec, dict):
-                raise UserError(
-                    f"expected a JSON object, got {type(rec).__name__}", file=path, line=n
-                )
-            yield rec, {"file": str(path), "line": n}
+            yield rec, loc
 
 
-def _read_json(path: Path) -> Iterator[tuple[dict, dict]]:
+def _read_json(path: Path) -> Iterator[tuple[Any, dict]]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = _loads(
+            path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8"), {"file": str(path)}
+        )
     except UnicodeDecodeError as e:
         raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
     except json.JSONDecodeError as e:
@@ -124,12 +197,12 @@ def _read_json(path: Path) -> Iterator[tuple[dict, dict]]:
             f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=e.lineno
         ) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
+        if isinstance(data, _DuplicateKeys):  # the rows are checked one by one, the wrapper here
+            raise data.error({"file": str(path)})
         data = data["data"]
     if not isinstance(data, list):
         raise UserError("a .json file must hold a list of objects (or {'data': [...]})", file=path)
     for i, rec in enumerate(data):
-        if not isinstance(rec, dict):
-            raise UserError(f"expected a JSON object, got {type(rec).__name__}", file=path, row=i)
         yield rec, {"file": str(path), "row": i}
 
 
@@ -145,25 +218,37 @@ def _read_parquet(path: Path) -> Iterator[tuple[dict, dict]]:
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[dict, dict]]:
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # as written by spreadsheet programs
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise UserError("not valid UTF-8", file=path, line=line) from None
+    # The csv module's cell limit (131,072 characters by default) is below MAX_TEXT_CHARS. No
+    # cell is longer than the file, which is in memory already: with this limit `_check_size`
+    # is what refuses an over-long prompt or response, with its usual message.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    start = reader.line_num + 1
-    for rec in reader:
-        # list-valued columns (responses, scores, ...) are JSON text in a CSV cell
-        for key, value in rec.items():
-            if isinstance(value, str) and value[:1] in "[{":
-                try:
-                    rec[key] = json.loads(value)
-                except json.JSONDecodeError:
-                    pass
-        # a record's first line (quoted cells can span lines, as HH dialogues do)
-        yield rec, {"file": str(path), "line": max(start, 2)}
+    # a record's first line (quoted cells can span lines, as HH dialogues do); csv's own line_num
+    # at an error can be the line before
+    start = 1
+    try:
+        if reader.fieldnames is None:  # an empty file: no rows
+            return
         start = reader.line_num + 1
+        for rec in reader:
+            loc = {"file": str(path), "line": start}
+            # list-valued columns (responses, scores, ...) are JSON text in a CSV cell
+            for key, value in rec.items():
+                if isinstance(value, str) and value[:1] in "[{":
+                    try:
+                        rec[key] = _loads(value, loc)
+                    except json.JSONDecodeError:
+                        pass
+            yield rec, loc
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise UserError(f"invalid CSV: {e}", file=path, line=start) from None
 
 
 def _read_dataset_dir(path: Path) -> Iterator[tuple[dict, dict]]:
@@ -207,6 +292,56 @@ def _err(loc: dict, field_name: str | None, message: str) -> UserError:
     return UserError(
         message, file=loc.get("file"), line=loc.get("line"), row=loc.get("row"), field=field_name
     )
+
+
+def _field(path: tuple) -> str | None:
+    """('prompt', 0, 'content') -> "prompt[0].content"; None for the record itself."""
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    return text.removeprefix(".") or None
+
+
+def check_value(value: Any, loc: dict, path: tuple = ()) -> None:
+    """Refuse what a parser let through but later stages cannot use, naming its field.
+
+    - a string or key that does not encode as UTF-8 (a lone surrogate from a JSON or YAML escape
+      such as "\\ud800" passes everything until the output is written);
+    - containers nested more than MAX_DEPTH deep;
+    - the markers `_loads` leaves for a duplicate key or an over-long integer literal.
+    """
+    if isinstance(value, str):
+        _check_encodable(value, loc, path)
+    elif isinstance(value, _TooLongInt):
+        raise value.error(loc, path)
+    elif isinstance(value, dict | list | tuple):
+        if len(path) >= MAX_DEPTH:  # the top-level field: the full path would be a long line
+            raise _err(loc, _field(path[:1]), f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str):
+                    _check_encodable(key, loc, path, what="key")
+            if isinstance(value, _DuplicateKeys):
+                raise value.error(loc, path)
+            # keys become path parts as strings: an int key is not a list index
+            items = ((str(k), v) for k, v in value.items())
+        else:
+            items = enumerate(value)
+        for part, item in items:
+            if not isinstance(item, int | float | None):  # skip numbers fast (long score lists)
+                check_value(item, loc, (*path, part))
+
+
+def _check_encodable(text: str, loc: dict, path: tuple, what: str = "text") -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _err(
+            loc,
+            _field(path),
+            f"{what} holds a lone surrogate \\u{ord(text[e.start]):04x} at character {e.start} "
+            "(not valid Unicode)",
+        ) from None
 
 
 def _check_messages(value: Any, loc: dict, field_name: str) -> list[dict]:
@@ -258,9 +393,15 @@ def _response(value: Any, loc: dict, field_name: str) -> str:
 def _number(value: Any, loc: dict, field_name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _err(loc, field_name, f"score must be a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
-        raise _err(loc, field_name, f"score is {value} (must be finite)")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range (about 1.8e308)
+        raise _err(
+            loc, field_name, "score is an integer beyond the float range (must be finite)"
+        ) from None
+    if not math.isfinite(number):
+        raise _err(loc, field_name, f"score is {number} (must be finite)")
+    return number
 
 
 def _split_hh(chosen: str, rejected: str, loc: dict) -> tuple[str, str, str]:
@@ -528,6 +669,91 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN/Infinity replaced by None (JSON has no such numbers).
+
+    Where a metric is undefined the dict that held it gains `notes: {key: why}` unless the caller
+    already explained it there, so a reader of the file sees `null` with a reason."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        out, notes = {}, {}
+        for k, v in obj.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                notes[str(k)] = f"undefined ({v} is not a number JSON can hold)"
+            out[k] = strict_json(v)
+        if notes:
+            given = out.get("notes") if isinstance(out.get("notes"), dict) else {}
+            if "notes" in out and not isinstance(out["notes"], dict):
+                notes = {}  # a non-dict `notes` field is the caller's own data: leave it alone
+            else:
+                out["notes"] = {**notes, **given}
+        return out
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs) -> str:
+    """Valid JSON text (NaN/Infinity become null with a note, see `strict_json`)."""
+    kwargs.setdefault("indent", 2)
+    kwargs.setdefault("default", str)
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any, **kwargs) -> None:
+    """Atomically write `obj` as valid JSON (metrics, summaries, reports' data)."""
+    atomic_write_text(path, json_text(obj, **kwargs))
+
+
+def check_output_location(
+    path: str | Path,
+    *,
+    folder: bool = False,
+    field: str = "out",
+    files: tuple | list = (),
+    folders: tuple | list = (),
+) -> list[Path]:
+    """Refuse an output that cannot be written, before a command writes anything.
+
+    `path` is the output file (or, with `folder`, the output folder); `files` and `folders` are
+    the other paths the command writes (side files, shard folders). The folder that will hold
+    the output must exist or be creatable: its nearest existing ancestor must be a writable
+    folder. Returns the folders that do not exist yet (the first write creates them)."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UserError(
+                "exists and is not a folder (this output is a folder)", file=path, field=field
+            )
+        home = path
+    else:
+        if path.is_dir():
+            raise UserError("is a folder (this output is a file)", file=path, field=field)
+        home = path.parent
+    for f in files:
+        if Path(f).is_dir():
+            raise UserError("is a folder where this command writes a file", file=f, field=field)
+    for d in folders:
+        if Path(d).exists() and not Path(d).is_dir():
+            raise UserError("is a file where this command keeps a folder", file=d, field=field)
+    missing, ancestor = [], Path(os.path.abspath(home))
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise UserError("is a broken symbolic link", file=ancestor, field=field)
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(
+            f"cannot create the output's folder: '{ancestor}' is a file, not a folder",
+            file=path,
+            field=field,
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write in '{ancestor}' (permission denied)", file=path, field=field)
+    return missing
 
 
 def side_path(out: str | os.PathLike, suffix: str) -> Path:

@@ -50,22 +50,26 @@ class DemoConfig:
         },
     )
     reward: str = field(default="sentiment", metadata={"help": "reward spec of `rankalign score`"})
-    train_prompts: int | None = None
-    heldout_prompts: int | None = None
-    max_new_tokens: int | None = None
-    epochs: float | None = None
+    train_prompts: int | None = field(default=None, metadata={"check": ">= 1"})
+    heldout_prompts: int | None = field(default=None, metadata={"check": ">= 1"})
+    max_new_tokens: int | None = field(default=None, metadata={"check": ">= 1"})
+    epochs: float | None = field(default=None, metadata={"check": "> 0"})
     # full fine-tuning: on 2 CPU cores a step took 17 s against 30 s with LoRA (all-linear, r=16)
     use_lora: bool = False
-    learning_rate: float = 5e-5
+    learning_rate: float = field(default=5e-5, metadata={"check": "> 0"})
     # token-mean SFT term (as the released RRHF code, without its padded-length bug): with the
     # sum, the SFT term outweighs the ranking term and RRHF ends up no better than SFT-on-best
     sft_reduction: str = field(
         default="mean", metadata={"help": "RRHF's SFT term: mean | sum (paper Eq. 4)"}
     )
-    batch_size: int = field(default=4, metadata={"help": "lists per optimizer step"})
-    seed: int = 42
+    batch_size: int = field(
+        default=4, metadata={"help": "lists per optimizer step", "check": ">= 1"}
+    )
+    seed: int = field(default=42, metadata={"check": ">= 0"})
 
     def __post_init__(self):
+        if self.sft_reduction not in ("mean", "sum"):
+            raise ValueError(f"sft_reduction must be mean or sum, got '{self.sft_reduction}'")
         i = 0 if self.quick else 1
         for name, sizes in SIZES.items():
             if getattr(self, name) is None:
@@ -77,20 +81,86 @@ def _stage(n: int, total: int, title: str) -> float:
     return time.time()
 
 
-def split_prompts(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
+def read_prompts(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
+    """The train and held-out prompts (every row of the file checked); writes nothing."""
     src = cfg.prompts or str(resources.files("rankalign") / "assets" / "demo_prompts.jsonl")
     rows = load_lists(src).rows
     train = [r for r in rows if r.get("split", "train") == "train"][: cfg.train_prompts]
     held = [r for r in rows if r.get("split") == "heldout"][: cfg.heldout_prompts]
     if not train or not held:
         raise UserError("the demo prompts need rows with split 'train' and 'heldout'", file=src)
+    return train, held
+
+
+def split_prompts(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
     paths = out / "prompts_train.jsonl", out / "prompts_heldout.jsonl"
-    for path, part in zip(paths, (train, held)):
+    for path, part in zip(paths, read_prompts(cfg)):
         write_jsonl(path, [{"id": r["id"], "prompt": r["prompt"]} for r in part])
     return paths
 
 
+def _train_common(cfg: DemoConfig, scored: Path) -> list[str]:
+    return [
+        "--data",
+        str(scored),
+        "--model",
+        cfg.model,
+        "--chat_template",
+        "always",
+        "--max_length",
+        "160",
+        "--num_train_epochs",
+        str(cfg.epochs),
+        "--learning_rate",
+        str(cfg.learning_rate),
+        "--per_device_train_batch_size",
+        str(cfg.batch_size),
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--seed",
+        str(cfg.seed),
+        "--use_lora",
+        str(cfg.use_lora).lower(),
+        "--warmup_steps",
+        "0.1",
+        "--sft_reduction",
+        cfg.sft_reduction,
+    ]
+
+
+def validate(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
+    """Every check of a demo run; writes nothing: the output folder, the prompts, the reward
+    spec, the training options (parsed by `rankalign train`'s parser) and the model (its files
+    and tokenizer; the embedded default is converted once into the cache)."""
+    from .data import check_output_location
+    from .models import load_tokenizer, resolve_model
+    from .rewards import check_reward_models, parse_reward_specs
+    from .train import parse_args as parse_train_args
+
+    out = Path(cfg.out)
+    check_output_location(
+        out,
+        folder=True,
+        files=[out / n for n in ("demo_config.yaml", "prompts_train.jsonl", "candidates.jsonl")],
+    )
+    specs = parse_reward_specs([cfg.reward])
+    train, held = read_prompts(cfg)
+    try:
+        parse_train_args([*_train_common(cfg, out / "scored.jsonl"), "--output_dir", str(out)])
+    except UserError as e:
+        raise UserError(f"the train stage would refuse the demo's options: {e}") from None
+    check_reward_models(specs)
+    path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(path)
+    if not getattr(tokenizer, "chat_template", None):  # the demo's stages use chat_template: always
+        raise UserError("the demo needs a model whose tokenizer has a chat template", file=path)
+    return train, held
+
+
 def run(cfg: DemoConfig) -> dict:
+    validate(cfg)  # validate, then write
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(out / "demo_config.yaml", {"demo": cfg})
@@ -143,34 +213,7 @@ def run(cfg: DemoConfig) -> dict:
             "score", ["--in", str(candidates), "--out", str(scored), "--reward", cfg.reward]
         )
 
-    train_common = [
-        "--data",
-        str(scored),
-        "--model",
-        cfg.model,
-        "--chat_template",
-        "always",
-        "--max_length",
-        "160",
-        "--num_train_epochs",
-        str(cfg.epochs),
-        "--learning_rate",
-        str(cfg.learning_rate),
-        "--per_device_train_batch_size",
-        str(cfg.batch_size),
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "1",
-        "--seed",
-        str(cfg.seed),
-        "--use_lora",
-        str(cfg.use_lora).lower(),
-        "--warmup_steps",
-        "0.1",
-        "--sft_reduction",
-        cfg.sft_reduction,
-    ]
+    train_common = _train_common(cfg, scored)
     runs = {
         "rrhf": ["--loss", "rrhf"],
         # the paper's Table 7 ablation: RRHF without the ranking loss = SFT on each list's best

@@ -17,4 +17,5 @@ class UserError(Exception):
         if field is not None:
             where.append(f"field '{field}'")
         self.location = ", ".join(where)
+        message = " ".join(str(message).split("\n"))  # one line, whatever the message quoted
         super().__init__(f"{self.location}: {message}" if where else message)

@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import dump_config, parse_config
-from .data import atomic_write_text, load_lists, write_jsonl
+from .data import check_output_location, load_lists, write_json, write_jsonl
 from .errors import UserError
-from .models import default_device
+from .models import default_device, load_tokenizer
 
 HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]
 LENGTH_UNITS = ("tokens", "chars", "words")
@@ -88,25 +88,31 @@ class EvaluateConfig:
         default="greedy", metadata={"help": "greedy | sample (top-p/temperature)"}
     )
     temperature: float = field(
-        default=0.8, metadata={"help": "sampling temperature (strategy sample, --num_samples)"}
+        default=0.8,
+        metadata={"help": "sampling temperature (strategy sample, --num_samples)", "check": "> 0"},
     )
     top_p: float = field(
-        default=1.0, metadata={"help": "nucleus mass (strategy sample, --num_samples)"}
+        default=1.0,
+        metadata={"help": "nucleus mass (strategy sample, --num_samples)", "check": "[0, 1]"},
     )
-    max_new_tokens: int = 128
+    max_new_tokens: int = field(default=128, metadata={"help": "new tokens", "check": ">= 1"})
     stop: list[str] = field(
         default_factory=lambda: list(HH_STOP),
         metadata={
             "help": "responses are cut at the first stop string (RRHF §4.1: a new Human:/Assistant: turn)"
         },
     )
-    max_prompts: int | None = field(default=None, metadata={"help": "only the first N prompts"})
-    max_prompt_length: int = field(
-        default=1024, metadata={"help": "prompt tokens kept (cut from the left)"}
+    max_prompts: int | None = field(
+        default=None, metadata={"help": "only the first N prompts", "check": ">= 1"}
     )
-    batch_size: int = field(default=8, metadata={"help": "prompts per generation / scoring batch"})
+    max_prompt_length: int = field(
+        default=1024, metadata={"help": "prompt tokens kept (cut from the left)", "check": ">= 1"}
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "prompts per generation / scoring batch", "check": ">= 1"}
+    )
     chat_template: str = field(default="auto", metadata={"help": "auto | always | never"})
-    seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed"})
+    seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed", "check": ">= 0"})
     regenerate: bool = field(default=False, metadata={"help": "ignore cached generations"})
     dtype: str = "float32"
     device: str | None = field(
@@ -115,8 +121,12 @@ class EvaluateConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
     # reward statistics
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
+    bootstrap_resamples: int = field(
+        default=1000, metadata={"help": "bootstrap resamples of the mean", "check": ">= 1"}
+    )
+    confidence: float = field(
+        default=0.95, metadata={"help": "bootstrap interval level, in (0, 1)", "check": "> 0"}
+    )
     # perplexity
     ppl_model: str = field(
         default="auto",
@@ -126,7 +136,8 @@ class EvaluateConfig:
         },
     )
     max_length: int = field(
-        default=1024, metadata={"help": "token limit of prompt + response when scoring"}
+        default=1024,
+        metadata={"help": "token limit of prompt + response when scoring", "check": ">= 2"},
     )
     # win rate
     win_judge: list[str] = field(
@@ -137,7 +148,7 @@ class EvaluateConfig:
         },
     )
     tie_tolerance: float = field(
-        default=0.0, metadata={"help": "|r_model - r_baseline| <= this is a tie"}
+        default=0.0, metadata={"help": "|r_model - r_baseline| <= this is a tie", "check": ">= 0"}
     )
     # RM accuracy
     pairs: str | None = field(
@@ -159,7 +170,8 @@ class EvaluateConfig:
         default=0,
         metadata={
             "help": "also draw K samples per prompt from every model (temperature/top_p) for best-of-n "
-            "and reward-length"
+            "and reward-length",
+            "check": ">= 0",
         },
     )
     length_unit: str = field(default="tokens", metadata={"help": "tokens | chars | words"})
@@ -175,7 +187,9 @@ class EvaluateConfig:
     loop_run: str | None = field(
         default=None, metadata={"help": "loop run folder (iter-*/metrics.json)"}
     )
-    examples: int = field(default=3, metadata={"help": "prompts shown with every entry's response"})
+    examples: int = field(
+        default=3, metadata={"help": "prompts shown with every entry's response", "check": ">= 0"}
+    )
     report: bool = field(default=True, metadata={"help": "write report.md / report.html / plots"})
 
     def __post_init__(self):
@@ -199,15 +213,8 @@ class EvaluateConfig:
             raise ValueError(f"strategy must be greedy or sample, got '{self.strategy}'")
         if self.length_unit not in LENGTH_UNITS:
             raise ValueError(f"length_unit must be one of {', '.join(LENGTH_UNITS)}")
-        if not 0 < self.confidence < 1 or self.bootstrap_resamples < 1:
-            raise ValueError("confidence must be in (0, 1) and bootstrap_resamples >= 1")
-        if (
-            min(self.batch_size, self.max_new_tokens, self.max_prompt_length) < 1
-            or self.max_length < 2
-        ):
-            raise ValueError("batch_size, max_new_tokens, max_prompt_length must be >= 1")
-        if self.num_samples < 0 or self.examples < 0:
-            raise ValueError("num_samples and examples must be >= 0")
+        # numeric ranges: the fields' `check` metadata (config.check_options, run by
+        # parse_config and again by `prepare`, so the API's configurations are checked too)
 
 
 # ============================================================================ metrics (pure)
@@ -221,10 +228,11 @@ def bootstrap_ci(
     `resamples` times: draw n indices with replacement (numpy `default_rng(seed).integers(0, n,
     size=(resamples, n))`, drawn in row chunks, which gives the same numbers), take the mean of
     those values. The interval is the (1 - c)/2 and (1 + c)/2 quantiles of the means.
+    No values: (None, None), the interval is undefined.
     """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
-        return math.nan, math.nan
+        return None, None
     rng = np.random.default_rng(seed)
     chunk = max(1, 2_000_000 // x.size)  # bound memory: about 2M indices at a time
     means = np.concatenate(
@@ -239,11 +247,16 @@ def bootstrap_ci(
 
 
 def reward_summary(values, *, resamples: int, confidence: float, seed: int) -> dict:
+    """Mean, std and bootstrap interval of the rewards that are not None (None when none is)."""
     x = np.asarray([v for v in values if v is not None], dtype=float)
+    if not x.size:
+        why = "no response could be scored: the mean reward is undefined"
+        keys = ("mean_reward", "std", "ci_low", "ci_high")
+        return {**dict.fromkeys(keys), "n": 0, "notes": dict.fromkeys(keys, why)}
     low, high = bootstrap_ci(x, resamples=resamples, confidence=confidence, seed=seed)
     return {
-        "mean_reward": float(x.mean()) if x.size else math.nan,
-        "std": float(x.std()) if x.size else math.nan,
+        "mean_reward": float(x.mean()),
+        "std": float(x.std()),
         "ci_low": low,
         "ci_high": high,
         "n": int(x.size),
@@ -304,15 +317,22 @@ def reward_length_correlation(rows: list[dict], length_fn, unit: str) -> dict:
             {"id": row["id"], "r": r, "k": len(lengths), "mean_length": float(np.mean(lengths))}
         )
     rs = np.asarray([p["r"] for p in per_prompt])
-    return {
+    out = {
         "length_unit": unit,
         "prompts": len(per_prompt),
         "skipped": skipped,
-        "mean_r": float(rs.mean()) if rs.size else math.nan,
-        "median_r": float(np.median(rs)) if rs.size else math.nan,
-        "positive_fraction": float((rs > 0).mean()) if rs.size else math.nan,
+        "mean_r": float(rs.mean()) if rs.size else None,
+        "median_r": float(np.median(rs)) if rs.size else None,
+        "positive_fraction": float((rs > 0).mean()) if rs.size else None,
         "per_prompt": per_prompt,
     }
+    if not rs.size:
+        why = (
+            "no prompt has 2 or more responses with varying rewards and lengths: "
+            "the correlation is undefined"
+        )
+        out["notes"] = dict.fromkeys(("mean_r", "median_r", "positive_fraction"), why)
+    return out
 
 
 def compare(a, b, tolerance: float = 0.0) -> int:
@@ -325,32 +345,46 @@ def win_rate(verdicts: list[int | None]) -> dict:
     judged = [v for v in verdicts if v is not None]
     n = len(judged)
     wins, ties, losses = judged.count(1), judged.count(0), judged.count(-1)
-    return {
+    out = {
         "n": n,
         "wins": wins,
         "ties": ties,
         "losses": losses,
         "unjudged": len(verdicts) - n,
-        "win_rate": wins / n if n else math.nan,
-        "tie_rate": ties / n if n else math.nan,
-        "loss_rate": losses / n if n else math.nan,
-        "win_rate_ties_half": (wins + ties / 2) / n if n else math.nan,
+        "win_rate": wins / n if n else None,
+        "tie_rate": ties / n if n else None,
+        "loss_rate": losses / n if n else None,
+        "win_rate_ties_half": (wins + ties / 2) / n if n else None,
     }
+    if not n:
+        why = "no prompt could be judged: the rates are undefined"
+        out["notes"] = {k: why for k in out if k.endswith(("_rate", "_half"))}
+    return out
 
 
-def pair_accuracy(preferred: list[float], other: list[float]) -> dict:
-    """Fraction of pairs where the preferred response scores strictly higher; ties apart."""
+NO_PAIR_TIED = "every pair is tied (equal labelled scores): no pair to rank, accuracy undefined"
+NO_PAIR_SCORED = "no pair could be scored: accuracy undefined"
+
+
+def pair_accuracy(preferred: list[float], other: list[float], *, empty_note: str = "") -> dict:
+    """Fraction of pairs where the preferred response scores strictly higher; ties apart.
+
+    No pairs: accuracy is None with `notes` saying why (`empty_note`)."""
     correct = sum(p > o for p, o in zip(preferred, other))
     ties = sum(p == o for p, o in zip(preferred, other))
     n = len(preferred)
-    return {
+    out = {
         "n": n,
         "correct": correct,
         "wrong": n - correct - ties,
         "ties": ties,
-        "accuracy": correct / n if n else math.nan,
-        "accuracy_ties_half": (correct + ties / 2) / n if n else math.nan,
+        "accuracy": correct / n if n else None,
+        "accuracy_ties_half": (correct + ties / 2) / n if n else None,
     }
+    if not n:
+        why = empty_note or "no pair: accuracy undefined"
+        out["notes"] = {"accuracy": why, "accuracy_ties_half": why}
+    return out
 
 
 def labelled_pairs(rows: list[dict]) -> list[tuple[int, int, int]]:
@@ -376,7 +410,15 @@ def sample_stats(rows: list[dict]) -> list[dict]:
     groups["all"] = [(r, v) for r, row in enumerate(rows) for v in row["scores"]]
     out = []
     for source, pairs in groups.items():
-        values = np.asarray([v for _, v in pairs])
+        values = np.asarray([v for _, v in pairs], dtype=float)
+        if not values.size:
+            why = "no scored response: undefined"
+            keys = ("mean", "std", "max", "best")
+            out.append(
+                {"source": source, "prompts": 0, "responses": 0, **dict.fromkeys(keys)}
+                | {"notes": dict.fromkeys(keys, why)}
+            )
+            continue
         best: dict[int, float] = {}
         for r, v in pairs:
             best[r] = max(best.get(r, -math.inf), v)
@@ -502,18 +544,20 @@ class RewardSet:
         self.two_orders = any(s.kind == "judge" for s in self.specs)
 
     def score(self, rows: list[dict]) -> list[list[float | None]]:
-        """Per row, one value per response (None where a reward could not score it)."""
+        """Per row, one value per response (None where a reward could not score it, or gave a
+        value that is not a finite number: NaN or infinity have no mean and no ranking)."""
         parts = [r.score(rows) for r in self.rewards]
         out = []
         for i, row in enumerate(rows):
             values = []
             for j in range(len(row["responses"])):
                 vs = [p[i][j] for p in parts]
-                values.append(
+                total = (
                     None
                     if any(v is None for v in vs)
                     else sum(r.weight * v for r, v in zip(self.rewards, vs))
                 )
+                values.append(total if total is not None and math.isfinite(total) else None)
             out.append(values)
         return out
 
@@ -636,9 +680,17 @@ def cached_generate(
     key = gen.settings_key(num)
     done: dict[str, list[str]] = {}
     if path.is_file() and not cfg.regenerate:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line) if line.strip() else None
-            if rec and rec.get("settings") == key:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:  # a damaged cache line: generated again
+                continue
+            if (
+                isinstance(rec, dict)
+                and rec.get("settings") == key
+                and isinstance(rec.get("id"), str)
+                and isinstance(rec.get("responses"), list)
+            ):
                 done[rec["id"]] = rec["responses"]
     todo = [row for row in rows if row["id"] not in done]
     if done:
@@ -726,7 +778,13 @@ def perplexity(
 
     keep = [i for i, r in enumerate(responses) if tokenizer(r, add_special_tokens=False).input_ids]
     if not keep:
-        return {"perplexity": math.nan, "ppl_tokens": 0, "ppl_skipped_empty": len(responses)}
+        why = "every response is empty: no token to score, perplexity undefined"
+        return {
+            "perplexity": None,
+            "ppl_tokens": 0,
+            "ppl_skipped_empty": len(responses),
+            "notes": {"perplexity": why},
+        }
     ds, truncated = _logp_dataset(
         tokenizer, [prompts[i] for i in keep], [[responses[i]] for i in keep], cfg, eos=False
     )
@@ -758,7 +816,7 @@ def policy_scores(
 
 
 def load_lm(path: str, cfg: EvaluateConfig):
-    from .models import load_causal_lm, load_tokenizer
+    from .models import load_causal_lm
 
     tok = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
     model = load_causal_lm(
@@ -793,13 +851,23 @@ def read_training_log(run: str) -> list[dict]:
             )
     if not path.is_file():
         raise UserError("training run not found", file=run)
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"invalid JSON: {e.msg}", file=path, line=e.lineno) from None
-    if not isinstance(state.get("log_history"), list):
+    state = _read_json_file(path)
+    if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise UserError("no log_history list", file=path, field="log_history")
     return [e for e in state["log_history"] if isinstance(e, dict)]
+
+
+def _read_json_file(path: Path):
+    """A JSON file's content; unreadable or invalid JSON is a UserError naming the file and line.
+    (NaN/Infinity, which Python's own JSON writer emits, are accepted as numbers.)"""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"invalid JSON: {e.msg}", file=path, line=e.lineno) from None
+    except UnicodeDecodeError:
+        raise UserError("not valid UTF-8", file=path) from None
+    except OSError as e:
+        raise UserError(f"cannot read: {e.strerror}", file=path) from None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -828,7 +896,7 @@ def read_loop_metrics(run: str) -> list[dict]:
     its = []
     if files:
         for f in files:
-            data = json.loads(f.read_text(encoding="utf-8"))
+            data = _read_json_file(f)
             if not isinstance(data, dict):
                 raise UserError("expected a JSON object of metrics", file=f)
             it = _flatten(data)
@@ -838,7 +906,7 @@ def read_loop_metrics(run: str) -> list[dict]:
     single = path / "metrics.json" if path.is_dir() else path
     if not single.is_file():
         raise UserError("no iter-*/metrics.json or metrics.json", file=run)
-    data = json.loads(single.read_text(encoding="utf-8"))
+    data = _read_json_file(single)
     if isinstance(data, dict) and isinstance(data.get("iterations"), list):
         data = data["iterations"]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
@@ -892,18 +960,62 @@ class _Run:
     sample_sets: dict[str, list[dict]] = field(default_factory=dict)  # best-of-n inputs
     pair_rows: list[dict] = field(default_factory=list)
     pair_scores: dict[str, list[list[float]]] = field(default_factory=dict)  # p_i of policies
+    sample_files: dict[str, list[dict]] = field(default_factory=dict)  # --samples, by name
+    train_rows: dict[str, list[dict]] = field(default_factory=dict)  # --train_data, by path
+    train_logs: dict[str, list[dict]] = field(default_factory=dict)  # --train_runs, by name
+    loop_iterations: list[dict] | None = None  # --loop_run
 
     @property
     def models(self) -> dict[str, dict]:
         return self.metrics.setdefault("models", {})
 
 
-def run(cfg: EvaluateConfig, entries: list[Entry]) -> dict:
-    """All metrics the options ask for, then the report; returns the metrics dict."""
+MODEL_REWARD_KINDS = ("rm", "causal-rm", "preference", "policy-logprob")
+
+
+def _check_reward_specs(specs: list, defaults: dict, option: str) -> None:
+    """Validate reward specs that are built later (win judge, RM scorers) without loading their
+    models: the spec itself, and a model's folder (resolved and checked like any model)."""
+    from collections import Counter
+
+    from .models import check_weights_format, resolve_model
+    from .rewards import build_rewards, parse_reward_spec
+
+    parsed = [(text, parse_reward_spec(text)) for text in specs]
+    names = Counter(spec.name for _, spec in parsed)
+    dupes = [n for n, c in names.items() if c > 1]
+    if dupes and option == "win_judge":  # one RewardSet: the names must differ
+        raise UserError(
+            f"two rewards are named '{dupes[0]}'; give one a name=... option", field=option
+        )
+    for text, spec in parsed:
+        try:
+            if spec.kind in MODEL_REWARD_KINDS:
+                path = resolve_model(spec.options["path"])
+                check_weights_format(path, bool(spec.options.get("allow_pickle")))
+            else:
+                build_rewards([spec], defaults)  # cheap: no model (a judge does not connect yet)
+        except UserError as e:
+            msg = str(e)
+            raise UserError(
+                msg if msg.startswith("reward ") else f"{option} '{text}': {msg}"
+            ) from None
+
+
+def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
+    """Validate and read everything the evaluation needs, writing nothing: the output folder,
+    the prompts, every entry's responses from files or dataset fields, the pairs, samples,
+    training files, training logs and loop metrics, every model path (resolved and checked),
+    and the rewards (built: their models load here). Any problem is a UserError."""
+    from .config import check_options
+    from .models import resolve_model
+
+    check_options(cfg)  # types, finite numbers, ranges (parse_config did it for the CLI)
+    if not cfg.confidence < 1:
+        raise UserError(f"must be < 1, got {cfg.confidence}", field="confidence")
     if entries and not cfg.prompts:
         raise UserError("--model/--baseline need --prompts FILE")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_location(cfg.out, folder=True)
     defaults = {
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
@@ -915,14 +1027,66 @@ def run(cfg: EvaluateConfig, entries: list[Entry]) -> dict:
     }
     rows = load_lists(cfg.prompts, limit=cfg.max_prompts).rows if cfg.prompts else []
     r = _Run(cfg, entries, rows, defaults)
-    r.metrics.update(
-        {"config": dataclasses.asdict(cfg), "notes": r.notes, "num_prompts": len(rows)}
-    )
+    for e in entries:  # responses that are read, not generated
+        if e.kind == "dataset":
+            r.responses[e.name] = dataset_responses(rows, e.spec.split(":", 1)[1], cfg.prompts)
+        elif e.kind == "file":
+            r.responses[e.name] = file_responses(rows, e.path)
     if cfg.pairs:
         r.pair_rows = load_lists(cfg.pairs, min_responses=2, require_scores=True).rows
+    for path in cfg.samples:
+        r.sample_files[Path(path).stem] = load_lists(path, min_responses=1).rows
+    for path in cfg.train_data:
+        train_rows = load_lists(path, min_responses=1).rows
+        if not cfg.reward and not all(row.get("scores") is not None for row in train_rows):
+            raise UserError("training file has no scores (and no --reward to score it)", file=path)
+        r.train_rows[path] = train_rows
+    for run_dir in cfg.train_runs:
+        name = Path(run_dir.rstrip("/")).name
+        while name in r.train_logs:
+            name += "'"
+        r.train_logs[name] = read_training_log(run_dir)
+    if cfg.loop_run:
+        r.loop_iterations = read_loop_metrics(cfg.loop_run)
+    lm_paths = [e.path for e in entries if e.kind == "model"]  # resolved by parse_entries
+    if cfg.ppl_model not in ("auto", "none"):
+        lm_paths.append(resolve_model(cfg.ppl_model))
+    scorers = [s for s in cfg.rm_scorers if s not in ("reward", "models")]
+    for spec in scorers:
+        if spec.startswith(("policy:", "policy-logprob:")):
+            path = spec.split(":", 1)[1]
+            if not path:
+                raise UserError(f"rm_scorers '{spec}': needs a model path", field="rm_scorers")
+            lm_paths.append(resolve_model(path))
+    for path in dict.fromkeys(lm_paths):  # a folder without a usable tokenizer: refused now
+        load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
+    _check_reward_specs(
+        [s for s in scorers if not s.startswith(("policy:", "policy-logprob:"))],
+        defaults,
+        "rm_scorers",
+    )
+    _check_reward_specs(cfg.win_judge, defaults, "win_judge")
     if cfg.reward:
-        r.rewards = RewardSet(cfg.reward, defaults)
-    elif entries:
+        r.rewards = RewardSet(cfg.reward, defaults)  # last: it may load reward models
+    return r
+
+
+def run(cfg: EvaluateConfig, entries: list[Entry]) -> dict:
+    """All metrics the options ask for, then the report; returns the metrics dict.
+
+    Everything is validated (`prepare`) before the first file is written."""
+    return execute(prepare(cfg, entries))
+
+
+def execute(r: _Run) -> dict:
+    """The evaluation proper, on validated inputs: writes into OUT."""
+    cfg, entries = r.cfg, r.entries
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    r.metrics.update(
+        {"config": dataclasses.asdict(cfg), "notes": r.notes, "num_prompts": len(r.rows)}
+    )
+    if not cfg.reward and entries:
         r.notes.append("no --reward: reward, win rate and best-of-n are not computed")
     _collect_responses(r)
     _score_entries(r)
@@ -930,7 +1094,11 @@ def run(cfg: EvaluateConfig, entries: list[Entry]) -> dict:
     _reference_scores(r)
     _win_rates(r)
     if r.pair_rows:
-        r.metrics["rm_accuracy"] = rm_accuracy(r.pair_rows, r.pair_scores, cfg, r.rewards, defaults)
+        r.metrics["rm_accuracy"] = rm_accuracy(
+            r.pair_rows, r.pair_scores, cfg, r.rewards, r.defaults
+        )
+        if not labelled_pairs(r.pair_rows):
+            r.notes.append(f"--pairs {cfg.pairs}: {NO_PAIR_TIED}")
     _sample_metrics(r)
     _training_logs(r)
     _per_prompt_outputs(r, out)
@@ -939,20 +1107,25 @@ def run(cfg: EvaluateConfig, entries: list[Entry]) -> dict:
 
         write_report(r.metrics, out)
     else:
-        atomic_write_text(out / "metrics.json", json.dumps(r.metrics, indent=2, default=str) + "\n")
+        write_json(out / "metrics.json", r.metrics)
     return r.metrics
+
+
+def _merge(target: dict, values: dict) -> None:
+    """target.update(values), keeping both sides' `notes` (why a value is null)."""
+    notes = {**(target.get("notes") or {}), **(values.get("notes") or {})}
+    target.update(values)
+    if notes:
+        target["notes"] = notes
 
 
 def _collect_responses(r: _Run) -> None:
     """Every entry's response per prompt; each model is loaded once (lazily) for its greedy
-    generations, its --num_samples samples and its p_i on the pairs, then freed."""
+    generations, its --num_samples samples and its p_i on the pairs, then freed. (Responses
+    from files and dataset fields were read by `prepare`.)"""
     cfg = r.cfg
     for e in r.entries:
         r.models[e.name] = {"spec": e.spec, "kind": e.kind}
-        if e.kind == "dataset":
-            r.responses[e.name] = dataset_responses(r.rows, e.spec.split(":", 1)[1], cfg.prompts)
-        elif e.kind == "file":
-            r.responses[e.name] = file_responses(r.rows, e.path)
     out = Path(cfg.out)
     for e in [e for e in r.entries if e.kind == "model"]:
         gen, name = Generator(e, cfg), _safe_name(e.name)
@@ -989,7 +1162,7 @@ def _score_entries(r: _Run) -> None:
     """Mean reward, std and bootstrap interval of every entry's responses."""
     for e in r.entries:
         m, texts = r.models[e.name], r.responses[e.name]
-        m["mean_length_chars"] = float(np.mean([len(t) for t in texts])) if texts else math.nan
+        m["mean_length_chars"] = float(np.mean([len(t) for t in texts])) if texts else None
         m["empty_responses"] = sum(not t.strip() for t in texts)
         if r.rewards is None:
             continue
@@ -997,16 +1170,17 @@ def _score_entries(r: _Run) -> None:
         r.entry_rewards[e.name] = values
         if None in values:
             r.notes.append(
-                f"{e.name}: {values.count(None)} responses could not be scored and "
-                "are left out of its mean reward"
+                f"{e.name}: {values.count(None)} responses could not be scored (no value, or "
+                "not a finite number) and are left out of its mean reward"
             )
-        m.update(
+        _merge(
+            m,
             reward_summary(
                 values,
                 resamples=r.cfg.bootstrap_resamples,
                 confidence=r.cfg.confidence,
                 seed=r.cfg.seed,
-            )
+            ),
         )
 
 
@@ -1020,11 +1194,12 @@ def _perplexities(r: _Run) -> None:
     prompts = [row["prompt"] for row in r.rows]
     for e in r.entries:
         texts = r.responses[e.name]
-        r.models[e.name].update(
-            perplexity(model, tok, prompts, texts, r.cfg, f"perplexity {e.name}")
+        _merge(
+            r.models[e.name],
+            perplexity(model, tok, prompts, texts, r.cfg, f"perplexity {e.name}"),
         )
         lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
-        r.models[e.name]["mean_length"] = float(np.mean(lengths)) if lengths else math.nan
+        r.models[e.name]["mean_length"] = float(np.mean(lengths)) if lengths else None
     del model
     gc.collect()
 
@@ -1085,8 +1260,7 @@ def _win_rates(r: _Run) -> None:
 def _sample_metrics(r: _Run) -> None:
     """Best-of-n and reward-length correlation of every sample set; Table 6 of training files."""
     cfg = r.cfg
-    for path in cfg.samples:
-        r.sample_sets[Path(path).stem] = load_lists(path, min_responses=1).rows
+    r.sample_sets.update(r.sample_files)  # read by `prepare`, after the sets drawn here
     if r.sample_sets:
         tok = _any_tokenizer(cfg, r.entries) if cfg.length_unit == "tokens" else None
         unit = "chars" if cfg.length_unit == "tokens" and tok is None else cfg.length_unit
@@ -1101,22 +1275,17 @@ def _sample_metrics(r: _Run) -> None:
                 continue
             r.metrics["best_of_n"][label] = best_of_n_curve([row["scores"] for row in rows])
             r.metrics["reward_length"][label] = reward_length_correlation(rows, length, unit)
-    for path in cfg.train_data:
-        rows = _ensure_scores(load_lists(path, min_responses=1).rows, r.rewards, path)
-        if rows is None:
-            raise UserError("training file has no scores (and no --reward to score it)", file=path)
+    for path, train_rows in r.train_rows.items():  # scored, or --reward given (`prepare`)
+        rows = _ensure_scores(train_rows, r.rewards, path)
         r.metrics.setdefault("sample_stats", {})[Path(path).stem] = sample_stats(rows)
 
 
 def _training_logs(r: _Run) -> None:
-    for run_dir in r.cfg.train_runs:
-        runs = r.metrics.setdefault("training", {})
-        name = Path(run_dir.rstrip("/")).name
-        while name in runs:
-            name += "'"
-        runs[name] = read_training_log(run_dir)
-    if r.cfg.loop_run:
-        r.metrics["loop"] = {"run": r.cfg.loop_run, "iterations": read_loop_metrics(r.cfg.loop_run)}
+    """Training logs and loop metrics (read by `prepare`) into the metrics."""
+    if r.train_logs:
+        r.metrics["training"] = dict(r.train_logs)
+    if r.loop_iterations is not None:
+        r.metrics["loop"] = {"run": r.cfg.loop_run, "iterations": r.loop_iterations}
 
 
 def _per_prompt_outputs(r: _Run, out: Path) -> None:
@@ -1210,7 +1379,11 @@ def rm_accuracy(
         ok = [(r, i, j) for r, i, j in pairs if None not in (scores[r][i], scores[r][j])]
         res = {
             "scorer": label,
-            **pair_accuracy([scores[r][i] for r, i, _ in ok], [scores[r][j] for r, _, j in ok]),
+            **pair_accuracy(
+                [scores[r][i] for r, i, _ in ok],
+                [scores[r][j] for r, _, j in ok],
+                empty_note=NO_PAIR_SCORED if pairs else NO_PAIR_TIED,
+            ),
             "unscored": len(pairs) - len(ok),
         }
         cats = {}
@@ -1262,10 +1435,15 @@ def _ppl_model(cfg: EvaluateConfig, entries: list[Entry]) -> str | None:
 
 def _any_tokenizer(cfg: EvaluateConfig, entries: list[Entry]):
     """For lengths in tokens: the perplexity model's tokenizer, else the first model's."""
-    from .models import load_tokenizer
-
     path = _ppl_model(cfg, entries) or next((e.path for e in entries if e.kind == "model"), None)
     return load_tokenizer(path, trust_remote_code=cfg.trust_remote_code) if path else None
+
+
+def _num(value, digits: int) -> str:
+    """A number for the console; `n/a` where it is undefined (None, NaN) or absent."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "n/a"
 
 
 def main(argv: list[str]) -> int:
@@ -1288,16 +1466,17 @@ def main(argv: list[str]) -> int:
             "(or --samples / --pairs / --train_data / --train_runs / --loop_run)"
         )
     entries = parse_entries(cfg.model, cfg.baseline)
+    prepared = prepare(cfg, entries)  # validates everything; nothing is written before this
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     dump_config(Path(cfg.out) / "evaluate_config.yaml", {"evaluate": cfg})
-    metrics = run(cfg, entries)
+    metrics = execute(prepared)
     for name, m in metrics.get("models", {}).items():
         line = (
-            f"{name}: reward {m.get('mean_reward', math.nan):.4f} "
-            f"[{m.get('ci_low', math.nan):.4f}, {m.get('ci_high', math.nan):.4f}]"
+            f"{name}: reward {_num(m.get('mean_reward'), 4)} "
+            f"[{_num(m.get('ci_low'), 4)}, {_num(m.get('ci_high'), 4)}]"
         )
         if "perplexity" in m:
-            line += f", ppl {m['perplexity']:.2f}"
+            line += f", ppl {_num(m['perplexity'], 2)}"
         print(line)
     print(f"rankalign evaluate: report in {Path(cfg.out) / 'report.html'}")
     return 0

@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from .models import cache_kwarg, output_cache
+
 StopFn = Callable[[torch.Tensor], torch.Tensor]  # generated ids (rows, t) -> (rows,) bool
 NEG = -1.0e9  # "impossible" score, as transformers' beam search uses
 
@@ -65,6 +67,7 @@ class _Decoder:
         # only the last position's logits: never a (batch, prompt_len, vocab) tensor
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self.use_positions = "position_ids" in params
+        self.cache_kwarg = cache_kwarg(model)
         # positions as transformers computes them for left padding: count real tokens only
         positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
         self.mask, self.cache = attention_mask, None
@@ -77,15 +80,11 @@ class _Decoder:
             self.last_pos = self.last_pos.repeat_interleave(expand, 0)
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        kwargs = dict(self.extra, position_ids=positions) if self.use_positions else self.extra
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=self.mask,
-            past_key_values=self.cache,
-            use_cache=True,
-            **kwargs,
-        )
-        self.cache = out.past_key_values
+        kwargs = {**self.extra, self.cache_kwarg: self.cache}
+        if self.use_positions:
+            kwargs["position_ids"] = positions
+        out = self.model(input_ids=input_ids, attention_mask=self.mask, use_cache=True, **kwargs)
+        self.cache = output_cache(out)
         return out.logits[:, -1].float()
 
     def select(self, rows: torch.Tensor) -> None:

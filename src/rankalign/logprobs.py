@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from .models import cache_kwarg
 from .tokenization import EncodedList
 
 
@@ -98,18 +99,25 @@ def shared_response_logps(model, batch: dict):
     device = prompt_ids.device
     Lp = prompt_ids.shape[1] - 1  # the prompt pass covers all prompt tokens but the last
     config = getattr(model, "module", model).config  # DDP wraps the model; its config is inside
-    cache = DynamicCache(config=config)
+    cache, kwarg = DynamicCache(config=config), cache_kwarg(model)
     if Lp > 0:
         # Right padding + an all-ones mask: pads come after the real tokens, so causality already
         # hides them from real tokens, and no query row is fully masked (no NaN in the cache).
         model(
             input_ids=prompt_ids[:, :Lp],
             attention_mask=torch.ones_like(prompt_ids[:, :Lp]),
-            past_key_values=cache,
             use_cache=True,
             position_ids=torch.arange(Lp, device=device).expand(prompt_ids.shape[0], Lp),
             logits_to_keep=1,
+            **{kwarg: cache},
         )
+        # a forward that ignored the cache keyword (a renamed argument swallowed by **kwargs)
+        # would leave it empty and the responses would be scored without their prompt
+        if cache.get_seq_length() != Lp:
+            raise RuntimeError(
+                f"the model did not fill the prompt's KV cache passed as `{kwarg}=`; "
+                "use the packed scorer (packed_prompt true) or the naive one (shared_prompt false)"
+            )
         cache.reorder_cache(li)  # one cache row per response (index_select, differentiable)
     last = prompt_ids.gather(1, (plen - 1).unsqueeze(1))[li]  # (N, 1) last prompt token
     ids = torch.cat([last, resp], dim=1)[:, :-1]  # inputs: last prompt token + response[:-1]
@@ -122,8 +130,8 @@ def shared_response_logps(model, batch: dict):
         input_ids=ids,
         attention_mask=attn,
         position_ids=pos,
-        past_key_values=cache if Lp > 0 else None,
         use_cache=Lp > 0,
+        **{kwarg: cache if Lp > 0 else None},
     )
     tok = token_logps(out.logits, resp)
     values = torch.where(steps.unsqueeze(0) < rlen.unsqueeze(1), tok, torch.zeros_like(tok)).sum(-1)
@@ -135,7 +143,7 @@ def packed_response_logps(model, batch: dict):
     block mask (each response sees the prompt and its own earlier tokens) and position ids that
     restart after the prompt for every response. Each prompt is computed once, as in the cached
     path, and it runs where the cache cannot: under activation checkpointing, whose checkpointed
-    layers drop past_key_values. Needs an attention that takes a 4D mask (sdpa, eager)."""
+    layers drop the KV cache. Needs an attention that takes a 4D mask (sdpa, eager)."""
     prompt_ids, resp, rlen = batch["prompt_ids"], batch["response_ids"], batch["response_lengths"]
     # the layout is built on the host from plain lists (one device sync, not one per response)
     plen, li, sizes = batch["prompt_lengths"].tolist(), batch["list_index"].tolist(), rlen.tolist()
@@ -199,7 +207,9 @@ def packed_supported(model) -> bool:
 
 def checkpointing_active(model) -> bool:
     """Whether this forward pass runs under activation checkpointing: checkpointed layers drop
-    the KV cache (transformers sets past_key_values=None), which the shared-prompt path needs."""
+    the KV cache (transformers sets the layers' `cache`, before 5.24 `past_key_values`, to None),
+    which the shared-prompt path needs. Since 5.24 they keep it when no gradient is taken, but
+    earlier 5.x releases drop it in every training-mode pass, so any training-mode pass counts."""
     return model.training and any(
         getattr(m, "gradient_checkpointing", False) is True for m in model.modules()
     )

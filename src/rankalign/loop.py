@@ -37,77 +37,71 @@ from pathlib import Path
 
 from .cli import run_command
 from .config import dump_config, parse_config
-from .data import atomic_write_text, load_lists, write_jsonl
+from .data import load_lists, write_json, write_jsonl
 from .errors import UserError
 
 BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
 
 
+def _opt(default, check: str | None = None, help: str | None = None, **kw):
+    """A LoopConfig field with its range (`check`, see config.check_options) and help."""
+    meta = {k: v for k, v in (("check", check), ("help", help)) if v is not None}
+    return field(default=default, metadata=meta, **kw)
+
+
 @dataclass
 class LoopConfig:
-    prompts: str = field(
-        default=None, metadata={"help": "prompt set (any layout); split across iterations"}
-    )
-    out: str = field(default="runs/loop", metadata={"help": "run folder (rerun to resume)"})
-    model: str = field(
-        default="smollm2", metadata={"help": "initial policy pi_0 (also the reference)"}
-    )
-    iterations: int = 3
-    prompts_per_iteration: int | None = field(
-        default=None, metadata={"help": "default: the prompt set split evenly"}
-    )
-    heldout: str | None = field(
-        default=None, metadata={"help": "held-out prompts for the per-iteration reward"}
-    )
-    max_heldout: int | None = None
+    prompts: str | None = _opt(None, help="prompt set (any layout); split across iterations")
+    out: str = _opt("runs/loop", help="run folder (rerun to resume)")
+    model: str = _opt("smollm2", help="initial policy pi_0 (also the reference)")
+    iterations: int = _opt(3, ">= 1")
+    prompts_per_iteration: int | None = _opt(None, ">= 1", "default: the prompt set split evenly")
+    heldout: str | None = _opt(None, help="held-out prompts for the per-iteration reward")
+    max_heldout: int | None = _opt(None, ">= 1")
     # sampling (through `rankalign sample`)
-    num_samples: int = 8
-    temperature: float = 0.8
-    top_p: float = 1.0
-    strategy: str = field(default="sample", metadata={"help": "sample | diverse-beam (RRHF DP)"})
-    max_new_tokens: int = 128
+    num_samples: int = _opt(8, ">= 1")
+    temperature: float = _opt(0.8, "> 0")
+    top_p: float = _opt(1.0, "[0, 1]", "in (0, 1]")
+    strategy: str = _opt("sample", help="sample | diverse-beam (RRHF DP)")
+    max_new_tokens: int = _opt(128, ">= 1")
     chat_template: str = "auto"
     # scoring (through `rankalign score`)
     reward: list[str] = field(default_factory=lambda: ["sentiment"])
-    length_penalty: float = field(
-        default=0.0, metadata={"help": "lambda in r - lambda*|y| (characters) for ranking"}
-    )
-    kl_coef: float = field(
-        default=0.0, metadata={"help": "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)"}
-    )
+    length_penalty: float = _opt(0.0, help="lambda in r - lambda*|y| (characters) for ranking")
+    kl_coef: float = _opt(0.0, ">= 0", "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)")
     # data and training (through `rankalign train`)
-    builder: str = field(default="best-worst", metadata={"help": " | ".join(BUILDERS)})
-    rso_beta: float = 0.5
+    builder: str = _opt("best-worst", help=" | ".join(BUILDERS))
+    rso_beta: float = _opt(0.5, "> 0")
     loss: str = "dpo"
-    hybrid: bool = field(
-        default=False, metadata={"help": "train each iteration on all data so far"}
-    )
-    offline_data: str | None = field(
-        default=None, metadata={"help": "ranked lists added to every iteration (hybrid)"}
-    )
-    steps_per_iteration: int | None = field(
-        default=None, metadata={"help": "OP-k: optimizer steps per iteration"}
-    )
-    epochs: float = 1.0
-    learning_rate: float = 5e-7
-    batch_size: int = 4
-    beta: float | None = None
-    max_length: int = 512
+    hybrid: bool = _opt(False, help="train each iteration on all data so far")
+    offline_data: str | None = _opt(None, help="ranked lists added to every iteration (hybrid)")
+    steps_per_iteration: int | None = _opt(None, ">= 1", "OP-k: optimizer steps per iteration")
+    epochs: float = _opt(1.0, "> 0")
+    learning_rate: float = _opt(5e-7, "> 0")
+    batch_size: int = _opt(4, ">= 1")
+    beta: float | None = _opt(None, "> 0")
+    max_length: int = _opt(512, ">= 2")
     use_lora: bool = False
     train_args: list[str] = field(
         default_factory=list, metadata={"help": "extra `rankalign train` flags"}
     )
-    seed: int = 42
+    seed: int = _opt(42, ">= 0")
 
     def __post_init__(self):
         if self.builder not in BUILDERS:
             raise ValueError(f"unknown builder '{self.builder}' (use {', '.join(BUILDERS)})")
-        if self.iterations < 1 or self.num_samples < 1:
-            raise ValueError("iterations and num_samples must be at least 1")
         if self.builder in ("best-worst", "all-pairs", "rso") and self.num_samples < 2:
             raise ValueError(f"builder {self.builder} needs num_samples >= 2")
-        if isinstance(self.reward, str):
+        if self.top_p == 0:
+            raise ValueError("top_p must be in (0, 1]: 0 keeps no token")
+        if self.chat_template not in ("auto", "always", "never"):
+            raise ValueError(
+                f"chat_template must be auto, always or never, got '{self.chat_template}'"
+            )
+        if isinstance(self.reward, str | dict):
             self.reward = [self.reward]
+        if isinstance(self.train_args, str):
+            self.train_args = self.train_args.split()
 
 
 # ----------------------------------------------------------------------------- data builders
@@ -261,43 +255,187 @@ def add_kl_penalty(scored: Path, out: Path, policy: str, reference: str, cfg: Lo
     write_jsonl(out, rows)
 
 
+def _heldout_options(cfg: LoopConfig, out: str) -> dict:
+    return {
+        "prompts": cfg.heldout,
+        "reward": list(cfg.reward),
+        "out": out,
+        "max_new_tokens": cfg.max_new_tokens,
+        "chat_template": cfg.chat_template,
+        "seed": cfg.seed,
+        "max_prompts": cfg.max_heldout,
+        "ppl_model": "none",
+    }
+
+
 def heldout_reward(model: str, cfg: LoopConfig, out: Path) -> dict:
     from .evaluate import evaluate_models
 
+    options = _heldout_options(cfg, str(out))
     m = evaluate_models(
         {"policy": model},
-        cfg.heldout,
-        cfg.reward,
-        str(out),
-        max_new_tokens=cfg.max_new_tokens,
-        chat_template=cfg.chat_template,
-        seed=cfg.seed,
-        max_prompts=cfg.max_heldout,
-        ppl_model="none",
+        options.pop("prompts"),
+        options.pop("reward"),
+        options.pop("out"),
+        **options,
     )
     r = m["models"]["policy"]
     return {"mean_reward": r["mean_reward"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
 
 
-def run(cfg: LoopConfig) -> list[dict]:
-    from .models import resolve_model
+def _sample_argv(cfg: LoopConfig, it: Path, model: str, t: int) -> list[str]:
+    source = {
+        "kind": "policy",
+        "strategy": cfg.strategy,
+        "num": cfg.num_samples,
+        "temperature": cfg.temperature,
+    }
+    if cfg.strategy == "sample":
+        source["top_p"] = cfg.top_p
+    return [
+        "--prompts",
+        str(it / "prompts.jsonl"),
+        "--out",
+        str(it / "samples.jsonl"),
+        "--model",
+        model,
+        "--sources",
+        json.dumps([source]),
+        "--max_new_tokens",
+        str(cfg.max_new_tokens),
+        "--chat_template",
+        cfg.chat_template,
+        "--seed",
+        str(cfg.seed + t),
+    ]
 
+
+def _score_argv(cfg: LoopConfig, it: Path, raw: Path) -> list[str]:
+    rewards = [a for r in cfg.reward for a in ("--reward", r)]
+    return ["--in", str(it / "samples.jsonl"), "--out", str(raw), *rewards]
+
+
+def _train_argv(cfg: LoopConfig, data: Path, model: str, model_dir: Path, pi0: str) -> list[str]:
+    argv = [
+        "--data",
+        str(data),
+        "--model",
+        model,
+        "--loss",
+        cfg.loss,
+        "--output_dir",
+        str(model_dir),
+        "--learning_rate",
+        str(cfg.learning_rate),
+        "--per_device_train_batch_size",
+        str(cfg.batch_size),
+        "--num_train_epochs",
+        str(cfg.epochs),
+        "--max_length",
+        str(cfg.max_length),
+        "--chat_template",
+        cfg.chat_template,
+        "--save_strategy",
+        "no",
+        "--seed",
+        str(cfg.seed),
+        "--use_lora",
+        str(cfg.use_lora).lower(),
+        "--ref_cache_dir",
+        str(Path(cfg.out) / "ref_cache"),
+    ]
+    if cfg.loss in ("dpo", "ipo", "listwise-dpo"):
+        argv += ["--ref_model", pi0]  # reference = pi_0 in every iteration
+    if cfg.beta is not None:
+        argv += ["--beta", str(cfg.beta)]
+    if cfg.steps_per_iteration:
+        argv += ["--max_steps", str(cfg.steps_per_iteration)]
+    return argv + list(cfg.train_args)
+
+
+def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
+    """Every check of a loop run; writes nothing. Returns (prompts, resolved pi_0).
+
+    The loop's options (parse_config), the output folder, every row of the prompt, held-out and
+    offline files, the reward specs and their models, the options each stage will get (parsed by
+    the stage's own parser, so `train_args` and the loss are checked now, not at iteration 1's
+    training) and the initial policy (its files and tokenizer)."""
+    from .config import parse_config
+    from .data import check_output_location
+    from .models import load_tokenizer, resolve_model
+    from .rewards import check_reward_models, parse_reward_specs
+    from .sample import SampleConfig
+    from .score import ScoreConfig
+    from .train import parse_args as parse_train_args
+
+    if not cfg.prompts:
+        raise UserError("no prompts: pass --prompts FILE (or `prompts:` in the config)")
+    out = Path(cfg.out)
+    check_output_location(
+        out,
+        folder=True,
+        files=[out / n for n in ("loop_config.yaml", "metrics.json", "loop.png")],
+    )
+    for i, r in enumerate(cfg.reward):
+        if not isinstance(r, str):
+            raise UserError(
+                "the loop's rewards are spec strings (kind:key=value,...), got a "
+                f"{type(r).__name__}",
+                field=f"reward[{i}]",
+            )
+    specs = parse_reward_specs(cfg.reward)
+    prompts = load_lists(cfg.prompts).rows
+    if cfg.heldout:
+        load_lists(cfg.heldout)
+    if cfg.offline_data:
+        load_lists(cfg.offline_data, require_scores=True)
+    # the stages' options as the loop passes them (iteration 1's paths; nothing is read)
+    it, model = out / "iter-1", str(cfg.model)
+    sample_argv = _sample_argv(cfg, it, model, 1)
+    score_argv = _score_argv(cfg, it, it / "scores.jsonl")
+    stages = [
+        ("sample", lambda: parse_config(sample_argv, (SampleConfig,), prog="rankalign sample")),
+        ("score", lambda: parse_config(score_argv, (ScoreConfig,), prog="rankalign score")),
+        ("train", lambda: parse_train_args(_train_argv(cfg, it / "d.jsonl", model, it, model))),
+    ]
+    hints = {
+        "sample": " (from strategy, num_samples, temperature, top_p, max_new_tokens, chat_template)",
+        "score": " (from reward)",
+        "train": " (from loss, learning_rate, batch_size, epochs, beta, max_length, train_args)",
+    }
+    for name, parse in stages:
+        try:
+            parse()
+        except UserError as e:
+            raise UserError(
+                f"the {name} stage would refuse the loop's options: {e}{hints[name]}"
+            ) from None
+    if cfg.heldout:
+        from .evaluate import EvaluateConfig
+
+        try:
+            EvaluateConfig(**_heldout_options(cfg, str(out / "heldout")))
+        except (ValueError, TypeError) as e:
+            raise UserError(f"held-out evaluation: {e}") from None
+    check_reward_models(specs)
+    pi0 = resolve_model(cfg.model)  # the reference of every iteration
+    load_tokenizer(pi0)
+    return prompts, pi0
+
+
+def run(cfg: LoopConfig) -> list[dict]:
+    prompts, pi0 = validate(cfg)  # validate, then write
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(out / "loop_config.yaml", {"loop": cfg})
-    prompts = load_lists(cfg.prompts).rows
     per = cfg.prompts_per_iteration or math.ceil(len(prompts) / cfg.iterations)
-    pi0 = resolve_model(cfg.model)  # the reference of every iteration
     current = pi0
     history: list[Path] = []
     all_metrics = []
     if cfg.heldout:
         base = out / "iter-0-heldout.json"
         if not _done(base):
-            atomic_write_text(
-                base,
-                json.dumps(heldout_reward(current, cfg, out / "heldout" / "initial"), indent=2),
-            )
+            write_json(base, heldout_reward(current, cfg, out / "heldout" / "initial"))
         initial = json.loads(base.read_text())
     for t in range(1, cfg.iterations + 1):
         it = out / f"iter-{t}"
@@ -309,45 +447,10 @@ def run(cfg: LoopConfig) -> list[dict]:
                 it / "prompts.jsonl", [{"id": f"{r['id']}", "prompt": r["prompt"]} for r in chunk]
             )
         if not _done(it / "samples.jsonl"):
-            source = {
-                "kind": "policy",
-                "strategy": cfg.strategy,
-                "num": cfg.num_samples,
-                "temperature": cfg.temperature,
-            }
-            if cfg.strategy == "sample":
-                source["top_p"] = cfg.top_p
-            run_command(
-                "sample",
-                [
-                    "--prompts",
-                    str(it / "prompts.jsonl"),
-                    "--out",
-                    str(it / "samples.jsonl"),
-                    "--model",
-                    current,
-                    "--sources",
-                    json.dumps([source]),
-                    "--max_new_tokens",
-                    str(cfg.max_new_tokens),
-                    "--chat_template",
-                    cfg.chat_template,
-                    "--seed",
-                    str(cfg.seed + t),
-                ],
-            )
+            run_command("sample", _sample_argv(cfg, it, current, t))
         raw = it / ("scores.raw.jsonl" if cfg.kl_coef else "scores.jsonl")
         if not _done(raw):
-            run_command(
-                "score",
-                [
-                    "--in",
-                    str(it / "samples.jsonl"),
-                    "--out",
-                    str(raw),
-                    *[a for r in cfg.reward for a in ("--reward", r)],
-                ],
-            )
+            run_command("score", _score_argv(cfg, it, raw))
         if cfg.kl_coef and not _done(it / "scores.jsonl"):
             add_kl_penalty(raw, it / "scores.jsonl", current, pi0, cfg)
         scored = load_lists(it / "scores.jsonl", require_scores=True).rows
@@ -367,41 +470,7 @@ def run(cfg: LoopConfig) -> list[dict]:
                 write_jsonl(data, [dict(r, id=f"{i:07d}-{r['id']}") for i, r in enumerate(merged)])
         model_dir = it / "model"
         if not _done(model_dir / "train_summary.json"):
-            argv = [
-                "--data",
-                str(data),
-                "--model",
-                current,
-                "--loss",
-                cfg.loss,
-                "--output_dir",
-                str(model_dir),
-                "--learning_rate",
-                str(cfg.learning_rate),
-                "--per_device_train_batch_size",
-                str(cfg.batch_size),
-                "--num_train_epochs",
-                str(cfg.epochs),
-                "--max_length",
-                str(cfg.max_length),
-                "--chat_template",
-                cfg.chat_template,
-                "--save_strategy",
-                "no",
-                "--seed",
-                str(cfg.seed),
-                "--use_lora",
-                str(cfg.use_lora).lower(),
-                "--ref_cache_dir",
-                str(out / "ref_cache"),
-            ]
-            if cfg.loss in ("dpo", "ipo", "listwise-dpo"):
-                argv += ["--ref_model", pi0]  # reference = pi_0 in every iteration
-            if cfg.beta is not None:
-                argv += ["--beta", str(cfg.beta)]
-            if cfg.steps_per_iteration:
-                argv += ["--max_steps", str(cfg.steps_per_iteration)]
-            run_command("train", argv + list(cfg.train_args))
+            run_command("train", _train_argv(cfg, data, current, model_dir, pi0))
         current = str(model_dir)
         metrics_path = it / "metrics.json"
         if not _done(metrics_path):
@@ -412,7 +481,7 @@ def run(cfg: LoopConfig) -> list[dict]:
                 )["mean_reward"]
                 metrics["heldout"] = heldout_reward(current, cfg, it / "heldout")
                 metrics["heldout_reward"] = metrics["heldout"]["mean_reward"]
-            atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+            write_json(metrics_path, metrics)
         all_metrics.append(json.loads(metrics_path.read_text()))
     summary = {
         "initial_heldout": initial if cfg.heldout else None,
@@ -420,7 +489,7 @@ def run(cfg: LoopConfig) -> list[dict]:
         "final_model": current,
         "reference_model": pi0,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    write_json(out / "metrics.json", summary)
     plot_iterations(all_metrics, out / "loop.png")
     return all_metrics
 
@@ -443,8 +512,6 @@ def plot_iterations(metrics: list[dict], path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     cfg, _ = parse_config(argv, (LoopConfig,), prog="rankalign loop")
-    if not cfg.prompts:
-        raise UserError("no prompts: pass --prompts FILE (or `prompts:` in the config)")
     metrics = run(cfg)
     for m in metrics:
         line = f"iteration {m['iteration']}: sample reward mean {m['mean_reward']:+.3f} max {m['max_reward']:+.3f}"

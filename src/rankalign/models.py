@@ -6,7 +6,10 @@ the user passes `allow_pickle` (a `.bin` checkpoint can run code when unpickled)
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -82,10 +85,65 @@ def resolve_model(name_or_path: str | None) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise UserError("not a model folder (no config.json)", file=path)
+        check_model_files(path)
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise UserError("model path does not exist", file=name_or_path)
     return name_or_path  # a hub name: transformers fetches it (or finds it in the HF cache)
+
+
+# A safetensors header is JSON describing the tensors; real ones are kilobytes to a few MB.
+MAX_SAFETENSORS_HEADER = 100 * 2**20
+
+
+def check_model_files(folder: Path) -> None:
+    """Open a local model's config.json and every safetensors header without loading weights,
+    so a broken or hostile folder is refused before a command writes anything.
+
+    A header must fit in its file and describe tensors whose bytes lie inside the file: a header
+    claiming gigabytes would otherwise be allocated, or fail deep inside the loader."""
+    import struct
+
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UserError(
+            f"not a valid JSON model config ({type(e).__name__})", file=config
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError("a model config must be a JSON object", file=config)
+    for weights in sorted(folder.glob("*.safetensors")):
+        size = weights.stat().st_size
+        with open(weights, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise UserError("truncated safetensors file (no header)", file=weights)
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, MAX_SAFETENSORS_HEADER):
+                raise UserError(
+                    f"safetensors header claims {n:,} bytes in a file of {size:,}", file=weights
+                )
+            try:
+                header = json.loads(f.read(n).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                raise UserError("corrupt safetensors header (not JSON)", file=weights) from None
+        body = size - 8 - n
+        tensors = header.items() if isinstance(header, dict) else [(None, None)]
+        for name, info in tensors:
+            if name == "__metadata__":
+                continue
+            offsets = info.get("data_offsets") if isinstance(info, dict) else None
+            if not (
+                isinstance(offsets, list)
+                and len(offsets) == 2
+                and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= body
+            ):
+                raise UserError(
+                    f"corrupt safetensors header: tensor '{name}' lies outside the file",
+                    file=weights,
+                )
 
 
 def check_weights_format(path: str, allow_pickle: bool) -> None:
@@ -108,10 +166,9 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise UserError(
-            f"cannot load tokenizer: {str(e).splitlines()[0][:300]}", file=path
-        ) from None
+    except (OSError, ValueError, TypeError) as e:  # no tokenizer files, a broken tokenizer.json
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load tokenizer: {msg}", file=path) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return tok
@@ -136,6 +193,21 @@ def torch_dtype(name: str):
     return getattr(torch, _DTYPES[name])
 
 
+def settle_deepspeed_accelerator() -> None:
+    """On a machine without any accelerator, tell an installed DeepSpeed so (`DS_ACCELERATOR`):
+    accelerate imports it to unwrap models, and its own detection would then pick the CPU anyway
+    but log a warning into the user's terminal. A choice the user made is kept."""
+    import importlib.util
+
+    if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
+        return
+    import torch
+
+    available = getattr(torch, "accelerator", None)  # torch >= 2.6 knows every backend here
+    if available is not None and not available.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def default_device(name: str | None = None) -> str:
     """The device asked for, or cuda when available, else cpu (`auto`/None/"" = choose)."""
     import torch
@@ -143,6 +215,22 @@ def default_device(name: str | None = None) -> str:
     if name in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def check_device(device: str | None, field: str = "device") -> None:
+    """A device name torch understands and this machine has (`auto`/None: chosen later)."""
+    if device in (None, "", "auto"):
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(
+            f"unknown device '{device}' (use cpu, cuda, cuda:N or auto)", field=field
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}': CUDA is not available here", field=field)
 
 
 def process_state(device: str | None = None):
@@ -179,6 +267,35 @@ def load_causal_lm(
     if device:
         model.to(device)
     return model
+
+
+def cache_kwarg(model) -> str:
+    """The forward keyword that takes the KV cache: `cache` (transformers >= 5.24), else the older
+    `past_key_values`. 5.24 still accepts `past_key_values` but warns that it will be removed; a
+    release that silently dropped it would have responses scored without their prompt.
+
+    Read off the outermost transformers model inside any DDP / PEFT wrapper (whose forward takes
+    **kwargs and passes them on), once per model class."""
+    from transformers import PreTrainedModel
+
+    inner = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+    return _cache_kwarg_of(type(inner))
+
+
+@functools.cache
+def _cache_kwarg_of(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a forward returned: the `cache` field (transformers >= 5.24), else the older
+    `past_key_values`. On 5.24 the old name is an alias that logs a deprecation warning."""
+    return out.cache if "cache" in _output_fields(type(out)) else out.past_key_values
+
+
+@functools.cache
+def _output_fields(cls) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def model_fingerprint(path: str) -> str:

@@ -4,7 +4,7 @@
 
 | file | content |
 |---|---|
-| metrics.json | every number, as computed |
+| metrics.json | every number, as computed (valid JSON: an undefined value is `null`, with a `notes` entry saying why) |
 | report.md / report.html | the same tables and plots; the HTML is self-contained (inline CSS) and refers to the PNGs beside it by relative path |
 | reward.png | average reward per model with its 95% bootstrap interval (bar + error bars) |
 | best_of_n.png | expected best-of-n reward against n (RRHF paper Table 2 "Best-of-4", Eq. 7) |
@@ -20,13 +20,12 @@ they always hold the same content. Each PNG records the names of the curves it d
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from .data import atomic_write_text
+from .data import atomic_write_text, write_json
 
 PLOT_FILES = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
 
@@ -68,8 +67,12 @@ def plot_rewards(models: dict[str, dict], path: Path) -> list[str]:
     rows = [(name, m) for name, m in models.items() if _finite(m.get("mean_reward"))]
     names = [name for name, _ in rows]
     means = [m["mean_reward"] for _, m in rows]
-    low = [m["mean_reward"] - m.get("ci_low", m["mean_reward"]) for _, m in rows]
-    high = [m.get("ci_high", m["mean_reward"]) - m["mean_reward"] for _, m in rows]
+
+    def bound(m, key):
+        return m[key] if _finite(m.get(key)) else m["mean_reward"]
+
+    low = [m["mean_reward"] - bound(m, "ci_low") for _, m in rows]
+    high = [bound(m, "ci_high") - m["mean_reward"] for _, m in rows]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 3.6))
     ax.bar(
         range(len(names)),
@@ -112,9 +115,8 @@ def plot_reward_length(sets: dict[str, dict], path: Path) -> list[str]:
     fig, (hist, scatter) = plt.subplots(1, 2, figsize=(9, 3.6))
     for label, rl in sets.items():
         rs = [p["r"] for p in rl["per_prompt"]]
-        hist.hist(
-            rs, bins=20, range=(-1, 1), alpha=0.6, label=f"{label} (mean r={rl['mean_r']:.2f})"
-        )
+        mean_r = f"{rl['mean_r']:.2f}" if _finite(rl.get("mean_r")) else "n/a"
+        hist.hist(rs, bins=20, range=(-1, 1), alpha=0.6, label=f"{label} (mean r={mean_r})")
         scatter.scatter(
             [p["mean_length"] for p in rl["per_prompt"]], rs, s=12, alpha=0.7, label=label
         )
@@ -214,7 +216,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
         return str(v)
     if isinstance(v, float):
         if not math.isfinite(v):
-            return str(v)
+            return "-"
         return f"{v:.{digits}f}"
     return str(v)
 
@@ -317,6 +319,11 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                     for a in metrics["rm_accuracy"]
                 ],
             ),
+            *[
+                _text(f"{a['scorer']}: {a['notes']['accuracy']}.")
+                for a in metrics["rm_accuracy"]
+                if a.get("accuracy") is None and (a.get("notes") or {}).get("accuracy")
+            ],
             _text(
                 "A pair is correct when the chosen response scores strictly higher than the "
                 "rejected one; a policy scores a response by p_i = log-prob / tokens "
@@ -448,8 +455,11 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                     "responses": ex["responses"],
                 }
             )
-    if metrics.get("notes"):
-        b += [_heading("Notes"), {"kind": "list", "items": metrics["notes"]}]
+    notes = metrics.get("notes")
+    if isinstance(notes, dict):  # {key: why} of undefined values
+        notes = [f"{k}: {v}" for k, v in notes.items()]
+    if notes:
+        b += [_heading("Notes"), {"kind": "list", "items": [str(n) for n in notes]}]
     return b
 
 
@@ -584,9 +594,7 @@ def write_report(metrics: dict, out_dir: str | os.PathLike) -> dict[str, str]:
         (out / stale).unlink(missing_ok=True)
     plots = make_plots(metrics, out)
     metrics = {**metrics, "plots": plots}
-    atomic_write_text(
-        out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n"
-    )
+    write_json(out / "metrics.json", metrics, ensure_ascii=False)  # NaN -> null with a note
     blocks = build_blocks(metrics, plots)
     atomic_write_text(out / "report.md", render_markdown(blocks))
     atomic_write_text(out / "report.html", render_html(blocks))

@@ -38,6 +38,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import random
 import sys
 from collections import defaultdict
@@ -49,7 +50,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from .config import dump_config, parse_config
-from .data import atomic_write_text, load_lists, write_jsonl
+from .data import atomic_write_text, json_text, load_lists, write_json, write_jsonl
 from .errors import UserError
 from .losses import PAIR_MODES, preference_pairs
 from .models import torch_dtype
@@ -108,7 +109,11 @@ class RewardModelConfig:
         metadata={"help": "constant (m) | score-gap (m * (s_w - s_l), Llama-2 style)"},
     )
     center_rewards_coefficient: float | None = field(
-        default=None, metadata={"help": "bt-reward: add c * mean(r)^2 per list (TRL's c = 4x this)"}
+        default=None,
+        metadata={
+            "help": "bt-reward: add c * mean(r)^2 per list (TRL's c = 4x this)",
+            "check": ">= 0",
+        },
     )
     format: str = field(
         default="auto",
@@ -128,22 +133,26 @@ class RewardModelConfig:
     )
     # data
     max_length: int = field(
-        default=1024, metadata={"help": "input tokens (the score stage's default is 1024 too)"}
+        default=1024,
+        metadata={"help": "input tokens (the score stage's default is 1024 too)", "check": ">= 2"},
     )
     drop_over_length: bool = field(
         default=False, metadata={"help": "drop pairs that need truncation (counted)"}
     )
     empty_responses: str = field(default="error", metadata={"help": "error | drop"})
-    max_rows: int | None = None
+    max_rows: int | None = field(
+        default=None, metadata={"help": "only the first N rows of each file", "check": ">= 1"}
+    )
     # model
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16"})
     use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank", "check": ">= 1"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha", "check": "> 0"})
     lora_dropout: float = field(
         default=0.0,
         metadata={
-            "help": "dropout on LoRA inputs (PEFT's default 0; 0.05 made CPU steps 1.8x slower)"
+            "help": "dropout on LoRA inputs (PEFT's default 0; 0.05 made CPU steps 1.8x slower)",
+            "check": "[0, 1]",
         },
     )
     lora_target_modules: str = field(
@@ -167,12 +176,8 @@ class RewardModelConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
-        if self.max_length < 2:
-            raise ValueError("max_length must be >= 2")
-        if not math.isfinite(self.margin):
-            raise ValueError("margin must be a finite number")
-        if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
-            raise ValueError("center_rewards_coefficient must be >= 0")
+        # numeric types and ranges (max_length >= 2, a finite margin, ...): the fields' `check`
+        # metadata, applied by config.parse_config (check_options)
         if self.loss == "preference" and (
             self.margin or self.center_rewards_coefficient or self.format != "auto"
         ):
@@ -527,17 +532,48 @@ def load_bt_model(path: str, cfg: RewardModelConfig, tokenizer):
     return model
 
 
+def _model_config(path: str, cfg: RewardModelConfig):
+    """The backbone's configuration alone (no weights): pad id and position limit, so the data
+    can be encoded and validated before the model loads."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise UserError(f"cannot read the model's configuration: {msg}", file=path) from None
+
+
+def _adapters(model, cfg: RewardModelConfig, task_type: str):
+    """`train.with_lora` (a no-op without --use_lora) before anything is written: LoRA options
+    that do not fit the model are a user error, not a half-started run."""
+    try:
+        return with_lora(model, cfg, task_type)
+    except (ValueError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot add LoRA adapters: {msg}", field="lora_target_modules") from None
+
+
 def _setup(cfg: RewardModelConfig, args: TrainingArguments):
+    """The validation phase's start (nothing is written): the backbone resolved and checked, the
+    output folder usable, the tokenizer loaded."""
     from transformers import set_seed
 
+    from .data import check_output_location
     from .models import load_tokenizer
 
     set_seed(args.seed)  # the new head's initialization is part of the run
     path = resolve_backbone(cfg.model)
+    check_output_location(args.output_dir, folder=True, field="output_dir")
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
-    out = Path(args.output_dir)
+    return path, tokenizer, Path(args.output_dir)
+
+
+def _start_outputs(out: Path, cfg: RewardModelConfig, args: TrainingArguments, data_report) -> None:
+    """After validation: the output folder, its data report and the resolved configuration."""
     out.mkdir(parents=True, exist_ok=True)
-    return path, tokenizer, out
+    write_json(out / "data_report.json", data_report)
+    dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
 
 
 def _train_and_save(
@@ -556,7 +592,9 @@ def _train_and_save(
     # plain save_pretrained + tokenizer, LoRA merged
     save_final(trainer, cfg, tokenizer, out, load_base)
     if trainer.is_world_process_zero():  # the per-step log, for `rankalign evaluate --train_runs`
-        trainer.state.save_to_json(str(out / "trainer_state.json"))
+        # as TrainerState.save_to_json writes it, but atomically and as valid JSON (a NaN loss
+        # becomes null with a note)
+        write_json(out / "trainer_state.json", dataclasses.asdict(trainer.state), sort_keys=True)
     summary = {
         "train_loss": result.training_loss,
         "global_step": result.global_step,
@@ -569,24 +607,28 @@ def _train_and_save(
 
 
 def _write_outputs(out: Path, metadata: dict, summary: dict) -> None:
-    atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
-    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2, default=str))
+    write_json(out / METADATA_FILE, metadata)
+    write_json(out / "train_summary.json", summary)
     print(f"rankalign: score with --reward {metadata['score_with']}", file=sys.stderr)
 
 
 def train_reward_model(cfg: RewardModelConfig, args: TrainingArguments) -> dict:
     """`--loss bt-reward`: train and save a Bradley-Terry reward model; returns a summary."""
     path, tokenizer, out = _setup(cfg, args)
-    model = load_bt_model(path, cfg, tokenizer)  # also sets the tokenizer's pad/truncation
-    limit = getattr(model.config, "max_position_embeddings", None)
+    config = _model_config(path, cfg)
+    prepare_rm_tokenizer(tokenizer, config)  # pad/truncation as the loaded model will set them
+    limit = getattr(config, "max_position_embeddings", None)
+    notice = None
     if limit and cfg.max_length > limit:  # an encoder has no positions beyond this
-        print(f"rankalign: max_length {cfg.max_length} -> {limit} (the model's)", file=sys.stderr)
+        notice = f"rankalign: max_length {cfg.max_length} -> {limit} (the model's)"
         cfg.max_length = limit
     train_set, data_report = build_bt_dataset(cfg.data, tokenizer, cfg)
     eval_set = build_bt_dataset(cfg.eval_data, tokenizer, cfg)[0] if cfg.eval_data else None
+    model = _adapters(load_bt_model(path, cfg, tokenizer), cfg, "SEQ_CLS")  # weights last
+    if notice:
+        print(notice, file=sys.stderr)
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
-    atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
-    dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
+    _start_outputs(out, cfg, args, data_report)  # everything is validated: the first write
     loss_kwargs = {
         "margin": cfg.margin,
         "margin_mode": cfg.margin_mode,
@@ -594,7 +636,7 @@ def train_reward_model(cfg: RewardModelConfig, args: TrainingArguments) -> dict:
         "pair_mode": cfg.pair_mode,
     }
     trainer = BTRewardTrainer(
-        model=with_lora(model, cfg, "SEQ_CLS"),
+        model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
@@ -630,16 +672,15 @@ def train_preference_model(cfg: RewardModelConfig, args: TrainingArguments) -> d
     eval_set = None
     if cfg.eval_data:
         eval_set = build_preference_dataset(cfg.eval_data, tokenizer, cfg, template, args.seed)[0]
-    print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
-    atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
-    dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
 
     def load_base():
         return load_causal_lm(path, **load_options(cfg))
 
-    model = load_base()
+    model = _adapters(load_base(), cfg, "CAUSAL_LM")  # before the first write
+    print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
+    _start_outputs(out, cfg, args, data_report)
     trainer = PreferenceTrainer(
-        model=with_lora(model, cfg, "CAUSAL_LM"),
+        model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
@@ -665,13 +706,14 @@ def train_preference_model(cfg: RewardModelConfig, args: TrainingArguments) -> d
 
 
 def parse_args(argv: list[str]) -> tuple[RewardModelConfig, TrainingArguments]:
-    from .train import _peek
+    from .train import _peek, keep_token_off_disk, machine_defaults
 
     loss = _peek(argv, "loss") or "bt-reward"
-    defaults = {**RM_DEFAULTS, **LOSS_DEFAULTS.get(loss, {})}
+    defaults = {**RM_DEFAULTS, **LOSS_DEFAULTS.get(loss, {}), **machine_defaults()}
     cfg, args, _ = parse_config(
         argv, (RewardModelConfig, TrainingArguments), prog="rankalign train", defaults=defaults
     )
+    keep_token_off_disk(args)
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
     if args.output_dir is None or args.output_dir == "trainer_output":
@@ -684,7 +726,7 @@ def main(argv: list[str]) -> int:
     cfg, args = parse_args(argv)
     fn = train_reward_model if cfg.loss == "bt-reward" else train_preference_model
     summary = fn(cfg, args)
-    print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=2, default=str))
+    print(json_text({k: v for k, v in summary.items() if k != "data"}), end="")
     return 0
 
 
@@ -726,9 +768,21 @@ REWARDBENCH_SECTIONS = {
 _SECTION_OF = {s: sec for sec, subsets in REWARDBENCH_SECTIONS.items() for s in subsets}
 
 
+def _json_object(f: Path) -> dict:
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"invalid JSON: {e.msg}", file=f, line=e.lineno) from None
+    except UnicodeDecodeError:
+        raise UserError("not valid UTF-8", file=f) from None
+    if not isinstance(data, dict):
+        raise UserError("expected a JSON object", file=f)
+    return data
+
+
 def read_metadata(model_path: str) -> dict:
     f = Path(model_path) / METADATA_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return _json_object(f) if f.is_file() else {}
 
 
 def detect_kind(model_path: str) -> str:
@@ -738,8 +792,8 @@ def detect_kind(model_path: str) -> str:
         return "rm" if loss == "bt-reward" else "preference"
     cfg_file = Path(model_path) / "config.json"
     if cfg_file.is_file():
-        archs = json.loads(cfg_file.read_text()).get("architectures") or []
-        if any(a.endswith("ForSequenceClassification") for a in archs):
+        archs = _json_object(cfg_file).get("architectures") or []
+        if any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
             return "rm"
     return "policy"
 
@@ -776,10 +830,14 @@ def reward_spec(
     return spec
 
 
-def _score_rows(reward, rows: list[dict], chunk: int = 64) -> list[list[float]]:
+def _score_rows(reward, rows: list[dict], chunk: int = 64) -> list[list[float | None]]:
+    """The reward's value of every response; None where it gave none or a non-finite one."""
     out = []
     for s in range(0, len(rows), chunk):
-        out += reward.score(rows[s : s + chunk])
+        out += [
+            [v if v is not None and math.isfinite(v) else None for v in values]
+            for values in reward.score(rows[s : s + chunk])
+        ]
     return out
 
 
@@ -792,12 +850,19 @@ def pairwise_accuracy(rows: list[dict], model_scores: list[list[float]]) -> dict
     """Accuracy of `model_scores` on the labelled pairs of `rows` (every s_i > s_j of a list):
     overall, per category (a `category` or `subset` column) and, when the subsets are
     RewardBench's, per section (see `rewardbench_sections`). Ties are counted apart."""
-    from .evaluate import labelled_pairs, pair_accuracy
+    from .evaluate import NO_PAIR_SCORED, NO_PAIR_TIED, labelled_pairs, pair_accuracy
 
-    pairs = labelled_pairs(rows)
+    labelled = labelled_pairs(rows)
+    pairs = [  # a response the model gave no finite value cannot be ranked: left out, counted
+        (r, i, j)
+        for r, i, j in labelled
+        if model_scores[r][i] is not None and model_scores[r][j] is not None
+    ]
     good = [model_scores[r][i] for r, i, _ in pairs]
     bad = [model_scores[r][j] for r, _, j in pairs]
-    out = {"overall": pair_accuracy(good, bad)}
+    empty = NO_PAIR_SCORED if labelled else NO_PAIR_TIED
+    out = {"overall": pair_accuracy(good, bad, empty_note=empty)}
+    out["overall"]["unscored"] = len(labelled) - len(pairs)
     groups: dict[str, list[int]] = defaultdict(list)
     for n, (r, _, _) in enumerate(pairs):
         cat = category_of(rows[r])
@@ -840,13 +905,16 @@ def _length_fn(unit: str, tokenizer):
     return lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def _plot_accuracy(acc: dict, path: Path, title: str) -> None:
+def _plot_accuracy(acc: dict, path: Path, title: str) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to a file
     import matplotlib.pyplot as plt
 
     groups = {"overall": acc["overall"], **acc.get("by_section", {}), **acc.get("by_category", {})}
+    groups = {k: g for k, g in groups.items() if g.get("accuracy") is not None}
+    if not groups:  # no pair to rank: nothing to draw
+        return False
     names = list(groups)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 2), 3.4))
     ax.bar(range(len(names)), [100 * groups[n]["accuracy"] for n in names], color="tab:blue")
@@ -857,8 +925,11 @@ def _plot_accuracy(acc: dict, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=100)  # then renamed: a reader never sees half a PNG
     plt.close(fig)
+    os.replace(tmp, path)
+    return True
 
 
 def _report_blocks(metrics: dict) -> list[dict]:
@@ -890,6 +961,8 @@ def _report_blocks(metrics: dict) -> list[dict]:
         {"kind": "heading", "text": "Accuracy on labelled pairs", "level": 2},
         {"kind": "table", "header": header, "rows": acc_rows({"overall": acc["overall"]})},
     ]
+    if acc["overall"].get("accuracy") is None:
+        b.append({"kind": "text", "text": "Accuracy: " + acc["overall"]["notes"]["accuracy"] + "."})
     for key, title in (("by_section", "RewardBench sections"), ("by_category", "By category")):
         if acc.get(key):
             b += [
@@ -927,8 +1000,8 @@ def _report_blocks(metrics: dict) -> list[dict]:
                         rl["length_unit"],
                         str(rl["prompts"]),
                         str(rl["skipped"]),
-                        f"{rl['mean_r']:.3f}",
-                        f"{rl['median_r']:.3f}",
+                        _num(rl["mean_r"], 3),
+                        _num(rl["median_r"], 3),
                         pct(rl["positive_fraction"]),
                     ]
                 ],
@@ -969,14 +1042,72 @@ def evaluate_reward_model(
     `policy-logprob:`), so these numbers are what `rankalign score` would rank by. Writes
     OUT/metrics.json, OUT/report.md (+ .html), OUT/accuracy.png, OUT/scored_pairs.jsonl and,
     with `samples_path` (k responses per prompt), OUT/reward_length.png. Returns the metrics.
+    Everything is validated (`prepare_rm_evaluation`) before the first file is written.
     """
-    from .evaluate import reward_length_correlation
-    from .models import resolve_model
-    from .report import plot_reward_length, render_html, render_markdown
+    return run_rm_evaluation(
+        prepare_rm_evaluation(
+            model_path,
+            pairs_path,
+            out_dir,
+            kind=kind,
+            samples_path=samples_path,
+            format=format,
+            template=template,
+            chat_template=chat_template,
+            length_unit=length_unit,
+            batch_size=batch_size,
+            max_length=max_length,
+            dtype=dtype,
+            device=device,
+            max_rows=max_rows,
+        )
+    )
+
+
+@dataclass
+class _RMEvaluation:
+    """A validated reward-model evaluation: the loaded reward and the read files."""
+
+    model_path: str
+    kind: str
+    spec: dict
+    reward: object
+    pairs_path: str
+    pairs: object  # data.LoadedData
+    samples_path: str | None
+    samples: object | None
+    length_unit: str
+    out: Path
+
+
+def prepare_rm_evaluation(
+    model_path: str,
+    pairs_path: str,
+    out_dir: str,
+    *,
+    kind: str = "rm",
+    samples_path: str | None = None,
+    format: str | None = None,
+    template: str | None = None,
+    chat_template: str | None = None,
+    length_unit: str = "tokens",
+    batch_size: int = 8,
+    max_length: int = 1024,
+    dtype: str = "float32",
+    device: str = "auto",
+    max_rows: int | None = None,
+) -> _RMEvaluation:
+    """Check the options and the output folder, read and validate the pairs (and samples), and
+    load the model through the score stage's reward class; writes nothing."""
+    from .data import check_output_location
+    from .models import load_tokenizer, resolve_model
     from .rewards import build_rewards, parse_reward_spec
 
     if length_unit not in ("tokens", "chars", "words"):
         raise UserError(f"length_unit must be tokens, chars or words, got '{length_unit}'")
+    if kind not in KINDS:
+        raise UserError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'", field="kind")
+    check_output_location(out_dir, folder=True)
     path = resolve_model(model_path)
     kind = detect_kind(path) if kind == "auto" else kind
     spec = reward_spec(
@@ -987,41 +1118,68 @@ def evaluate_reward_model(
         chat_template=chat_template,
         max_length=max_length,
     )
+    pairs = load_lists(pairs_path, require_scores=True, min_responses=2, limit=max_rows)
+    samples = load_lists(samples_path, min_responses=2, limit=max_rows) if samples_path else None
+    load_tokenizer(path)  # cheap, and a clear error before the model loads
     defaults = {"batch_size": batch_size, "max_length": max_length, "dtype": dtype}
     defaults["device"] = device
-    (reward,) = build_rewards([parse_reward_spec(spec)], defaults)
-    out = Path(out_dir)
+    (reward,) = build_rewards([parse_reward_spec(spec)], defaults)  # last: loads the model
+    return _RMEvaluation(
+        str(model_path),
+        kind,
+        spec,
+        reward,
+        str(pairs_path),
+        pairs,
+        str(samples_path) if samples_path else None,
+        samples,
+        length_unit,
+        Path(out_dir),
+    )
+
+
+def run_rm_evaluation(ev: _RMEvaluation) -> dict:
+    """Score the validated pairs (and samples) and write the outputs; returns the metrics."""
+    from .evaluate import reward_length_correlation
+    from .report import plot_reward_length, render_html, render_markdown
+
+    out, kind, reward = ev.out, ev.kind, ev.reward
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("accuracy.png", "reward_length.png"):  # no plot may outlive its data
         (out / stale).unlink(missing_ok=True)
-
-    pairs = load_lists(pairs_path, require_scores=True, min_responses=2, limit=max_rows)
-    scores = _score_rows(reward, pairs.rows)
+    scores = _score_rows(reward, ev.pairs.rows)
     metrics = {
-        "model": str(model_path),
+        "model": ev.model_path,
         "kind": kind,
-        "reward_spec": spec,
-        "pairs_file": str(pairs_path),
-        "pairs_data": pairs.report.as_dict(),
-        "accuracy": pairwise_accuracy(pairs.rows, scores),
+        "reward_spec": ev.spec,
+        "pairs_file": ev.pairs_path,
+        "pairs_data": ev.pairs.report.as_dict(),
+        "accuracy": pairwise_accuracy(ev.pairs.rows, scores),
         "plots": [],
     }
     write_jsonl(
         out / "scored_pairs.jsonl",
-        [{**row, "model_scores": s} for row, s in zip(pairs.rows, scores)],
+        [{**row, "model_scores": s} for row, s in zip(ev.pairs.rows, scores)],
     )
-    _plot_accuracy(metrics["accuracy"], out / "accuracy.png", f"Pair accuracy: {kind}")
-    metrics["plots"].append("accuracy.png")
-    if samples_path:
-        samples = load_lists(samples_path, min_responses=2, limit=max_rows)
-        values = _score_rows(reward, samples.rows)
-        rows = [{**row, "scores": v} for row, v in zip(samples.rows, values)]
-        rl = reward_length_correlation(rows, _length_fn(length_unit, reward.tokenizer), length_unit)
-        metrics["samples_file"], metrics["reward_length"] = str(samples_path), rl
+    if _plot_accuracy(metrics["accuracy"], out / "accuracy.png", f"Pair accuracy: {kind}"):
+        metrics["plots"].append("accuracy.png")
+    if ev.samples is not None:
+        values = _score_rows(reward, ev.samples.rows)
+        rows = [  # responses without a finite value are left out of their prompt's r
+            {
+                **row,
+                "responses": [x for x, v in zip(row["responses"], vs) if v is not None],
+                "scores": [v for v in vs if v is not None],
+            }
+            for row, vs in zip(ev.samples.rows, values)
+        ]
+        length = _length_fn(ev.length_unit, reward.tokenizer)
+        rl = reward_length_correlation(rows, length, ev.length_unit)
+        metrics["samples_file"], metrics["reward_length"] = ev.samples_path, rl
         if rl["per_prompt"]:
             plot_reward_length({kind: rl}, out / "reward_length.png")
             metrics["plots"].append("reward_length.png")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    write_json(out / "metrics.json", metrics)
     blocks = _report_blocks(metrics)
     atomic_write_text(out / "report.md", render_markdown(blocks))
     atomic_write_text(out / "report.html", render_html(blocks))
@@ -1045,11 +1203,15 @@ class RMEvaluateConfig:
     template: str | None = field(default=None, metadata={"help": "preference template file"})
     chat_template: str | None = field(default=None, metadata={"help": "auto | always | never"})
     length_unit: str = field(default="tokens", metadata={"help": "tokens | chars | words"})
-    batch_size: int = 8
-    max_length: int = 1024
+    batch_size: int = field(default=8, metadata={"help": "rows per scoring batch", "check": ">= 1"})
+    max_length: int = field(
+        default=1024, metadata={"help": "input tokens (cut from the left)", "check": ">= 2"}
+    )
     dtype: str = "float32"
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1"})
-    max_rows: int | None = None
+    max_rows: int | None = field(
+        default=None, metadata={"help": "only the first N pairs / samples", "check": ">= 1"}
+    )
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -1070,22 +1232,33 @@ def main_evaluate(argv: list[str]) -> int:
     cfg, _ = parse_config(argv, (RMEvaluateConfig,), prog="rankalign evaluate --rm")
     if not cfg.rm or not cfg.pairs:
         raise UserError("reward-model evaluation needs --rm PATH and --pairs FILE")
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    dump_config(Path(cfg.out) / "evaluate_config.yaml", {"evaluate": cfg})
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     model, pairs, out = kwargs.pop("rm"), kwargs.pop("pairs"), kwargs.pop("out")
     kwargs["samples_path"] = kwargs.pop("samples")
-    m = evaluate_reward_model(model, pairs, out, **kwargs)
+    prepared = prepare_rm_evaluation(model, pairs, out, **kwargs)  # nothing written before this
+    Path(out).mkdir(parents=True, exist_ok=True)
+    dump_config(Path(out) / "evaluate_config.yaml", {"evaluate": cfg})
+    m = run_rm_evaluation(prepared)
     a = m["accuracy"]["overall"]
     print(
-        f"{m['kind']} {model}: accuracy {a['accuracy']:.4f} ({a['correct']}/{a['n']}, {a['ties']} ties)"
+        f"{m['kind']} {model}: accuracy {_num(a['accuracy'], 4)} "
+        f"({a['correct']}/{a['n']}, {a['ties']} ties)"
     )
+    if a["accuracy"] is None:
+        print(f"  {a['notes']['accuracy']}")
     for cat, c in m["accuracy"].get("by_category", {}).items():
-        print(f"  {cat}: {c['accuracy']:.4f} ({c['correct']}/{c['n']})")
+        print(f"  {cat}: {_num(c['accuracy'], 4)} ({c['correct']}/{c['n']})")
     if m.get("reward_length"):
-        print(f"  reward-length mean r: {m['reward_length']['mean_r']:.3f}")
+        print(f"  reward-length mean r: {_num(m['reward_length']['mean_r'], 3)}")
     print(f"rankalign evaluate: report in {Path(out) / 'report.md'}")
     return 0
+
+
+def _num(value, digits: int) -> str:
+    """A number for the console; `n/a` where it is undefined (None, NaN)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "n/a"
 
 
 # dataclass fields double as YAML keys and flags: keep them unique across both dataclasses

@@ -75,7 +75,50 @@ class RewardSpec:
         return {"kind": self.kind, "name": self.name, "weight": self.weight, **self.options}
 
 
+# ranges and choices of option values (checked when a spec is parsed, before any model loads)
+RANGES = {
+    "batch_size": ">= 1",
+    "max_length": ">= 2",
+    "lambda": ">= 0",
+    "min_response_tokens": ">= 0",
+    "timeout": "> 0",
+    "backoff": ">= 0",
+    "temperature": ">= 0",
+    "retries": ">= 0",
+    "max_retries": ">= 0",
+    "max_tokens": ">= 1",
+    "concurrency": ">= 1",
+}
+CHOICES = {
+    "unit": ("chars", "tokens"),
+    "format": ("auto", "chat", "concat", "pair"),
+    "output": ("logit", "prob"),
+    "mode": ("list", "single"),
+    "text": ("response", "full"),
+    "chat_template": ("auto", "always", "never"),
+    "dtype": ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
+}
+# options that name a model folder or hub model (resolved and checked before anything loads)
+MODEL_OPTIONS = {"rm": "path", "causal-rm": "path", "preference": "path", "policy-logprob": "path"}
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """A value for a message, never longer than `limit` (a spec may be huge)."""
+    if isinstance(value, dict | list | tuple | set):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _in_range(value: float, check: str) -> bool:
+    op, bound = check.split()
+    bound = float(bound)
+    return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+
+
 def _convert(value: Any, typ: type, key: str, fail) -> Any:
+    if isinstance(value, dict | list | tuple | set):
+        raise fail(f"'{key}' must be a single value, got {_brief(value)}")
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -83,34 +126,73 @@ def _convert(value: Any, typ: type, key: str, fail) -> Any:
             return True
         if str(value).lower() in ("false", "0", "no", "off"):
             return False
-        raise fail(f"'{key}' must be true or false, got '{value}'")
+        raise fail(f"'{key}' must be true or false, got '{_brief(value)}'")
     if typ in (int, float):
-        try:
-            out = typ(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            out = None
+        out = None
+        if isinstance(value, bool):
+            pass
+        elif typ is int and isinstance(value, float):
+            out = int(value) if value.is_integer() else None
+        else:
+            try:
+                out = typ(value)
+            except (TypeError, ValueError, OverflowError):
+                out = None
         if out is None or (typ is float and not math.isfinite(out)):
             raise fail(
-                f"'{key}' must be a{'n integer' if typ is int else ' finite number'}, got '{value}'"
+                f"'{key}' must be a{'n integer' if typ is int else ' finite number'}, "
+                f"got '{_brief(value)}'"
             )
+        if key in RANGES and not _in_range(out, RANGES[key]):
+            raise fail(f"'{key}' must be {RANGES[key]}, got {out}")
         return out
-    return str(value)
+    out = str(value)
+    if key in CHOICES and out not in CHOICES[key]:
+        raise fail(f"'{key}' must be one of {', '.join(CHOICES[key])}, got '{_brief(out)}'")
+    return out
 
 
-def parse_reward_spec(spec: str | dict) -> RewardSpec:
-    """`rm:./model,weight=2` or {"kind": "rm", "path": "./model", "weight": 2} -> RewardSpec."""
-    text = spec if isinstance(spec, str) else str(spec)
+def parse_reward_spec(spec: str | dict, field: str = "reward") -> RewardSpec:
+    """`rm:./model,weight=2` or {"kind": "rm", "path": "./model", "weight": 2} -> RewardSpec.
+
+    A mapping must be flat: string keys, scalar values (it is refused, never expanded, when it
+    holds lists or mappings). Every value is checked: its type, range (RANGES) and choices."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if not isinstance(key, str):
+                raise UserError(
+                    f"a reward mapping's keys are option names, got {type(key).__name__} "
+                    f"'{_brief(key)}'",
+                    field=field,
+                )
+            if value is not None and not isinstance(value, str | int | float | bool):
+                raise UserError(
+                    f"reward option '{_brief(key)}' must be a single value, got {_brief(value)}",
+                    field=field,
+                )
+        text = str(spec)[:300]  # flat scalars: as long as the input, no longer
+    elif isinstance(spec, str):
+        text = spec[:300]
+    else:
+        raise UserError(
+            "a reward is a spec string (e.g. rm:PATH) or a mapping of option: value, "
+            f"got {type(spec).__name__}"
+            + ("" if isinstance(spec, list | tuple | set) else f" '{_brief(spec)}'"),
+            field=field,
+        )
 
     def fail(msg: str) -> UserError:
-        return UserError(f"reward '{text}': {msg}", field="reward")
+        return UserError(f"reward '{text}': {msg}", field=field)
 
     positional = None
     if isinstance(spec, dict):
-        items = {str(k): v for k, v in spec.items()}
-        kind = str(items.pop("kind", "") or "")
+        items = dict(spec)
+        kind = items.pop("kind", "")
         if not kind:
             raise fail("a reward mapping needs 'kind'")
-    elif isinstance(spec, str):
+        if not isinstance(kind, str):
+            raise fail(f"'kind' must be a string, got {_brief(kind)}")
+    else:
         kind, _, body = spec.strip().partition(":")
         items = {}
         for part in (p.strip() for p in body.split(",")) if body.strip() else []:
@@ -122,30 +204,76 @@ def parse_reward_spec(spec: str | dict) -> RewardSpec:
             elif positional is None and part:
                 positional = part
             else:
-                raise fail(f"unexpected '{part}' (options are key=value, separated by commas)")
-    else:
-        raise fail(f"expected a string or a mapping, got {type(spec).__name__}")
+                raise fail(
+                    f"unexpected '{_brief(part)}' (options are key=value, separated by commas)"
+                )
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise fail(f"unknown reward kind '{kind}' (known: {', '.join(KINDS)})")
+        raise fail(f"unknown reward kind '{_brief(kind)}' (known: {', '.join(KINDS)})")
     main, allowed = KINDS[kind]
     if positional is not None:
         if main is None:
-            raise fail(f"'{kind}' takes no positional value (got '{positional}')")
+            raise fail(f"'{kind}' takes no positional value (got '{_brief(positional)}')")
         if main in items:
             raise fail(f"'{main}' given twice")
         items[main] = positional
     weight = _convert(items.pop("weight", 1.0), float, "weight", fail)
-    name = str(items.pop("name", kind))
+    name = items.pop("name", None)
+    name = kind if name is None else str(name)
+    if not name.strip():
+        raise fail("'name' must not be empty")
     options = {}
     for key, value in items.items():
         if key not in allowed:
             known = ", ".join([*allowed, "weight", "name"])
-            raise fail(f"unknown option '{key}' for '{kind}' (known: {known})")
+            raise fail(f"unknown option '{_brief(key)}' for '{kind}' (known: {known})")
+        if value is None:
+            continue
         options[key] = _convert(value, allowed[key], key, fail)
     if kind in REQUIRED and options.get(REQUIRED[kind]) in (None, ""):
         raise fail(f"'{kind}' needs '{REQUIRED[kind]}' (e.g. {kind}:VALUE)")
+    if kind == "judge" and float(options.get("min", 1)) >= float(options.get("max", 5)):
+        raise fail("'min' must be below 'max'")
     return RewardSpec(kind, options, weight, name, text)
+
+
+def parse_reward_specs(specs: list) -> list[RewardSpec]:
+    """Every spec of a `reward` list; errors name the entry (`reward[i]`) when there are several."""
+    if not isinstance(specs, list | tuple):
+        specs = [specs]
+    out = [
+        parse_reward_spec(s, field="reward" if len(specs) == 1 else f"reward[{i}]")
+        for i, s in enumerate(specs)
+    ]
+    names = Counter(s.name for s in out)
+    dupes = [n for n, c in names.items() if c > 1]
+    if dupes:
+        raise UserError(
+            f"two rewards are named '{dupes[0]}'; give one a name=... option", field="reward"
+        )
+    return out
+
+
+def check_reward_models(specs: list[RewardSpec]) -> None:
+    """Resolve every model a reward names (folder files checked, see models.resolve_model) and
+    every file it reads, without loading anything: a bad path fails before a command writes."""
+    from .models import resolve_model
+
+    for spec in specs:
+        try:
+            if spec.kind in MODEL_OPTIONS:
+                resolve_model(spec.options[MODEL_OPTIONS[spec.kind]])
+            if spec.kind == "length" and spec.options.get("tokenizer"):
+                resolve_model(spec.options["tokenizer"])
+            if spec.kind == "python":
+                module = spec.options["function"].rpartition(":")[0]
+                if module.endswith(".py") and not Path(module).is_file():
+                    raise UserError("file not found", file=module)
+            if spec.kind == "judge" and spec.options.get("rubric"):
+                if not Path(spec.options["rubric"]).is_file():
+                    raise UserError("judge rubric file not found", file=spec.options["rubric"])
+        except UserError as e:
+            raise UserError(f"reward '{spec.text}': {e}") from None
 
 
 # ----------------------------------------------------------------------------- shared helpers

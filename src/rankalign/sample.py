@@ -26,6 +26,10 @@ Reproducibility: each sampled response has its own seed, derived from (seed, sou
 id, sample index), so it does not depend on the batch, the number of processes or a resume (see
 `generation.sample` for the floating-point caveat); beam strategies are deterministic.
 
+Validate, then write: options (with every source's values), the output location, every prompt
+row, every model (loaded) and every prompt's chat template are checked before the fingerprint and
+config are written.
+
 Scale: prompts are batched by token length; rows are committed in atomic shards per process, so
 a killed run resumes where it stopped (same command) and ends with every prompt exactly once.
 Data parallel: `accelerate launch --multi_gpu -m rankalign.cli sample ...` (on CPU:
@@ -47,8 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import side_path
+from .data import check_output_location, side_path
 from .errors import UserError
+from .models import check_device
 
 STRATEGIES = {
     "greedy": "greedy",
@@ -60,6 +65,7 @@ STRATEGIES = {
     "sampling": "sample",
 }
 KINDS = ("policy", "dataset", "openai")
+DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]
 
 # RRHF paper Table 1 (ρ1..ρ4 from the initial policy, ρ5, ρ6 the dataset's responses), §4.1 settings.
@@ -85,37 +91,54 @@ PRESETS = {
 
 @dataclass
 class SourceConfig:
-    """One producer of responses (one entry of `sources`)."""
+    """One producer of responses (one entry of `sources`). `check` metadata: the range of a value
+    (checked with the run's other options, see config.check_options)."""
 
     kind: str  # policy | dataset | openai
-    strategy: str = "sample"  # policy: greedy | beam | diverse-beam | sample (alias top-p, top-k)
-    num: int = 4  # responses per prompt from this source
+    # policy: greedy | beam | diverse-beam | sample (alias top-p, top-k)
+    strategy: str = "sample"
+    num: int = field(default=4, metadata={"check": ">= 1"})  # responses per prompt
     # policy: another local/hub model (default: the run's model); openai: the model name
     model: str | None = None
     name: str | None = None  # label recorded in `sources` (default: derived from the settings)
-    temperature: float | None = None  # default 1.0 (greedy: 0)
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    num_beams: int | None = None  # beam strategies; default: num
-    num_beam_groups: int | None = None  # diverse-beam; default: num_beams (one beam per group)
-    diversity_penalty: float | None = None  # diverse-beam; default 1.0
+    # default 1.0 (greedy: 0)
+    temperature: float | None = field(default=None, metadata={"check": ">= 0"})
+    top_p: float = field(default=1.0, metadata={"check": "[0, 1]"})  # and > 0
+    top_k: int = field(default=0, metadata={"check": ">= 0"})  # 0 = off
+    # beam strategies; default: num
+    num_beams: int | None = field(default=None, metadata={"check": ">= 1"})
+    # diverse-beam; default: num_beams (one beam per group)
+    num_beam_groups: int | None = field(default=None, metadata={"check": ">= 1"})
+    # diverse-beam; default 1.0
+    diversity_penalty: float | None = field(default=None, metadata={"check": ">= 0"})
     length_penalty: float = 1.0  # beam strategies: score = sum log p / length ** length_penalty
-    max_new_tokens: int | None = None  # default: the run's max_new_tokens
+    # default: the run's max_new_tokens
+    max_new_tokens: int | None = field(default=None, metadata={"check": ">= 1"})
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # openai: name of the environment variable with the key
-    timeout: float = 60.0  # openai
-    max_retries: int = 4  # openai
-    concurrency: int = 8  # openai
-    backoff: float = 1.0  # openai: first retry after about this many seconds, doubling
+    timeout: float = field(default=60.0, metadata={"check": "> 0"})  # openai, seconds
+    max_retries: int = field(default=4, metadata={"check": ">= 0"})  # openai
+    concurrency: int = field(default=8, metadata={"check": ">= 1"})  # openai
+    # openai: first retry after about this many seconds, doubling
+    backoff: float = field(default=1.0, metadata={"check": ">= 0"})
     columns: list[str] | None = None  # dataset: take responses from these fields instead
 
     def __post_init__(self):
+        from .config import check_options
+
+        check_options(self)  # types, finite numbers, the `check` ranges (a UserError)
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind '{self.kind}' (use {', '.join(KINDS)})")
-        if self.num < 1:
-            raise ValueError("num must be at least 1")
-        if self.kind == "openai" and self.temperature is None:
-            self.temperature = 1.0
+        if self.columns is not None and (
+            not isinstance(self.columns, list) or not all(isinstance(c, str) for c in self.columns)
+        ):
+            raise ValueError("columns must be a list of field names")
+        if self.kind == "openai":
+            if self.temperature is None:
+                self.temperature = 1.0
+            if not self.model or not self.base_url:
+                raise ValueError("an openai source needs `model` and `base_url`")
+            self.remote_config()  # its checks (base_url scheme, ...) before any request
         if self.kind != "policy":
             return
         if self.strategy not in STRATEGIES:
@@ -128,8 +151,8 @@ class SourceConfig:
             raise ValueError("greedy decoding gives one response per prompt: set num: 1")
         if self.strategy == "sample" and self.temperature <= 0:
             raise ValueError("sampling needs temperature > 0 (use strategy: greedy for 0)")
-        if not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError("top_p must be in (0, 1] and top_k >= 0")
+        if self.top_p == 0:
+            raise ValueError("top_p must be in (0, 1]: 0 keeps no token")
         if beams:
             if self.temperature <= 0:
                 raise ValueError(f"{self.strategy} needs temperature > 0")
@@ -154,7 +177,7 @@ class SourceConfig:
         if not isinstance(d, dict):
             raise ValueError(f"{where}: each source must be a mapping, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k)[:80] for k in d if k not in known)
         if unknown:
             raise ValueError(
                 f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})"
@@ -163,7 +186,7 @@ class SourceConfig:
             raise ValueError(f"{where}: missing 'kind' ({', '.join(KINDS)})")
         try:
             return cls(**d)
-        except ValueError as e:
+        except (ValueError, TypeError, UserError) as e:  # UserError: check_options
             raise ValueError(f"{where}: {e}") from None
 
     def label(self) -> str:
@@ -189,6 +212,20 @@ class SourceConfig:
             args += [f"length_penalty={float(self.length_penalty)}"] * (self.length_penalty != 1)
         who = "policy" if self.model is None else Path(self.model).name
         return f"{who}:{self.strategy}" + (f"({','.join(args)})" if args else "")
+
+    def remote_config(self):
+        """The endpoint settings of an `openai` source (remote.py checks them)."""
+        from .remote import RemoteConfig
+
+        return RemoteConfig(
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            concurrency=self.concurrency,
+            backoff=self.backoff,
+        )
 
     def as_dict(self) -> dict:
         """The settings that matter for this source (for the resolved config)."""
@@ -228,13 +265,17 @@ class SampleConfig:
         },
     )
     num: int = field(
-        default=4, metadata={"help": "responses per policy source of a preset (ρ1..ρ4)"}
+        default=4,
+        metadata={"help": "responses per policy source of a preset (ρ1..ρ4)", "check": ">= 1"},
     )
-    sources: str | None = field(
+    # a YAML list in a config file; on the command line a JSON/YAML string
+    sources: list | str | None = field(
         default=None,
         metadata={"help": "list of sources (YAML list; on the command line a JSON/YAML string)"},
     )
-    max_new_tokens: int = field(default=128, metadata={"help": "new tokens per response"})
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "new tokens per response", "check": ">= 1"}
+    )
     stop: list[str] = field(
         default_factory=lambda: list(HH_STOP),
         metadata={"help": "stop strings: responses are cut at the first one (every source)"},
@@ -242,17 +283,27 @@ class SampleConfig:
     seed: int = field(
         default=42, metadata={"help": "run seed; each prompt's samples derive from (seed, id)"}
     )
-    batch_size: int = field(default=8, metadata={"help": "prompts per generation batch"})
+    batch_size: int = field(
+        default=8, metadata={"help": "prompts per generation batch", "check": ">= 1"}
+    )
     max_prompt_length: int = field(
-        default=1024, metadata={"help": "prompt tokens kept (cut from the left)"}
+        default=1024, metadata={"help": "prompt tokens kept (cut from the left)", "check": ">= 1"}
     )
     chat_template: str = field(default="auto", metadata={"help": "auto | always | never"})
     backend: str = field(default="hf", metadata={"help": "hf (transformers) | vllm"})
     tensor_parallel_size: int = field(
-        default=1, metadata={"help": "vllm: GPUs each model is split over (tensor parallelism)"}
+        default=1,
+        metadata={
+            "help": "vllm: GPUs each model is split over (tensor parallelism)",
+            "check": ">= 1",
+        },
     )
     gpu_memory_utilization: float = field(
-        default=0.9, metadata={"help": "vllm: share of GPU memory for weights and KV cache"}
+        default=0.9,
+        metadata={
+            "help": "vllm: share of GPU memory for weights and KV cache, in (0, 1]",
+            "check": "[0, 1]",
+        },
     )
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
     device: str | None = field(
@@ -268,8 +319,10 @@ class SampleConfig:
             "help": "a remote request failed after retries: fail (stop; rerun resumes) | skip (count it)"
         },
     )
-    shard_size: int = field(default=64, metadata={"help": "rows per output shard"})
-    limit: int | None = field(default=None, metadata={"help": "only the first N prompts"})
+    shard_size: int = field(default=64, metadata={"help": "rows per output shard", "check": ">= 1"})
+    limit: int | None = field(
+        default=None, metadata={"help": "only the first N prompts", "check": ">= 1"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
 
     def __post_init__(self):
@@ -310,16 +363,20 @@ class SampleConfig:
                 raise ValueError("an openai source needs `model` and `base_url`")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be hf or vllm, got '{self.backend}'")
-        if self.tensor_parallel_size < 1 or not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError("tensor_parallel_size must be >= 1, gpu_memory_utilization in (0, 1]")
+        if self.gpu_memory_utilization == 0:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.tensor_parallel_size > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel_size > 1 needs backend: vllm")
         if self.on_remote_error not in ("fail", "skip"):
             raise ValueError("on_remote_error must be fail or skip")
-        if min(self.batch_size, self.shard_size, self.max_new_tokens, self.max_prompt_length) < 1:
+        if self.chat_template not in ("auto", "always", "never"):
             raise ValueError(
-                "batch_size, shard_size, max_new_tokens and max_prompt_length must be >= 1"
+                f"chat_template must be auto, always or never, got '{self.chat_template}'"
             )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
+            raise ValueError("stop must be a list of strings")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must not be empty")
 
@@ -532,19 +589,10 @@ class VLLMPolicy:
 
 def remote_responses(src: SourceConfig, prompts: list, seeds: list[int], cfg: SampleConfig) -> list:
     """num completions per prompt from an OpenAI-compatible server (a list, or the Exception)."""
-    from .remote import RemoteConfig, chat_many
+    from .remote import chat_many
 
-    remote = RemoteConfig(
-        base_url=src.base_url,
-        model=src.model,
-        api_key_env=src.api_key_env,
-        timeout=src.timeout,
-        max_retries=src.max_retries,
-        concurrency=src.concurrency,
-        backoff=src.backoff,
-    )
     return chat_many(
-        remote,
+        src.remote_config(),
         [as_messages(p) for p in prompts],
         temperature=src.temperature,
         n=src.num,
@@ -619,44 +667,44 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _prepare_output(cfg: SampleConfig, out: Path) -> int:
-    """Process 0: refuse to clobber, check a partial run is the same run, write the config."""
-    from .config import dump_config
+def _at(loc: dict) -> dict:
+    """A data location as UserError keywords."""
+    return {"file": loc.get("file"), "line": loc.get("line"), "row": loc.get("row")}
 
-    fingerprint_file = out.with_name(out.name + ".fingerprint")
+
+def _side_paths(out: Path) -> dict[str, Path]:
+    return {
+        "fingerprint": out.with_name(out.name + ".fingerprint"),
+        "config": side_path(out, ".config.yaml"),
+        "summary": side_path(out, ".summary.json"),
+    }
+
+
+def validate(cfg: SampleConfig, state) -> tuple:
+    """Every check of a run, cheapest first; writes nothing. Returns (data, policies).
+
+    The options were checked by parse_config; here: the output location and what is already
+    there, every input row, the backend, every model (loaded) and every prompt's chat template."""
+    from .data import load_lists
+
+    out = Path(cfg.out)
+    world = state.num_processes
+    check_device(cfg.device)
+    sides = _side_paths(out)
+    parts = [out.with_name(f"{out.name}.rank{r}.parts") for r in range(world)]
+    check_output_location(out, files=list(sides.values()), folders=parts)
     if out.exists():
         if not cfg.overwrite:
             raise UserError("output exists (pass --overwrite true to replace it)", file=out)
-        out.unlink()
-    if cfg.overwrite:
-        for folder in _parts_dirs(out):
-            shutil.rmtree(folder)
-    elif _parts_dirs(out):
-        old = fingerprint_file.read_text().strip() if fingerprint_file.exists() else None
+    elif not cfg.overwrite and _parts_dirs(out):
+        fingerprint = sides["fingerprint"]
+        old = fingerprint.read_text().strip() if fingerprint.is_file() else None
         if old != _fingerprint(cfg):
             raise UserError(
                 "a partial run with other settings is here: rerun it with the same "
                 "options, or pass --overwrite true",
                 file=_parts_dirs(out)[0],
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint_file.write_text(_fingerprint(cfg) + "\n")
-    resolved = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    resolved["sources"] = [s.as_dict() for s in cfg.sources]
-    dump_config(side_path(out, ".config.yaml"), {"sample": resolved})
-
-
-def run(cfg: SampleConfig) -> dict | None:
-    """Sample every prompt; returns the summary (on process 0; None on the others)."""
-    from tqdm.auto import tqdm
-
-    from .data import ShardedWriter, load_lists
-    from .models import process_state
-
-    started = time.time()
-    state = process_state(cfg.device)
-    rank, world = state.process_index, state.num_processes
-    out = Path(cfg.out)
     data = load_lists(cfg.prompts, empty_responses="drop", limit=cfg.limit)
     if cfg.backend == "vllm" and any(s.kind == "policy" for s in cfg.sources):
         import importlib.util
@@ -670,6 +718,85 @@ def run(cfg: SampleConfig) -> dict | None:
                 "backend vllm runs as one process (vLLM uses several GPUs itself): "
                 "launch without torchrun/accelerate and set tensor_parallel_size"
             )
+        for i, s in enumerate(cfg.sources):
+            if s.kind == "policy" and s.strategy == "diverse-beam":
+                raise UserError(
+                    "vLLM has no diverse beam search: use backend: hf for diverse-beam sources",
+                    field=f"sources[{i}]",
+                )
+            if s.kind == "policy" and s.strategy == "beam" and s.temperature != 1.0:
+                raise UserError(
+                    "backend vllm: beam search with temperature is not supported",
+                    field=f"sources[{i}]",
+                )
+    policies = _load_policies(cfg, cfg.device or str(state.device))
+    _check_prompts(cfg, data, policies)
+    return data, policies
+
+
+def _load_policies(cfg: SampleConfig, device: str) -> dict[str, Any]:
+    """Each distinct model of the policy sources, loaded once (its files checked first)."""
+    backend = {"hf": HFPolicy, "vllm": VLLMPolicy}[cfg.backend]
+    policies: dict[str, Any] = {}
+    for s in cfg.sources:
+        if s.kind == "policy" and (s.model or cfg.model) not in policies:
+            policies[s.model or cfg.model] = backend(s.model or cfg.model, cfg, device)
+    return policies
+
+
+def _check_prompts(cfg: SampleConfig, data, policies: dict[str, Any]) -> None:
+    """Every prompt renders with every policy's tokenizer (chat template) before any output."""
+    from .tokenization import prompt_text
+
+    for name, policy in policies.items():
+        for row, loc in zip(data.rows, data.locations):
+            try:
+                prompt_text(policy.tokenizer, row["prompt"], cfg.chat_template)
+            except UserError as e:
+                raise UserError(f"{e} (model {name})", field="prompt", **_at(loc)) from None
+            except Exception as e:  # a template that raises (e.g. roles must alternate)
+                raise UserError(
+                    f"the chat template of {name} fails on this prompt: "
+                    f"{type(e).__name__}: {str(e)[:200]}",
+                    field="prompt",
+                    **_at(loc),
+                ) from None
+
+
+def _prepare_output(cfg: SampleConfig, out: Path) -> None:
+    """Process 0, after `validate`: clear what --overwrite replaces, write fingerprint and config."""
+    from .config import dump_config
+    from .data import atomic_write_text
+
+    sides = _side_paths(out)
+    if out.exists():  # validate allowed it: --overwrite
+        out.unlink()
+    if cfg.overwrite:
+        for folder in _parts_dirs(out):
+            shutil.rmtree(folder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sides["fingerprint"], _fingerprint(cfg) + "\n")
+    resolved = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    resolved["sources"] = [s.as_dict() for s in cfg.sources]
+    dump_config(sides["config"], {"sample": resolved})
+
+
+def run(cfg: SampleConfig) -> dict | None:
+    """Sample every prompt; returns the summary (on process 0; None on the others).
+
+    Validate, then write: options, output location, input rows, models and prompts are all
+    checked (by every process) before process 0 writes the fingerprint and config."""
+    from tqdm.auto import tqdm
+
+    from .data import ShardedWriter
+    from .models import process_state
+
+    started = time.time()
+    state = process_state(cfg.device)
+    rank, world = state.process_index, state.num_processes
+    out = Path(cfg.out)
+    data, policies = validate(cfg, state)
+    state.wait_for_everyone()  # every process has validated before anything is written
     if state.is_main_process:
         _prepare_output(cfg, out)
     state.wait_for_everyone()
@@ -681,7 +808,7 @@ def run(cfg: SampleConfig) -> dict | None:
 
     writer = ShardedWriter(out.with_name(f"{out.name}.rank{rank}"), cfg.shard_size)
     if todo:
-        _sample_rows(cfg, todo, writer, state, tqdm)
+        _sample_rows(cfg, todo, writer, state, tqdm, policies)
     writer.flush()
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -689,13 +816,9 @@ def run(cfg: SampleConfig) -> dict | None:
     return _merge(cfg, out, data, world, time.time() - started)
 
 
-def _sample_rows(cfg: SampleConfig, todo: list[dict], writer, state, tqdm) -> None:
-    backend = {"hf": HFPolicy, "vllm": VLLMPolicy}[cfg.backend]
-    device = cfg.device or str(state.device)
-    policies: dict[str, Any] = {}
-    for s in cfg.sources:  # each distinct model is loaded once
-        if s.kind == "policy" and (s.model or cfg.model) not in policies:
-            policies[s.model or cfg.model] = backend(s.model or cfg.model, cfg, device)
+def _sample_rows(
+    cfg: SampleConfig, todo: list[dict], writer, state, tqdm, policies: dict[str, Any]
+) -> None:
     encoded = {name: [p.encode(r["prompt"]) for r in todo] for name, p in policies.items()}
     first = next(iter(encoded.values()), None)
     # batch prompts of similar length (longest first: memory problems show up at once)
@@ -750,7 +873,7 @@ def _sample_rows(cfg: SampleConfig, todo: list[dict], writer, state, tqdm) -> No
 
 def _merge(cfg: SampleConfig, out: Path, data, world: int, elapsed: float) -> dict:
     """Process 0: all shards -> the output in input order; counts -> the summary."""
-    from .data import atomic_write_text, write_jsonl
+    from .data import write_json, write_jsonl
 
     by_id: dict[str, dict] = {}
     for r in _done_rows(out):
@@ -794,7 +917,7 @@ def _merge(cfg: SampleConfig, out: Path, data, world: int, elapsed: float) -> di
         "processes": world,
         "elapsed_s": round(elapsed, 2),
     }
-    atomic_write_text(side_path(out, ".summary.json"), json.dumps(summary, indent=2) + "\n")
+    write_json(side_path(out, ".summary.json"), summary)
     print(
         f"rankalign sample: {len(rows)} prompts -> {out} ({sum(ks)} responses; k min "
         f"{summary['k']['min']}, mean {summary['k']['mean']}, max {summary['k']['max']})"

@@ -9,6 +9,10 @@ response}) and `scores` = sum of weight * part. Beside the output:
 `<stem>.config.yaml` (resolved config), `<stem>.summary.json` (also printed) and, when rows fail,
 `<stem>.failed.jsonl`.
 
+Validate, then write: the options, every reward spec (types, ranges, choices; a YAML mapping must
+be flat), the output location, every input row and every reward's model files are checked before
+anything is written; the reward models are loaded before the first write too.
+
 Resume: rows are committed in atomic shards (`<out>.parts/`); a killed run, rerun with the same
 command, scores only the rows not done yet and merges everything in input order, so every row
 appears exactly once. A run with other rewards over an unfinished one is refused (use
@@ -46,10 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import dump_config, parse_config, redact
-from .data import ShardedWriter, atomic_write_text, load_lists, side_path, write_jsonl
+from .data import ShardedWriter, load_lists, side_path, write_json, write_jsonl
 from .errors import UserError
 from .models import process_state
-from .rewards import Reward, build_rewards, parse_reward_spec
+from .rewards import Reward, build_rewards, check_reward_models, parse_reward_specs
 
 
 class _Repeatable(argparse.Action):
@@ -88,30 +92,36 @@ class ScoreConfig:
         },
     )
     shard_size: int = field(
-        default=64, metadata={"help": "rows per committed shard (and per pass)"}
+        default=64, metadata={"help": "rows per committed shard (and per pass)", "check": ">= 1"}
     )
-    batch_size: int = field(default=8, metadata={"help": "sequences per model forward pass"})
-    max_length: int = field(default=1024, metadata={"help": "token limit of model inputs"})
+    batch_size: int = field(
+        default=8, metadata={"help": "sequences per model forward pass", "check": ">= 1"}
+    )
+    max_length: int = field(
+        default=1024, metadata={"help": "token limit of model inputs", "check": ">= 2"}
+    )
     dtype: str = field(default="float32", metadata={"help": "model dtype: float32 or bfloat16"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:0"})
     chat_template: str = field(default="auto", metadata={"help": "auto, always or never"})
     trust_remote_code: bool = False
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
     empty_responses: str = field(default="error", metadata={"help": "error or drop"})
-    limit: int | None = field(default=None, metadata={"help": "score only the first N rows"})
+    limit: int | None = field(
+        default=None, metadata={"help": "score only the first N rows", "check": ">= 1"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
 
     def __post_init__(self):
         if self.on_failure not in ("skip", "min"):
             raise ValueError(f"on_failure must be skip or min, got '{self.on_failure}'")
-        if self.shard_size < 1 or self.batch_size < 1 or self.max_length < 2:
-            raise ValueError("shard_size and batch_size must be >= 1, max_length >= 2")
         if self.dtype not in ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got '{self.dtype}'")
         if self.chat_template not in ("auto", "always", "never"):
             raise ValueError(
                 f"chat_template must be auto, always or never, got '{self.chat_template}'"
             )
+        if self.empty_responses not in ("error", "drop"):
+            raise ValueError(f"empty_responses must be error or drop, got '{self.empty_responses}'")
         if not isinstance(self.reward, list):
             self.reward = [self.reward]
 
@@ -227,33 +237,51 @@ def print_summary(s: dict, out: Path, failed_path: Path) -> None:
         print(f"  {s['rows_skipped']} rows skipped (unscored) -> {failed_path}")
 
 
+def _done_ids(parts: Path) -> set[str]:
+    """Ids of the rows already committed in `parts` (read only: nothing is created)."""
+    done = set()
+    for shard in sorted(parts.glob("shard-*.jsonl")) if parts.is_dir() else []:
+        done |= {json.loads(x)["id"] for x in shard.read_text(encoding="utf-8").splitlines() if x}
+    return done
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this run created (deepest first) if they are still empty."""
+    for folder in folders:  # check_output_location lists them deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def main(argv: list[str]) -> int:
+    from .data import check_output_location
+    from .models import check_device
+
     cfg, _config_path = parse_config(argv, (ScoreConfig,), prog="rankalign score")
-    specs = [parse_reward_spec(s) for s in cfg.reward]
+
+    # ---- validation: every check passes before anything is written
+    specs = parse_reward_specs(cfg.reward)
     if not specs:
         raise UserError(
             "no reward given: pass --reward SPEC (e.g. sentiment, rm:PATH, "
             "judge:model=NAME,base_url=URL)",
             field="reward",
         )
+    check_device(cfg.device)
     out = Path(cfg.out)
     config_path, summary_path = side_path(out, ".config.yaml"), side_path(out, ".summary.json")
     failed_path = side_path(out, ".failed.jsonl")
     parts = out.with_name(out.name + ".parts")
-    data = load_lists(
-        cfg.input, min_responses=1, empty_responses=cfg.empty_responses, limit=cfg.limit
+    created = check_output_location(
+        out, files=[config_path, summary_path, failed_path], folders=[parts]
     )
     run = {"input": str(cfg.input), "rewards": [s.as_dict() for s in specs]}
-
-    # Several processes (torchrun / accelerate launch): each scores every world-th remaining row
-    # into its own shards; process 0 merges them in input order.
-    state = process_state(cfg.device)
-    rank, world = state.process_index, state.num_processes
     if parts.exists() and not cfg.overwrite:  # resume: only with the same input and rewards
         import yaml
 
         before = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
-        if not before or before.get("run") != redact(run):  # the dump is redacted too
+        if not isinstance(before, dict) or before.get("run") != redact(run):  # dump: redacted
             raise UserError(
                 f"{parts} holds an unfinished run with other inputs or rewards; "
                 "rerun that command, or pass --overwrite true",
@@ -261,25 +289,36 @@ def main(argv: list[str]) -> int:
             )
     elif out.exists() and not cfg.overwrite:
         raise UserError("output exists (pass --overwrite true to replace it)", file=out)
-    state.wait_for_everyone()  # every process has looked before process 0 removes anything
-    if cfg.overwrite and parts.exists() and state.is_main_process:
-        shutil.rmtree(parts)
-    state.wait_for_everyone()
-    writer = ShardedWriter(out, cfg.shard_size, tag=f"rank{rank}-" if world > 1 else "")
-    done = writer.done_ids()
-    state.wait_for_everyone()  # everyone has read `done` before anyone writes a new shard
+    data = load_lists(
+        cfg.input, min_responses=1, empty_responses=cfg.empty_responses, limit=cfg.limit
+    )
+    check_reward_models(specs)  # every model path of every reward, before any is loaded
+
+    # Several processes (torchrun / accelerate launch): each scores every world-th remaining row
+    # into its own shards; process 0 merges them in input order.
+    state = process_state(cfg.device)
+    rank, world = state.process_index, state.num_processes
+    done = set() if cfg.overwrite else _done_ids(parts)
     todo = [(row, loc) for row, loc in zip(data.rows, data.locations) if row["id"] not in done]
     todo = todo[rank::world]
     shared = ("batch_size", "max_length", "dtype", "trust_remote_code", "allow_pickle")
     defaults = {key: getattr(cfg, key) for key in (*shared, "chat_template")}  # specs may override
     defaults["device"] = str(state.device) if world > 1 and cfg.device == "auto" else cfg.device
+    rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors first
+
+    # ---- writing
+    state.wait_for_everyone()  # every process has read `done` before process 0 removes anything
+    if cfg.overwrite and parts.exists() and state.is_main_process:
+        shutil.rmtree(parts)
+    state.wait_for_everyone()
+    writer = ShardedWriter(out, cfg.shard_size, tag=f"rank{rank}-" if world > 1 else "")
+    state.wait_for_everyone()
     if done and state.is_main_process:
         print(f"rankalign score: resuming, {len(done)} of {len(data.rows)} rows already scored")
 
     from tqdm.auto import tqdm
 
     try:
-        rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors first
         if state.is_main_process:
             dump_config(config_path, {"score": cfg, "run": run})
         with tqdm(
@@ -306,9 +345,11 @@ def main(argv: list[str]) -> int:
                 writer.flush()
                 bar.update(len(chunk))
     except BaseException:
-        if world == 1 and not any(writer.parts.glob("shard-*.jsonl")):  # leave nothing behind
+        # a failure before the first shard (e.g. an unreachable judge): leave nothing behind
+        if world == 1 and not any(writer.parts.glob("shard-*.jsonl")):
             shutil.rmtree(writer.parts, ignore_errors=True)
             config_path.unlink(missing_ok=True)
+            _remove_empty(created)
         raise
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -324,6 +365,6 @@ def main(argv: list[str]) -> int:
     skipped = {r["id"] for r in failed}
     kept = writer.finish([i for i in order if i not in skipped])
     summary = summarize(kept, failed)
-    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
     print_summary(summary, out, failed_path)
     return 0

@@ -10,6 +10,7 @@ every `TrainingArguments` flag works here too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +27,16 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from . import losses as L
 from .config import dump_config, parse_config
-from .data import atomic_write_text, load_lists
+from .data import check_output_location, load_lists, write_json
 from .errors import UserError
 from .logprobs import collate_lists, response_logps
-from .models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
+from .models import (
+    check_weights_format,
+    load_causal_lm,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_model,
+)
 from .tokenization import EncodedList, encode_list
 
 # Loss hyperparameters: None means "the loss function's own default" (see losses.py).
@@ -90,16 +98,32 @@ class TrainConfig:
         },
     )
     # loss hyperparameters (None = the loss's default; see losses.py)
-    beta: float | None = None
-    margin: float | None = None
-    rank_weight: float | None = None
-    sft_weight: float | None = None
+    beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "inverse temperature of the implicit reward (dpo family)",
+            "check": "> 0",
+        },
+    )
+    margin: float | None = field(
+        default=None, metadata={"help": "hinge margin (slic)", "check": ">= 0"}
+    )
+    rank_weight: float | None = field(
+        default=None, metadata={"help": "weight of the ranking term", "check": ">= 0"}
+    )
+    sft_weight: float | None = field(
+        default=None, metadata={"help": "weight of the SFT term", "check": ">= 0"}
+    )
     sft_reduction: str | None = field(default=None, metadata={"help": "sum | mean"})
     pair_mode: str | None = field(
         default=None, metadata={"help": "all | best-worst (pairwise losses on k > 2)"}
     )
-    gamma: float | None = None
-    label_smoothing: float | None = None
+    gamma: float | None = field(
+        default=None, metadata={"help": "target reward margin (simpo)", "check": ">= 0"}
+    )
+    label_smoothing: float | None = field(
+        default=None, metadata={"help": "label smoothing (dpo)", "check": "[0, 0.5]"}
+    )
     temperature: str | None = field(default=None, metadata={"help": "pro: none | reward-gap"})
     # reference model (dpo, ipo, listwise-dpo)
     ref_model: str | None = field(
@@ -116,10 +140,15 @@ class TrainConfig:
     )
     # tokenization
     max_length: int = field(
-        default=512, metadata={"help": "prompt + response tokens (the RRHF paper used 192 on HH)"}
+        default=512,
+        metadata={
+            "help": "prompt + response tokens (the RRHF paper used 192 on HH)",
+            "check": ">= 2",
+        },
     )
     min_response_tokens: int = field(
-        default=64, metadata={"help": "tokens a response keeps when the prompt is long"}
+        default=64,
+        metadata={"help": "tokens a response keeps when the prompt is long", "check": ">= 1"},
     )
     chat_template: str = field(
         default="auto", metadata={"help": "auto (message lists only) | always | never"}
@@ -132,7 +161,9 @@ class TrainConfig:
     drop_tied_lists: bool = field(
         default=False, metadata={"help": "drop lists whose scores are all equal (counted)"}
     )
-    max_rows: int | None = None
+    max_rows: int | None = field(
+        default=None, metadata={"help": "read only the first N rows", "check": ">= 1"}
+    )
     # computation
     shared_prompt: bool = field(
         default=True, metadata={"help": "run each prompt once for its k responses"}
@@ -150,12 +181,13 @@ class TrainConfig:
         metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},
     )
     use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank", "check": ">= 1"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha", "check": "> 0"})
     lora_dropout: float = field(
         default=0.0,
         metadata={
-            "help": "dropout on LoRA inputs (PEFT's default 0; 0.05 made CPU steps 1.8x slower)"
+            "help": "dropout on LoRA inputs (PEFT's default 0; 0.05 made CPU steps 1.8x slower)",
+            "check": "[0, 1]",
         },
     )
     lora_target_modules: str = field(
@@ -177,8 +209,6 @@ class TrainConfig:
             raise ValueError(
                 f"reference must be precompute or adapters-off, got '{self.reference}'"
             )
-        if self.min_response_tokens < 1 or self.max_length < 2:
-            raise ValueError("min_response_tokens must be >= 1 and max_length >= 2")
         if self.reference == "adapters-off" and not self.use_lora:
             raise ValueError("reference: adapters-off needs use_lora: true")
 
@@ -577,23 +607,29 @@ def with_lora(model, cfg, task_type: str = "CAUSAL_LM"):
         target_modules=targets,
         task_type=task_type,
     )
-    return get_peft_model(model, lora)
+    with quiet_peft():
+        return get_peft_model(model, lora)
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft (0.21) reads transformers' deprecated `is_gradient_checkpointing` when it wraps a
+    model: peft's warning, not one the user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        yield
 
 
 def check_output_dir(out: Path, model_path: str, *, checkpoints: bool) -> None:
-    """Fail before any work when the output folder is not writable or the disk is too small."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"output folder is not writable ({e.strerror})", file=out) from None
+    """Fail before any work (and without creating anything) when the output folder cannot be
+    written or the disk is too small."""
+    check_output_location(out, folder=True, field="output_dir")
+    base = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
     folder = Path(model_path)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
     # a checkpoint holds the weights plus AdamW's two moments; the final save, the weights
     need = weights * (3 if checkpoints else 1)
-    free = shutil.disk_usage(out).free
+    free = shutil.disk_usage(base).free
     if need > free:
         raise UserError(
             f"not enough disk space: about {need / 2**30:.1f} GiB needed for a checkpoint, "
@@ -618,22 +654,29 @@ def _default_output_dir(cfg: TrainConfig) -> str:
 
 def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     """Train and save; returns a summary (final metrics and paths)."""
+    # Validation: the models' files, the output folder and every row, before anything is written
+    # (options were checked when parsed), so a refused run leaves nothing behind.
     min_k = L.MIN_RESPONSES[cfg.loss]
     model_path = resolve_model(cfg.model)
-    check_output_dir(Path(args.output_dir), model_path, checkpoints=args.save_strategy != "no")
+    precompute = cfg.loss in L.NEEDS_REFERENCE and cfg.reference == "precompute"
+    ref_path = resolve_model(cfg.ref_model) if precompute and cfg.ref_model else model_path
+    for path in {model_path, ref_path}:
+        check_weights_format(path, cfg.allow_pickle)
+    out = Path(args.output_dir)
+    check_output_dir(out, model_path, checkpoints=args.save_strategy != "no")
+    if precompute and cfg.ref_cache_dir:
+        check_output_location(cfg.ref_cache_dir, folder=True, field="ref_cache_dir")
     tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
     train_set, data_report = tokenize_lists(cfg.data, tokenizer, cfg, min_responses=min_k)
     eval_set = None
     if cfg.eval_data:
         eval_set, _ = tokenize_lists(cfg.eval_data, tokenizer, cfg, min_responses=min_k)
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
-    out = Path(args.output_dir)
-    atomic_write_text(out / "data_report.json", json.dumps(data_report, indent=2))
+    write_json(out / "data_report.json", data_report)
     dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
 
     ref_cache = None
-    if cfg.loss in L.NEEDS_REFERENCE and cfg.reference == "precompute":
-        ref_path = resolve_model(cfg.ref_model) if cfg.ref_model else model_path
+    if precompute:
         for ds in (train_set, eval_set):
             if ds is not None:
                 ref_cache = attach_reference(ds, cfg, args, tokenizer.pad_token_id, ref_path)
@@ -675,7 +718,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
         "reference_cache": ref_cache,
         "data": data_report,
     }
-    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2))
+    write_json(out / "train_summary.json", summary)
     return summary
 
 
@@ -699,21 +742,39 @@ def save_final(trainer: Trainer, cfg, tokenizer, out: Path, load_base) -> None:
         # only this process loads the base: ZeRO-3's collective partitioning at load must be off
         # (training is over; nothing else loads under this run's DeepSpeed config)
         unset_hf_deepspeed_config()
-        merged = PeftModel.from_pretrained(load_base(), str(out / "adapter")).merge_and_unload()
+        with quiet_peft():
+            merged = PeftModel.from_pretrained(load_base(), str(out / "adapter"))
+        merged = merged.merge_and_unload()
         merged.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
+
+
+def machine_defaults() -> dict:
+    """TrainingArguments defaults that depend on this machine (policy and reward-model training)."""
+    cuda = torch.cuda.is_available()
+    # pinned host memory only helps copies to an accelerator (torch warns when there is none)
+    defaults = {"dataloader_pin_memory": cuda}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cuda:
+        # multi-process on CPU (gloo): without use_cpu, TrainingArguments sets up no DDP
+        defaults["use_cpu"] = True
+    return defaults
+
+
+def keep_token_off_disk(args: TrainingArguments) -> None:
+    """Move `--hub_token` into the environment, where huggingface_hub reads it when pushing:
+    off `args`, it cannot reach training_args.bin in the output folder and every checkpoint."""
+    if args.hub_token:
+        os.environ["HF_TOKEN"], args.hub_token = args.hub_token, None
 
 
 def parse_args(argv: list[str]) -> tuple[TrainConfig, TrainingArguments]:
     # per-loss defaults need the loss name before the full parse
     loss = _peek(argv, "loss") or "rrhf"
-    defaults = {**COMMON_DEFAULTS, **LOSS_DEFAULTS.get(loss, {})}
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # multi-process on CPU (gloo): without use_cpu, TrainingArguments sets up no DDP
-        defaults["use_cpu"] = True
+    defaults = {**COMMON_DEFAULTS, **LOSS_DEFAULTS.get(loss, {}), **machine_defaults()}
     cfg, args, _ = parse_config(
         argv, (TrainConfig, TrainingArguments), prog="rankalign train", defaults=defaults
     )
+    keep_token_off_disk(args)
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
     cfg.loss_kwargs()  # options that do not apply to the loss fail before any work starts
