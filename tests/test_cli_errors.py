@@ -279,6 +279,11 @@ CASES = [
         args=["--max_length", "1"],
         expect=["field 'max_length'", ">= 2"],
     ),
+    Case(
+        "lora-targets-not-in-model",
+        args=["--use_lora", "true", "--lora_target_modules", "nope_proj"],
+        expect=["field 'lora_target_modules'", "not found"],
+    ),
     # --- output paths the operating system cannot take
     Case(
         "output-dir-is-a-file",

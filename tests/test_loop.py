@@ -165,3 +165,21 @@ def test_rso_prefers_high_rewards():
         counts[b] += 1
         assert a != b
     assert counts[3] > counts[2] > counts[1] > counts[0]
+
+
+def test_undefined_metrics_print_as_n_a(monkeypatch, capsys):
+    """Metrics nothing could define are None (strict JSON): the console says n/a, no crash."""
+    from rankalign import loop
+    from rankalign.demo import summary_table
+
+    undefined = {"iteration": 1, "mean_reward": None, "max_reward": float("nan")}
+    monkeypatch.setattr(
+        loop, "run", lambda cfg: [undefined | {"heldout_reward": None, "dropped_ties": 0}]
+    )
+    assert loop.main(["--prompts", "p.jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert "iteration 1: sample reward mean n/a max n/a; held-out n/a; dropped ties 0" in out
+    model = {"mean_reward": None, "ci_low": None, "ci_high": None, "perplexity": None}
+    table = summary_table({"models": {"base": model, "rrhf": {"mean_reward": 0.25}}})
+    assert "| base | n/a (n/a, n/a) | n/a | n/a |" in table
+    assert "| rrhf | +0.250 (n/a, n/a) | n/a | n/a |" in table

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rankalign.evaluate import read_loop_metrics, read_training_log
-from rankalign.report import write_report
+from rankalign.report import number, pct, write_report
 
 PLOTS = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
 
@@ -323,6 +323,19 @@ def test_screenshot_of_the_report_is_not_blank(report, tmp_path):
         assert np.asarray(im.convert("L"), dtype=float).std() > 10
 
 
+# ----------------------------------------------------------------------------- formatting
+
+
+def test_number_and_pct_say_what_is_undefined():
+    """One formatter for every console line (`evaluate`, `evaluate --rm`), one for percentages."""
+    assert number(0.123456) == "0.123" and number(2, ".2f") == "2.00"
+    assert number(-0.5, "+.4f") == "-0.5000"
+    for undefined in (None, float("nan"), float("inf"), True, "0.5"):
+        assert number(undefined) == "n/a" and number(undefined, missing="-") == "-"
+        assert pct(undefined) == "-"
+    assert pct(0.5) == "50.0%" and pct(1) == "100.0%"
+
+
 # ----------------------------------------------------------------------------- log readers
 
 
@@ -336,6 +349,19 @@ def test_training_log_from_the_newest_checkpoint(tmp_path):
     assert len(read_training_log(str(tmp_path))) == 10
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1}]}))
     assert read_training_log(str(tmp_path)) == [{"step": 1}]
+
+
+def test_training_log_reads_nan_but_refuses_duplicate_keys(tmp_path):
+    """Python's JSON writer puts NaN into trainer logs: read as a number. Anything the data
+    loaders refuse (duplicate keys, ...) is refused here too, naming the file."""
+    from rankalign.errors import UserError
+
+    (tmp_path / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss": NaN}]}')
+    (entry,) = read_training_log(str(tmp_path))
+    assert entry["step"] == 1 and entry["loss"] != entry["loss"]
+    (tmp_path / "trainer_state.json").write_text('{"log_history": [], "log_history": []}')
+    with pytest.raises(UserError, match="trainer_state.json.*duplicate key 'log_history'"):
+        read_training_log(str(tmp_path))
 
 
 def test_loop_metrics_as_folders_or_a_list(tmp_path):

@@ -252,8 +252,11 @@ def test_bt_reward_model_learns_the_rule(bt_dir, untrained_bt_dir, prefs, tmp_pa
     for png in ("accuracy.png", "reward_length.png"):
         assert (tmp_path / "after" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in report
-    # per-step loss and pair accuracy were logged (trainer_state.json, for --train_runs plots)
-    steps = json.loads((bt_dir / "trainer_state.json").read_text())["log_history"]
+    # per-step loss and pair accuracy were logged (trainer_state.json, for --train_runs plots),
+    # as strictly valid JSON (train.save_final writes it, once)
+    steps = json.loads(
+        (bt_dir / "trainer_state.json").read_text(), parse_constant=lambda c: pytest.fail(c)
+    )["log_history"]
     logged = [e for e in steps if "loss" in e]
     assert len(logged) == 60 and all("rank_accuracy" in e and "loss_center" in e for e in logged)
     meta = json.loads((bt_dir / METADATA_FILE).read_text())

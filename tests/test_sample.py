@@ -300,6 +300,12 @@ def test_presets_are_the_papers_settings(preset, expected):
     )
 
 
+def test_a_single_stop_string_is_a_list_of_one():
+    assert SampleConfig(prompts="p", out="o", preset="P", stop="###").stop == ["###"]
+    with pytest.raises(ValueError, match="list of strings"):
+        SampleConfig(prompts="p", out="o", preset="P", stop=[1])
+
+
 # ----------------------------------------------------------------------------- the command
 
 
@@ -663,7 +669,9 @@ def test_two_processes_split_and_merge_in_order(tmp_path, tiny_model_dir):
         ),
         (["--sources", "[{kind: policy, colour: red}]"], "sources[0]: unknown key 'colour'"),
         (["--sources", "[{kind: openai, model: m}]"], "needs `model` and `base_url`"),
-        (["--sources", "{not yaml"], "sources: not a valid"),
+        (["--sources", "{not yaml"], "sources, line 1: invalid YAML"),
+        (["--sources", "[{kind: policy, top_p: 0}]"], "field 'top_p': must be in (0, 1], got 0"),
+        (["--preset", "D", "--gpu_memory_utilization", "0"], "must be in (0, 1], got 0.0"),
         ([], "nothing to sample"),
         (["--preset", "P", "--prompts", "missing.jsonl"], "file not found"),
         (["--preset", "D", "--backend", "vllm"], "needs the vllm package"),

@@ -141,6 +141,75 @@ def test_python_function_file_and_module(tmp_path, monkeypatch):
     assert rows[1]["score_parts"]["w"] == [2.0, 8.0]
 
 
+def test_reward_errors_name_the_option_and_the_spec_once(tmp_path):
+    """A spec's problem reads `field 'OPTION': reward 'SPEC': problem`, with no doubled prefix."""
+    from rankalign.rewards import check_reward_models, parse_reward_specs
+
+    (tmp_path / "f.py").write_text("def f(prompt, response):\n    return 1.0\n")
+    spec = f"python:{tmp_path / 'f.py'}:nope"
+    with pytest.raises(UserError) as e:
+        build_rewards(parse_reward_specs([spec], field="win_judge"), field="win_judge")
+    assert str(e.value) == (
+        f"field 'win_judge': reward '{spec}': '{tmp_path / 'f.py'}' has no function 'nope'"
+    )
+    with pytest.raises(UserError) as e:
+        build_rewards([parse_reward_spec("length:lambda=1,unit=tokens")])
+    assert str(e.value) == (
+        "field 'reward': reward 'length:lambda=1,unit=tokens': unit=tokens needs tokenizer=PATH"
+    )
+    # the judge names the field 'reward' itself: the caller's option replaces it
+    judge = "judge:model=m,base_url=ftp://x"
+    with pytest.raises(UserError, match=r"^field 'rm_scorers': reward 'judge:[^']*': judge: "):
+        build_rewards([parse_reward_spec(judge)], field="rm_scorers")
+    missing = f"python:{tmp_path / 'none.py'}:f"
+    with pytest.raises(UserError) as e:
+        check_reward_models(parse_reward_specs([missing]), field="win_judge")
+    assert (
+        str(e.value)
+        == f"field 'win_judge': reward '{missing}': {tmp_path / 'none.py'}: file not found"
+    )
+    with pytest.raises(UserError, match=r"^field 'x\[1\]': reward 'rm:\./y,batch_size=0'"):
+        parse_reward_specs(["sentiment", "rm:./y,batch_size=0"], field="x")
+    with pytest.raises(UserError, match=r"^field 'x': two rewards are named 'sentiment'"):
+        parse_reward_specs(["sentiment", "sentiment"], field="x")
+
+
+def test_check_reward_models_refuses_pickle_only_weights(tmp_path):
+    from rankalign.rewards import check_reward_models
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"never loaded")
+    for kind in ("rm", "causal-rm", "preference", "policy-logprob"):
+        specs = [parse_reward_spec(f"{kind}:{folder}")]
+        with pytest.raises(UserError, match=rf"^field 'w': reward '{kind}:.*pickle"):
+            check_reward_models(specs, field="w", defaults={})
+        check_reward_models(specs, defaults={"allow_pickle": True})
+        check_reward_models(specs)  # the command's default unknown: left to build_rewards
+        with pytest.raises(UserError, match="pickle"):  # the spec's own option wins
+            check_reward_models(
+                [parse_reward_spec(f"{kind}:{folder},allow_pickle=false")],
+                defaults={"allow_pickle": True},
+            )
+        check_reward_models([parse_reward_spec(f"{kind}:{folder},allow_pickle=true")], defaults={})
+
+
+def test_trained_with_refuses_a_broken_metadata_file(tmp_path):
+    from rankalign.rewards import trained_with
+
+    assert trained_with(str(tmp_path)) == {}
+    meta = tmp_path / "rankalign_reward_model.json"
+    meta.write_text('{"format": "chat"}')
+    assert trained_with(str(tmp_path)) == {"format": "chat"}
+    meta.write_text('{"format": "chat"')
+    with pytest.raises(UserError, match=r"rankalign_reward_model\.json.*invalid JSON"):
+        trained_with(str(tmp_path))
+    meta.write_text('["chat"]')
+    with pytest.raises(UserError, match=r"rankalign_reward_model\.json: expected a JSON object"):
+        trained_with(str(tmp_path))
+
+
 def test_input_scores_kept_as_a_part(tmp_path):
     pairs = [{"prompt": "p", "chosen": "good", "rejected": "bad"}]
     rows = run_score(tmp_path, "input:weight=10", "length:lambda=1", rows=pairs)

@@ -20,6 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+# transformers' log handler keeps the sys.stderr of the moment it is imported: imported here, at
+# collection, not first inside a test whose captured stream is closed after it (a later warning
+# would then print "--- Logging error ---" and its traceback into another test's stderr)
+from transformers.utils import logging as hf_logging
+
 from rankalign.cli import main
 
 HERE = Path(__file__).parent
@@ -93,9 +98,15 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     not_json = d / "trainer_state_run"
     not_json.mkdir()
     (not_json / "trainer_state.json").write_text('{"log_history": [\n  {"loss": 1.0},\n  oops\n]}')
+    twice = d / "duplicate_key_run"
+    twice.mkdir()
+    (twice / "trainer_state.json").write_text('{"log_history": [{"loss": NaN, "loss": 1.0}]}')
     loop = d / "loop_run"
     (loop / "iter-0").mkdir(parents=True)
     (loop / "iter-0" / "metrics.json").write_text("{not json")
+    deep = d / "deep_loop_run"
+    (deep / "iter-0").mkdir(parents=True)
+    (deep / "iter-0" / "metrics.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
     no_config = d / "no-config-model"
     no_config.mkdir()
     (no_config / "model.safetensors").write_bytes(b"")
@@ -124,7 +135,9 @@ def inputs(tmp_path_factory) -> dict[str, str]:
             d / "responses.jsonl", [{"id": "a", "prompt": "hello there, ", "responses": ["ok"]}]
         ),
         "bad_run": str(not_json),
+        "duplicate_key_run": str(twice),
         "bad_loop": str(loop),
+        "deep_loop": str(deep),
         "no_config": str(no_config),
         "template_missing": str(template_missing),
         "file": _write_jsonl(d / "a_file.txt", ["not a folder"]),
@@ -206,7 +219,13 @@ def test_evaluate_good_run_passes_the_same_checks(inputs, tmp_path, capfd):
         (["--tie_tolerance", "-0.5"], ["tie_tolerance"]),
         (["--num_samples", "2.5"], ["num_samples"]),
         (["--confidence", "1.5"], ["confidence"]),
+        (["--confidence", "1"], ["confidence", "(0, 1)"]),
         (["--top_p", "nan"], ["top_p"]),
+        # refused before the run, not when --num_samples builds its sampler
+        (["--num_samples", "2", "--top_p", "0"], ["top_p", "(0, 1]"]),
+        (["--dtype", "float64"], ["dtype", "float64"]),
+        (["--chat_template", "sometimes"], ["chat_template"]),
+        (["--stop", ""], ["stop"]),
         (["--max_new_tokens", "0"], ["max_new_tokens"]),
     ],
     ids=[
@@ -215,7 +234,12 @@ def test_evaluate_good_run_passes_the_same_checks(inputs, tmp_path, capfd):
         "negative-tie",
         "int-2.5",
         "confidence",
+        "confidence-1",
         "nan",
+        "top-p-0",
+        "dtype",
+        "chat-template",
+        "empty-stop",
         "tokens-0",
     ],
 )
@@ -249,7 +273,9 @@ def test_evaluate_bad_option_in_yaml(inputs, tmp_path, capfd, values, expect):
         (["--samples", "{bad_samples}"], ["bad_samples.jsonl", "line 2"]),
         (["--train_data", "{bad_samples}"], ["bad_samples.jsonl", "line 2"]),
         (["--train_runs", "{bad_run}"], ["trainer_state.json", "line 3", "invalid JSON"]),
+        (["--train_runs", "{duplicate_key_run}"], ["trainer_state.json", "duplicate key 'loss'"]),
         (["--loop_run", "{bad_loop}"], ["metrics.json", "invalid JSON"]),
+        (["--loop_run", "{deep_loop}"], ["metrics.json", "nested"]),
         (["--model", "r={responses_missing_id}"], ["responses.jsonl", "prompt id 'b'"]),
         (["--model", "dataset:nope"], ["prompts.jsonl", "field 'nope'"]),
     ],
@@ -259,7 +285,9 @@ def test_evaluate_bad_option_in_yaml(inputs, tmp_path, capfd, values, expect):
         "samples",
         "train-data",
         "train-run",
+        "train-run-duplicate-key",
         "loop-run",
+        "loop-run-too-deep",
         "responses",
         "field",
     ],
@@ -283,9 +311,16 @@ def test_evaluate_unscored_training_file_without_reward(inputs, tmp_path, capfd)
         (["--reward", "rm:{no_config}"], ["no-config-model", "config.json"]),
         (["--ppl_model", "{no_config}"], ["no-config-model", "config.json"]),
         (["--pairs", "{pairs}", "--rm_scorers", "policy:{no_config}"], ["no-config-model"]),
-        (["--win_judge", "rm:{no_config}"], ["no-config-model", "config.json"]),
+        (
+            ["--pairs", "{pairs}", "--rm_scorers", "rm:{no_config}"],
+            ["field 'rm_scorers'", "no-config-model", "config.json"],
+        ),
+        (
+            ["--win_judge", "rm:{no_config}"],
+            ["field 'win_judge'", "no-config-model", "config.json"],
+        ),
     ],
-    ids=["model", "reward-model", "ppl-model", "rm-scorer", "win-judge"],
+    ids=["model", "reward-model", "ppl-model", "policy-scorer", "rm-scorer", "win-judge"],
 )
 def test_evaluate_bad_model_folder(inputs, tmp_path, capfd, extra, expect):
     out = tmp_path / "out"
@@ -323,7 +358,48 @@ def test_evaluate_model_folder_without_tokenizer(inputs, no_tokenizer_model, tmp
 def test_evaluate_win_judges_with_one_name(inputs, tmp_path, capfd):
     out = tmp_path / "out"
     argv = _evaluate(inputs, out, "--win_judge", "length:lambda=1", "length:lambda=2")
-    _refused(argv, out, capfd, "evaluate", ["win_judge", "named 'length'"])
+    line = _refused(argv, out, capfd, "evaluate", ["field 'win_judge'", "named 'length'"])
+    assert "field 'reward" not in line
+    # RM scorers score one at a time: the same name twice is fine there
+    argv = _evaluate(inputs, out, "--pairs", inputs["pairs"])
+    assert _run([*argv, "--rm_scorers", "length:lambda=1", "length:lambda=2"]) == 0
+
+
+@pytest.mark.parametrize("option", ["--win_judge", "--rm_scorers"])
+@pytest.mark.parametrize(
+    ("spec", "expect"),
+    [
+        ("oracle:x", ["unknown reward kind 'oracle'"]),
+        ("length:lambda=-1", ["lambda"]),
+        ("python:{dir}/rewards.py:nope", ["no function 'nope'"]),
+        ("length:lambda=1,unit=tokens", ["tokenizer"]),
+    ],
+    ids=["kind", "range", "python-function", "length-tokenizer"],
+)
+def test_evaluate_reward_options_name_themselves(inputs, tmp_path, capfd, option, spec, expect):
+    """Errors in the specs of --win_judge and --rm_scorers (whose rewards are built during the
+    run) are found before it, and name their own option, not --reward."""
+    (Path(inputs["dir"]) / "rewards.py").write_text(
+        "def reward(prompt, response):\n    return 1.0\n"
+    )
+    out = tmp_path / "out"
+    argv = _evaluate(inputs, out, "--pairs", inputs["pairs"], option, spec.format(**inputs))
+    field = f"field '{option[2:]}"
+    line = _refused(argv, out, capfd, "evaluate", [field, *expect])
+    assert "field 'reward" not in line
+
+
+@pytest.mark.parametrize("option", ["--reward", "--win_judge", "--rm_scorers"])
+def test_evaluate_refuses_pickle_only_reward_models(inputs, tmp_path, capfd, option):
+    """A reward model with only pickle weights is refused before the run, naming its option."""
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"never loaded")
+    out = tmp_path / "out"
+    argv = _evaluate(inputs, out, "--pairs", inputs["pairs"], option, f"rm:{folder}")
+    expect = [f"field '{option[2:]}", f"reward 'rm:{folder}'", "pickle"]
+    _refused(argv, out, capfd, "evaluate", expect)
 
 
 def test_evaluate_model_folder_with_corrupt_config(inputs, bad_config_model, tmp_path, capfd):
@@ -436,8 +512,9 @@ def _rm_evaluate(model: str, pairs: str, out: Path, *extra: str) -> list[str]:
         (["--max_length", "1"], ["max_length"]),
         (["--kind", "oracle"], ["kind"]),
         (["--length_unit", "miles"], ["length_unit"]),
+        (["--dtype", "float64"], ["dtype", "float64"]),
     ],
-    ids=["batch-0", "rows-0", "length-1", "kind", "unit"],
+    ids=["batch-0", "rows-0", "length-1", "kind", "unit", "dtype"],
 )
 def test_rm_evaluate_bad_option(inputs, tiny_model_dir, tmp_path, capfd, extra, expect):
     out = tmp_path / "out"
@@ -480,6 +557,58 @@ def test_rm_evaluate_bad_model_folder(
     _refused(argv, out, capfd, "evaluate", ["config.json"])
     missing = str(Path(inputs["dir"]) / "no-such-model")
     _refused(_rm_evaluate(missing, inputs["pairs"], out), out, capfd, "evaluate", ["no-such-model"])
+
+
+def test_rm_evaluate_api_takes_the_cli_options(inputs, tiny_model_dir, tmp_path, capfd):
+    """`evaluate_reward_model(model, pairs, out, kind=..., samples_path=..., **options)`: the
+    options are RMEvaluateConfig's, checked as the CLI checks them, before any write."""
+    from PIL import Image
+
+    from rankalign.errors import UserError
+    from rankalign.reward_model import evaluate_reward_model
+
+    out = tmp_path / "out"
+    for bad, field in (({"batch_size": 0}, "batch_size"), ({"dtype": "float64"}, "dtype")):
+        with pytest.raises(UserError, match=f"field '{field}'"):
+            evaluate_reward_model(tiny_model_dir, inputs["pairs"], str(out), kind="policy", **bad)
+    with pytest.raises(TypeError, match="batchsize"):
+        evaluate_reward_model(tiny_model_dir, inputs["pairs"], str(out), batchsize=2)
+    assert not out.exists()
+    m = evaluate_reward_model(
+        Path(tiny_model_dir),
+        Path(inputs["pairs"]),
+        out,
+        kind="auto",
+        samples_path=Path(inputs["tied"]),
+        length_unit="chars",
+        batch_size=1,
+        max_rows=1,
+    )
+    assert (m["model"], m["kind"], m["pairs_file"]) == (tiny_model_dir, "policy", inputs["pairs"])
+    assert m["accuracy"]["overall"]["n"] == 1 and m["pairs_data"]["rows_kept"] == 1
+    assert m["samples_file"] == inputs["tied"] and m["reward_length"]["length_unit"] == "chars"
+    assert _strict_json((out / "metrics.json").read_text())["kind"] == "policy"
+    with Image.open(out / "accuracy.png") as im:  # report.save_figure: curve names recorded
+        assert "chance" in im.text.get("Description", "")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expect"),
+    [
+        ('{"loss": "bt-reward", "loss": "preference"}', ["duplicate key 'loss'"]),
+        ('["bt-reward"]', ["expected a JSON object"]),
+        ('{"loss": "bt-reward"', ["invalid JSON"]),
+    ],
+    ids=["duplicate-key", "not-an-object", "invalid"],
+)
+def test_rm_evaluate_bad_metadata_file(inputs, tiny_model_dir, tmp_path, capfd, metadata, expect):
+    """`--kind auto` reads the model's rankalign_reward_model.json as strictly as data files."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "rankalign_reward_model.json").write_text(metadata)
+    out = tmp_path / "out"
+    argv = _rm_evaluate(str(model), inputs["pairs"], out)
+    _refused(argv, out, capfd, "evaluate", ["rankalign_reward_model.json", *expect])
 
 
 def test_rm_evaluate_out_is_a_file(inputs, tiny_model_dir, tmp_path, capfd):
@@ -580,8 +709,6 @@ def test_train_reward_model_bad_input_row(
 def test_train_reward_model_lora_modules_not_in_the_model(tiny_model_dir, tmp_path, capfd, loss):
     """The model loads (its progress bar is switched off here), then the adapters cannot be
     added: still refused before the first write."""
-    from transformers.utils import logging as hf_logging
-
     out = tmp_path / "out"
     extra = ["--use_lora", "true", "--lora_target_modules", "no_such_proj"]
     argv = _train(tiny_model_dir, str(GOOD_LISTS), out, *extra, loss=loss)

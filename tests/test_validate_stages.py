@@ -152,10 +152,16 @@ def sample_args(files, tmp_path, tiny_model_dir, **over) -> list:
             {"sources": "[{kind: openai, model: m, base_url: 'http://x', concurrency: 0}]"},
             ["sources[0]", "'concurrency'"],
         ),
-        (
+        (  # read like a config file: no aliases (a few lines expand to billions of nodes)
             {"sources": "[&a [1, 2, 3], &b [*a, *a, *a], &c [*b, *b, *b], *c]"},
-            ["sources[0]", "mapping"],
+            ["sources, line 1", "aliases"],
         ),
+        ({"sources": "[{kind: policy, kind: dataset}]"}, ["sources", "duplicate key 'kind'"]),
+        (
+            {"sources": "[{kind: policy, top_p: 0}]"},
+            ["sources[0]", "field 'top_p': must be in (0, 1]"],
+        ),
+        ({"gpu_memory_utilization": 0}, ["field 'gpu_memory_utilization'", "(0, 1]"]),
     ],
 )
 def test_sample_refuses_bad_options(files, tmp_path, tiny_model_dir, capfd, over, expect):
@@ -358,6 +364,7 @@ def loop_config(files, tmp_path, tiny_model_dir, **over) -> Path:
         (["--iterations", "0"], ["field 'iterations'", ">= 1"]),
         (["--temperature", "0"], ["field 'temperature'", "> 0"]),
         (["--top_p", "1.5"], ["field 'top_p'"]),
+        (["--top_p", "0"], ["field 'top_p'", "must be in (0, 1], got 0.0"]),
         (["--num_samples", "2.5"], ["--num_samples", "2.5"]),
         (["--kl_coef", "nan"], ["field 'kl_coef'", "finite"]),
         (["--learning_rate", "-1"], ["field 'learning_rate'"]),

@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 COMMANDS = {
     "train": (
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (e.filename or e.strerror):
             return _internal_error(name, e)
         where = f"{e.filename}: " if e.filename else ""
-        print(f"rankalign {name}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(one_line(f"rankalign {name}: error: {where}{e.strerror or e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -60,6 +60,7 @@ class _ConfigLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML config file as a mapping of option: value (see `load_yaml_text`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is fine
@@ -69,6 +70,18 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"cannot read: {e.strerror or e}", file=path) from None
     except UnicodeDecodeError:
         raise UserError("not valid UTF-8", file=path) from None
+    data = load_yaml_text(text, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError("a config file must be a mapping of option: value", file=path)
+    return data
+
+
+def load_yaml_text(text: str, source: Any = None) -> Any:
+    """YAML from a config (a file, or YAML text inside an option) through `_ConfigLoader`;
+    every problem is a one-line UserError naming `source` (and the line)."""
+    path = source
     try:
         data = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError as e:
@@ -80,11 +93,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"invalid YAML: {str(e).splitlines()[0][:200]}", file=path) from None
     except RecursionError:  # the composer recurses per level, past MAX_DEPTH long before this
         raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path) from None
-    check_value(data, {"file": str(path)})
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError("a config file must be a mapping of option: value", file=path)
+    check_value(data, {"file": str(path) if path is not None else None})
     return data
 
 
@@ -112,14 +121,13 @@ def parse_config(
     *,
     prog: str,
     defaults: dict | None = None,
-    checks: dict[str, str] | None = None,
 ):
     """Parse `argv` into instances of the dataclasses in `types`.
 
     Precedence: flags > YAML (`--config`) > `defaults` > dataclass defaults.
     Every value is then checked (`check_options`): its annotated type, finite floats, and the
-    range in the field's `metadata["check"]` or in `checks` (for dataclasses that are not ours,
-    such as TrainingArguments). Returns (instances..., yaml_path).
+    range in the field's `metadata["check"]` (or, for classes that are not ours such as
+    TrainingArguments, in EXTERNAL_CHECKS). Returns (instances..., yaml_path).
     """
     config_path, rest = _split_meta(argv)
     values, loaded = dict(defaults or {}), {}
@@ -156,10 +164,10 @@ def parse_config(
     except (ValueError, TypeError) as e:  # dataclass __post_init__ validation
         raise UserError(str(e).strip().splitlines()[0]) from None
     # values that came from the YAML file (and no flag overrode) are reported with its name
-    flagged = {a[2:].split("=", 1)[0] for a in rest if a.startswith("--")}
+    flagged = {a[2:].split("=", 1)[0].replace("-", "_") for a in rest if a.startswith("--")}
     from_file = {k: config_path for k in loaded if k not in flagged}
     for obj in parsed:
-        check_options(obj, checks, files=from_file)
+        check_options(obj, files=from_file)
     return (*parsed, config_path)
 
 
@@ -230,16 +238,20 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-_CHECK = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$|^\s*\[\s*(\S+)\s*,\s*(\S+)\s*\]\s*$")
+_CHECK = re.compile(
+    r"^\s*(>=|<=|>|<)\s*(\S+)\s*$|^\s*([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])\s*$"
+)
 
 
 def _check_text(check: str) -> str:
-    """`> 0` -> "must be > 0"; `[0, 1]` -> "must be in [0, 1]"."""
+    """`> 0` -> "must be > 0"; `(0, 1]` -> "must be in (0, 1]"."""
     check = check.strip()
-    return f"must be {'in ' if check.startswith('[') else ''}{check}"
+    return f"must be {'in ' if check[:1] in '[(' else ''}{check}"
 
 
-def _in_range(value: float, check: str) -> bool:
+def in_range(value: float, check: str) -> bool:
+    """Does `value` satisfy a range check: `> X`, `>= X`, `< X`, `<= X`, or an interval whose
+    ends are closed `[ ]` or open `( )`?"""
     m = _CHECK.match(check)
     if m is None:
         raise ValueError(f"bad range check {check!r}")  # a bug in a config class, not user input
@@ -248,7 +260,15 @@ def _in_range(value: float, check: str) -> bool:
         return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[
             m.group(1)
         ]
-    return float(m.group(3)) <= value <= float(m.group(4))
+    low, high = float(m.group(4)), float(m.group(5))
+    above = value >= low if m.group(3) == "[" else value > low
+    below = value <= high if m.group(6) == "]" else value < high
+    return above and below
+
+
+def range_error(check: str, value: Any) -> str:
+    """The message for a value out of its range (options, and specs parsed from strings)."""
+    return f"{_check_text(check)}, got {value}"
 
 
 # Ranges of options in classes that are not ours (by class name, matched along the MRO, so
@@ -292,19 +312,18 @@ def _scalar(hint: Any) -> bool:
     return hint in (bool, int, float, str)
 
 
-def check_options(
-    obj: Any, checks: dict[str, str] | None = None, *, files: dict[str, Any] | None = None
-) -> None:
+def check_options(obj: Any, *, files: dict[str, Any] | None = None) -> None:
     """Refuse option values of the wrong type, non-finite numbers and values out of range.
 
     A field's range is `metadata={"check": "> 0"}` on our dataclasses (`> X`, `>= X`, `< X`,
-    `<= X` or `[A, B]`), or `checks[name]` for a dataclass that is not ours. The one-line error
-    names the option, and the config file where `files` says it came from one."""
+    `<= X`, or an interval `[A, B]`, `(A, B]`, `[A, B)`, `(A, B)`), or EXTERNAL_CHECKS for a
+    class that is not ours. The one-line error names the option, and the config file where
+    `files` says it came from one."""
     import math
 
     hints = _type_hints(type(obj))
     external = [EXTERNAL_CHECKS.get(cls.__name__, {}) for cls in reversed(type(obj).__mro__)]
-    checks = {k: v for table in (*external, checks or {}) for k, v in table.items()}
+    checks = {k: v for table in external for k, v in table.items()}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if value is None:
@@ -318,8 +337,8 @@ def check_options(
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"must be a finite number, got {value}", **where)
         check = f.metadata.get("check") or checks.get(f.name)
-        if check and not _in_range(value, check):
-            raise UserError(f"{_check_text(check)}, got {value}", **where)
+        if check and not in_range(value, check):
+            raise UserError(range_error(check, value), **where)
 
 
 def _parser_class():

@@ -185,6 +185,27 @@ def _read_jsonl(path: Path) -> Iterator[tuple[Any, dict]]:
             yield rec, loc
 
 
+def read_json_file(path: str | os.PathLike) -> Any:
+    """One JSON document (a model config, metrics, a trainer log), checked as strictly as data
+    rows: duplicate keys, nesting, unencodable strings and every read failure are one-line
+    UserErrors naming the file (and line). NaN/Infinity, which Python's JSON writer emits into
+    trainer logs, are read as numbers."""
+    path = Path(path)
+    loc = {"file": str(path)}
+    try:
+        data = _loads(path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8"), loc)
+    except UnicodeDecodeError as e:
+        raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=e.lineno
+        ) from None
+    except OSError as e:
+        raise UserError(f"cannot read: {e.strerror or e}", file=path) from None
+    check_value(data, loc)
+    return data
+
+
 def _read_json(path: Path) -> Iterator[tuple[Any, dict]]:
     try:
         data = _loads(
@@ -684,12 +705,9 @@ def strict_json(obj: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 notes[str(k)] = f"undefined ({v} is not a number JSON can hold)"
             out[k] = strict_json(v)
-        if notes:
-            given = out.get("notes") if isinstance(out.get("notes"), dict) else {}
-            if "notes" in out and not isinstance(out["notes"], dict):
-                notes = {}  # a non-dict `notes` field is the caller's own data: leave it alone
-            else:
-                out["notes"] = {**notes, **given}
+        # a `notes` field that is not a dict is the caller's own data: left alone
+        if notes and isinstance(out.get("notes", {}), dict):
+            out["notes"] = {**notes, **out.get("notes", {})}
         return out
     if isinstance(obj, list | tuple):
         return [strict_json(v) for v in obj]
@@ -771,6 +789,23 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, to_jsonl(rows))
 
 
+def done_rows(parts: str | os.PathLike) -> list[dict]:
+    """The rows committed in a ShardedWriter folder (`<out>.parts/`), in shard order; none when
+    the folder does not exist (read only: nothing is created)."""
+    parts = Path(parts)
+    rows = []
+    for shard in sorted(parts.glob("shard-*.jsonl")) if parts.is_dir() else []:
+        rows += [
+            json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines() if line
+        ]
+    return rows
+
+
+def done_ids(parts: str | os.PathLike) -> set[str]:
+    """Ids of the rows committed in `parts` (see `done_rows`)."""
+    return {r["id"] for r in done_rows(parts)}
+
+
 class ShardedWriter:
     """Resumable output for long stages: rows are committed in atomically written shards.
 
@@ -792,15 +827,10 @@ class ShardedWriter:
         self._next = len(list(self.parts.glob(f"shard-{tag}[0-9]*.jsonl")))
 
     def done_rows(self) -> list[dict]:
-        rows = []
-        for shard in sorted(self.parts.glob("shard-*.jsonl")):
-            rows += [
-                json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines() if line
-            ]
-        return rows
+        return done_rows(self.parts)
 
     def done_ids(self) -> set[str]:
-        return {r["id"] for r in self.done_rows()}
+        return done_ids(self.parts)
 
     def add(self, row: dict) -> None:
         self._pending.append(row)

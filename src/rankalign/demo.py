@@ -24,6 +24,7 @@ from .cli import run_command
 from .config import dump_config, parse_config
 from .data import load_lists, write_jsonl
 from .errors import UserError
+from .report import number
 
 # (quick, full) sizes: --quick finishes in about 5 minutes on 2 CPU cores
 SIZES = {
@@ -92,9 +93,10 @@ def read_prompts(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
     return train, held
 
 
-def split_prompts(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
+def split_prompts(parts: tuple[list[dict], list[dict]], out: Path) -> tuple[Path, Path]:
+    """Write the (train, held-out) prompts that `validate` read into the run folder."""
     paths = out / "prompts_train.jsonl", out / "prompts_heldout.jsonl"
-    for path, part in zip(paths, read_prompts(cfg)):
+    for path, part in zip(paths, parts):
         write_jsonl(path, [{"id": r["id"], "prompt": r["prompt"]} for r in part])
     return paths
 
@@ -151,7 +153,7 @@ def validate(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
         parse_train_args([*_train_common(cfg, out / "scored.jsonl"), "--output_dir", str(out)])
     except UserError as e:
         raise UserError(f"the train stage would refuse the demo's options: {e}") from None
-    check_reward_models(specs)
+    check_reward_models(specs, defaults={})  # no --allow_pickle here: safetensors only
     path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(path)
     if not getattr(tokenizer, "chat_template", None):  # the demo's stages use chat_template: always
@@ -160,13 +162,13 @@ def validate(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
 
 
 def run(cfg: DemoConfig) -> dict:
-    validate(cfg)  # validate, then write
+    prompts = validate(cfg)  # validate, then write
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(out / "demo_config.yaml", {"demo": cfg})
     started = time.time()
     total = 6
-    train_prompts, heldout = split_prompts(cfg, out)
+    train_prompts, heldout = split_prompts(prompts, out)
     common = ["--chat_template", "always", "--seed", str(cfg.seed)]
 
     candidates, scored = out / "candidates.jsonl", out / "scored.jsonl"
@@ -249,10 +251,10 @@ def run(cfg: DemoConfig) -> dict:
 def summary_table(metrics: dict) -> str:
     lines = ["| model | mean reward (95% CI) | perplexity | mean length |", "|---|---|---|---|"]
     for name, m in metrics["models"].items():
-        ppl = f"{m['perplexity']:.2f}" if m.get("perplexity") is not None else "-"
+        reward = ", ".join(number(m.get(k), "+.3f") for k in ("ci_low", "ci_high"))
         lines.append(
-            f"| {name} | {m['mean_reward']:+.3f} ({m['ci_low']:+.3f}, {m['ci_high']:+.3f}) | "
-            f"{ppl} | {m.get('mean_length', float('nan')):.1f} |"
+            f"| {name} | {number(m.get('mean_reward'), '+.3f')} ({reward}) | "
+            f"{number(m.get('perplexity'), '.2f')} | {number(m.get('mean_length'), '.1f')} |"
         )
     return "\n".join(lines)
 

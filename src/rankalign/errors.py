@@ -17,5 +17,10 @@ class UserError(Exception):
         if field is not None:
             where.append(f"field '{field}'")
         self.location = ", ".join(where)
-        message = " ".join(str(message).split("\n"))  # one line, whatever the message quoted
-        super().__init__(f"{self.location}: {message}" if where else message)
+        text = f"{self.location}: {message}" if where else str(message)
+        super().__init__(one_line(text))
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, whatever it quoted (a file name or key with a newline, CR, U+2028)."""
+    return " ".join(str(text).splitlines())

@@ -45,9 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import dump_config, parse_config
-from .data import check_output_location, load_lists, write_json, write_jsonl
+from .data import check_output_location, load_lists, read_json_file, write_json, write_jsonl
 from .errors import UserError
 from .models import default_device, load_tokenizer
+from .tokenization import CHAT_TEMPLATE_MODES
 
 HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]
 LENGTH_UNITS = ("tokens", "chars", "words")
@@ -93,7 +94,7 @@ class EvaluateConfig:
     )
     top_p: float = field(
         default=1.0,
-        metadata={"help": "nucleus mass (strategy sample, --num_samples)", "check": "[0, 1]"},
+        metadata={"help": "nucleus mass (strategy sample, --num_samples)", "check": "(0, 1]"},
     )
     max_new_tokens: int = field(default=128, metadata={"help": "new tokens", "check": ">= 1"})
     stop: list[str] = field(
@@ -114,7 +115,7 @@ class EvaluateConfig:
     chat_template: str = field(default="auto", metadata={"help": "auto | always | never"})
     seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed", "check": ">= 0"})
     regenerate: bool = field(default=False, metadata={"help": "ignore cached generations"})
-    dtype: str = "float32"
+    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 (default: cuda if available)"}
     )
@@ -125,7 +126,7 @@ class EvaluateConfig:
         default=1000, metadata={"help": "bootstrap resamples of the mean", "check": ">= 1"}
     )
     confidence: float = field(
-        default=0.95, metadata={"help": "bootstrap interval level, in (0, 1)", "check": "> 0"}
+        default=0.95, metadata={"help": "bootstrap interval level", "check": "(0, 1)"}
     )
     # perplexity
     ppl_model: str = field(
@@ -213,8 +214,16 @@ class EvaluateConfig:
             raise ValueError(f"strategy must be greedy or sample, got '{self.strategy}'")
         if self.length_unit not in LENGTH_UNITS:
             raise ValueError(f"length_unit must be one of {', '.join(LENGTH_UNITS)}")
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
+            raise ValueError(
+                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                f"got '{self.chat_template}'"
+            )
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty strings")
         # numeric ranges: the fields' `check` metadata (config.check_options, run by
-        # parse_config and again by `prepare`, so the API's configurations are checked too)
+        # parse_config and again by `prepare`, so the API's configurations are checked too);
+        # dtype: models.torch_dtype, in `prepare`
 
 
 # ============================================================================ metrics (pure)
@@ -532,12 +541,13 @@ def file_responses(rows: list[dict], path: str) -> list[str]:
 
 
 class RewardSet:
-    """The score stage's rewards for one list of specs; the value is their weighted sum."""
+    """The score stage's rewards for parsed specs (`rewards.RewardSpec`, checked by `prepare`);
+    the value is their weighted sum."""
 
     def __init__(self, specs: list, defaults: dict):
-        from .rewards import build_rewards, parse_reward_spec
+        from .rewards import build_rewards
 
-        self.specs = [parse_reward_spec(s) for s in specs]
+        self.specs = list(specs)
         self.rewards = build_rewards(self.specs, defaults)
         self.label = " + ".join(s.text if isinstance(s.text, str) else str(s) for s in self.specs)
         self.pairwise = any(s.kind in PAIRWISE_KINDS for s in self.specs)
@@ -851,23 +861,10 @@ def read_training_log(run: str) -> list[dict]:
             )
     if not path.is_file():
         raise UserError("training run not found", file=run)
-    state = _read_json_file(path)
+    state = read_json_file(path)
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise UserError("no log_history list", file=path, field="log_history")
     return [e for e in state["log_history"] if isinstance(e, dict)]
-
-
-def _read_json_file(path: Path):
-    """A JSON file's content; unreadable or invalid JSON is a UserError naming the file and line.
-    (NaN/Infinity, which Python's own JSON writer emits, are accepted as numbers.)"""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"invalid JSON: {e.msg}", file=path, line=e.lineno) from None
-    except UnicodeDecodeError:
-        raise UserError("not valid UTF-8", file=path) from None
-    except OSError as e:
-        raise UserError(f"cannot read: {e.strerror}", file=path) from None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -896,7 +893,7 @@ def read_loop_metrics(run: str) -> list[dict]:
     its = []
     if files:
         for f in files:
-            data = _read_json_file(f)
+            data = read_json_file(f)
             if not isinstance(data, dict):
                 raise UserError("expected a JSON object of metrics", file=f)
             it = _flatten(data)
@@ -906,7 +903,7 @@ def read_loop_metrics(run: str) -> list[dict]:
     single = path / "metrics.json" if path.is_dir() else path
     if not single.is_file():
         raise UserError("no iter-*/metrics.json or metrics.json", file=run)
-    data = _read_json_file(single)
+    data = read_json_file(single)
     if isinstance(data, dict) and isinstance(data.get("iterations"), list):
         data = data["iterations"]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
@@ -956,6 +953,7 @@ class _Run:
     notes: list[str] = field(default_factory=list)
     responses: dict[str, list[str]] = field(default_factory=dict)  # entry -> one per prompt
     rewards: RewardSet | None = None
+    win_judge: list = field(default_factory=list)  # parsed --win_judge specs (built later)
     entry_rewards: dict[str, list[float | None]] = field(default_factory=dict)
     sample_sets: dict[str, list[dict]] = field(default_factory=dict)  # best-of-n inputs
     pair_rows: list[dict] = field(default_factory=list)
@@ -970,36 +968,31 @@ class _Run:
         return self.metrics.setdefault("models", {})
 
 
-MODEL_REWARD_KINDS = ("rm", "causal-rm", "preference", "policy-logprob")
+def _reward_specs(texts: list, option: str, defaults: dict, *, summed: bool = True) -> list:
+    """The reward specs of `option` checked as the score stage checks --reward, loading no model:
+    parsed (`rewards.parse_reward_specs`; the names of `summed` specs, one weighted sum, must
+    differ) and every model and file they name resolved, pickle-only weights refused unless
+    allowed (`rewards.check_reward_models`). Rewards of another option are built later, during
+    the run, so the ones without a model are built once now (a python: function is imported).
+    Every error names `option`."""
+    from .rewards import (
+        MODEL_OPTIONS,
+        build_rewards,
+        check_reward_models,
+        parse_reward_spec,
+        parse_reward_specs,
+    )
 
-
-def _check_reward_specs(specs: list, defaults: dict, option: str) -> None:
-    """Validate reward specs that are built later (win judge, RM scorers) without loading their
-    models: the spec itself, and a model's folder (resolved and checked like any model)."""
-    from collections import Counter
-
-    from .models import check_weights_format, resolve_model
-    from .rewards import build_rewards, parse_reward_spec
-
-    parsed = [(text, parse_reward_spec(text)) for text in specs]
-    names = Counter(spec.name for _, spec in parsed)
-    dupes = [n for n, c in names.items() if c > 1]
-    if dupes and option == "win_judge":  # one RewardSet: the names must differ
-        raise UserError(
-            f"two rewards are named '{dupes[0]}'; give one a name=... option", field=option
-        )
-    for text, spec in parsed:
-        try:
-            if spec.kind in MODEL_REWARD_KINDS:
-                path = resolve_model(spec.options["path"])
-                check_weights_format(path, bool(spec.options.get("allow_pickle")))
-            else:
-                build_rewards([spec], defaults)  # cheap: no model (a judge does not connect yet)
-        except UserError as e:
-            msg = str(e)
-            raise UserError(
-                msg if msg.startswith("reward ") else f"{option} '{text}': {msg}"
-            ) from None
+    if summed:
+        specs = parse_reward_specs(texts, field=option)
+    else:
+        specs = [parse_reward_spec(t, field=option) for t in texts]
+    check_reward_models(specs, field=option, defaults=defaults)
+    if option != "reward":  # --reward's rewards are built (loaded) right after this
+        for s in specs:
+            if s.kind not in MODEL_OPTIONS:
+                build_rewards([s], defaults, field=option)
+    return specs
 
 
 def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
@@ -1008,11 +1001,10 @@ def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
     training files, training logs and loop metrics, every model path (resolved and checked),
     and the rewards (built: their models load here). Any problem is a UserError."""
     from .config import check_options
-    from .models import resolve_model
+    from .models import resolve_model, torch_dtype
 
     check_options(cfg)  # types, finite numbers, ranges (parse_config did it for the CLI)
-    if not cfg.confidence < 1:
-        raise UserError(f"must be < 1, got {cfg.confidence}", field="confidence")
+    torch_dtype(cfg.dtype)  # a known name (the models load later, during the run)
     if entries and not cfg.prompts:
         raise UserError("--model/--baseline need --prompts FILE")
     check_output_location(cfg.out, folder=True)
@@ -1060,14 +1052,12 @@ def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
             lm_paths.append(resolve_model(path))
     for path in dict.fromkeys(lm_paths):  # a folder without a usable tokenizer: refused now
         load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
-    _check_reward_specs(
-        [s for s in scorers if not s.startswith(("policy:", "policy-logprob:"))],
-        defaults,
-        "rm_scorers",
-    )
-    _check_reward_specs(cfg.win_judge, defaults, "win_judge")
+    scorer_specs = [s for s in scorers if not s.startswith(("policy:", "policy-logprob:"))]
+    _reward_specs(scorer_specs, "rm_scorers", defaults, summed=False)  # each scores alone
+    r.win_judge = _reward_specs(cfg.win_judge, "win_judge", defaults)
     if cfg.reward:
-        r.rewards = RewardSet(cfg.reward, defaults)  # last: it may load reward models
+        specs = _reward_specs(cfg.reward, "reward", defaults)
+        r.rewards = RewardSet(specs, defaults)  # last: it may load reward models
     return r
 
 
@@ -1230,7 +1220,7 @@ def _win_rates(r: _Run) -> None:
     """Win rate of every --model against every --baseline, judged by --win_judge or --reward."""
     from tqdm.auto import tqdm
 
-    judge = RewardSet(r.cfg.win_judge, r.defaults) if r.cfg.win_judge else r.rewards
+    judge = RewardSet(r.win_judge, r.defaults) if r.win_judge else r.rewards
     pairs = [(m, b) for m in r.entries if not m.baseline for b in r.entries if b.baseline]
     if judge is None or not pairs:
         return
@@ -1356,6 +1346,8 @@ def rm_accuracy(
     defaults: dict,
 ) -> list[dict]:
     """Accuracy of every scorer on the labelled pairs (overall and per category/subset column)."""
+    from .rewards import parse_reward_spec
+
     scorers: dict[str, list[list[float | None]]] = dict(policy_results)
     for spec in cfg.rm_scorers:
         if spec == "models":
@@ -1371,7 +1363,7 @@ def rm_accuracy(
             scorers[f"p_i: {path}"] = policy_scores(model, tok, pair_rows, cfg, f"p_i {path}")
             del model
         else:
-            rs = RewardSet([spec], defaults)
+            rs = RewardSet([parse_reward_spec(spec, field="rm_scorers")], defaults)
             scorers[rs.label] = rs.score(pair_rows)
     pairs = labelled_pairs(pair_rows)
     results = []
@@ -1439,14 +1431,8 @@ def _any_tokenizer(cfg: EvaluateConfig, entries: list[Entry]):
     return load_tokenizer(path, trust_remote_code=cfg.trust_remote_code) if path else None
 
 
-def _num(value, digits: int) -> str:
-    """A number for the console; `n/a` where it is undefined (None, NaN) or absent."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:.{digits}f}"
-    return "n/a"
-
-
 def main(argv: list[str]) -> int:
+    from .report import number
     from .reward_model import is_rm_evaluation, main_evaluate
 
     if is_rm_evaluation(argv):  # `--rm PATH --pairs FILE`: reward-model evaluation
@@ -1472,11 +1458,11 @@ def main(argv: list[str]) -> int:
     metrics = execute(prepared)
     for name, m in metrics.get("models", {}).items():
         line = (
-            f"{name}: reward {_num(m.get('mean_reward'), 4)} "
-            f"[{_num(m.get('ci_low'), 4)}, {_num(m.get('ci_high'), 4)}]"
+            f"{name}: reward {number(m.get('mean_reward'), '.4f')} "
+            f"[{number(m.get('ci_low'), '.4f')}, {number(m.get('ci_high'), '.4f')}]"
         )
         if "perplexity" in m:
-            line += f", ppl {_num(m['perplexity'], 2)}"
+            line += f", ppl {number(m['perplexity'], '.2f')}"
         print(line)
     print(f"rankalign evaluate: report in {Path(cfg.out) / 'report.html'}")
     return 0

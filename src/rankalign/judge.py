@@ -296,9 +296,7 @@ class JudgeReward(Reward):
         self.lo, self.hi = float(o.get("min", 1)), float(o.get("max", 5))
         self.mode = o.get("mode", "list")
         if self.mode not in ("list", "single") or not self.aspects or self.lo >= self.hi:
-            raise UserError(
-                "judge: mode must be list or single, aspects non-empty, min < max", field="reward"
-            )
+            raise UserError("judge: mode must be list or single, aspects non-empty, min < max")
         self.retries = int(o.get("retries", 2))
         # "without explanation" answers take ~30 tokens a response; room for chattier judges
         self.max_tokens = int(o.get("max_tokens", 512 if self.mode == "list" else 128))
@@ -318,7 +316,7 @@ class JudgeReward(Reward):
                 backoff=float(o.get("backoff", 1.0)),
             )
         except ValueError as e:
-            raise UserError(f"judge: {e}", field="reward") from None
+            raise UserError(f"judge: {e}") from None
         self.answered = 0  # requests that got any answer so far in this run
 
     def _reminder(self, missing: list[int]) -> str:

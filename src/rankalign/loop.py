@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli import run_command
-from .config import dump_config, parse_config
+from .config import check_options, dump_config, parse_config
 from .data import load_lists, write_json, write_jsonl
 from .errors import UserError
+from .report import number
+from .tokenization import CHAT_TEMPLATE_MODES
 
 BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
 
@@ -61,10 +63,10 @@ class LoopConfig:
     # sampling (through `rankalign sample`)
     num_samples: int = _opt(8, ">= 1")
     temperature: float = _opt(0.8, "> 0")
-    top_p: float = _opt(1.0, "[0, 1]", "in (0, 1]")
+    top_p: float = _opt(1.0, "(0, 1]")
     strategy: str = _opt("sample", help="sample | diverse-beam (RRHF DP)")
     max_new_tokens: int = _opt(128, ">= 1")
-    chat_template: str = "auto"
+    chat_template: str = _opt("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
     # scoring (through `rankalign score`)
     reward: list[str] = field(default_factory=lambda: ["sentiment"])
     length_penalty: float = _opt(0.0, help="lambda in r - lambda*|y| (characters) for ranking")
@@ -92,11 +94,10 @@ class LoopConfig:
             raise ValueError(f"unknown builder '{self.builder}' (use {', '.join(BUILDERS)})")
         if self.builder in ("best-worst", "all-pairs", "rso") and self.num_samples < 2:
             raise ValueError(f"builder {self.builder} needs num_samples >= 2")
-        if self.top_p == 0:
-            raise ValueError("top_p must be in (0, 1]: 0 keeps no token")
-        if self.chat_template not in ("auto", "always", "never"):
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
-                f"chat_template must be auto, always or never, got '{self.chat_template}'"
+                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                f"got '{self.chat_template}'"
             )
         if isinstance(self.reward, str | dict):
             self.reward = [self.reward]
@@ -359,8 +360,8 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
     The loop's options (parse_config), the output folder, every row of the prompt, held-out and
     offline files, the reward specs and their models, the options each stage will get (parsed by
     the stage's own parser, so `train_args` and the loss are checked now, not at iteration 1's
-    training) and the initial policy (its files and tokenizer)."""
-    from .config import parse_config
+    training; the held-out evaluation's checked as evaluate checks them) and the initial policy
+    (its files and tokenizer)."""
     from .data import check_output_location
     from .models import load_tokenizer, resolve_model
     from .rewards import check_reward_models, parse_reward_specs
@@ -398,10 +399,16 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
         ("score", lambda: parse_config(score_argv, (ScoreConfig,), prog="rankalign score")),
         ("train", lambda: parse_train_args(_train_argv(cfg, it / "d.jsonl", model, it, model))),
     ]
+    if cfg.heldout:  # evaluate_models checks its options as parse_config does (check_options)
+        from .evaluate import EvaluateConfig
+
+        heldout = _heldout_options(cfg, str(out / "heldout"))
+        stages.append(("evaluate", lambda: check_options(EvaluateConfig(**heldout))))
     hints = {
         "sample": " (from strategy, num_samples, temperature, top_p, max_new_tokens, chat_template)",
         "score": " (from reward)",
         "train": " (from loss, learning_rate, batch_size, epochs, beta, max_length, train_args)",
+        "evaluate": " (from heldout, max_heldout, max_new_tokens, chat_template, seed)",
     }
     for name, parse in stages:
         try:
@@ -410,14 +417,7 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
             raise UserError(
                 f"the {name} stage would refuse the loop's options: {e}{hints[name]}"
             ) from None
-    if cfg.heldout:
-        from .evaluate import EvaluateConfig
-
-        try:
-            EvaluateConfig(**_heldout_options(cfg, str(out / "heldout")))
-        except (ValueError, TypeError) as e:
-            raise UserError(f"held-out evaluation: {e}") from None
-    check_reward_models(specs)
+    check_reward_models(specs, defaults={})  # no --allow_pickle here: safetensors only
     pi0 = resolve_model(cfg.model)  # the reference of every iteration
     load_tokenizer(pi0)
     return prompts, pi0
@@ -514,9 +514,12 @@ def main(argv: list[str]) -> int:
     cfg, _ = parse_config(argv, (LoopConfig,), prog="rankalign loop")
     metrics = run(cfg)
     for m in metrics:
-        line = f"iteration {m['iteration']}: sample reward mean {m['mean_reward']:+.3f} max {m['max_reward']:+.3f}"
+        line = (
+            f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
+            f"max {number(m['max_reward'], '+.3f')}"
+        )
         if "heldout_reward" in m:
-            line += f"; held-out {m['heldout_reward']:+.3f}"
+            line += f"; held-out {number(m['heldout_reward'], '+.3f')}"
         print(line + f"; dropped ties {m['dropped_ties']}")
     print(f"run: {cfg.out}  (plot: {Path(cfg.out) / 'loop.png'})")
     return 0

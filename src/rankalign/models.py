@@ -104,13 +104,10 @@ def check_model_files(folder: Path) -> None:
     claiming gigabytes would otherwise be allocated, or fail deep inside the loader."""
     import struct
 
+    from .data import read_json_file
+
     config = folder / "config.json"
-    try:
-        data = json.loads(config.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise UserError(
-            f"not a valid JSON model config ({type(e).__name__})", file=config
-        ) from None
+    data = read_json_file(config)
     if not isinstance(data, dict):
         raise UserError("a model config must be a JSON object", file=config)
     for weights in sorted(folder.glob("*.safetensors")):
@@ -174,7 +171,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     return tok
 
 
-_DTYPES = {
+DTYPES = {
     "float32": "float32",
     "fp32": "float32",
     "bfloat16": "bfloat16",
@@ -188,9 +185,9 @@ def torch_dtype(name: str):
     """`float32`/`bfloat16`/`float16` (or fp32/bf16/fp16) as a torch dtype; else a user error."""
     import torch
 
-    if name not in _DTYPES:
+    if name not in DTYPES:
         raise UserError(f"unknown dtype '{name}' (use float32, bfloat16 or float16)", field="dtype")
-    return getattr(torch, _DTYPES[name])
+    return getattr(torch, DTYPES[name])
 
 
 def settle_deepspeed_accelerator() -> None:

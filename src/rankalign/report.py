@@ -32,17 +32,20 @@ PLOT_FILES = ("reward.png", "best_of_n.png", "reward_length.png", "training.png"
 # ----------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot rendering to files only (the Agg backend: no display needed)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display: render to files only
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(fig, path: Path, title: str) -> list[str]:
-    """Save a figure as PNG with its curve names in the metadata; return those names."""
+def save_figure(fig, path: Path, title: str) -> list[str]:
+    """Save a figure as PNG with its curve names in the metadata and close it; return those names.
+
+    The PNG is written beside `path` and renamed over it: a reader never sees half a file."""
     names = []
     for ax in fig.axes:
         if ax.get_title():
@@ -57,13 +60,13 @@ def _save(fig, path: Path, title: str) -> list[str]:
         metadata={"Title": title, "Description": "curves: " + "; ".join(names)},
     )
     os.replace(tmp, path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return names
 
 
 def plot_rewards(models: dict[str, dict], path: Path) -> list[str]:
     """Bars: mean reward per model; error bars: its 95% bootstrap interval."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [(name, m) for name, m in models.items() if _finite(m.get("mean_reward"))]
     names = [name for name, _ in rows]
     means = [m["mean_reward"] for _, m in rows]
@@ -87,12 +90,12 @@ def plot_rewards(models: dict[str, dict], path: Path) -> list[str]:
     ax.set_ylabel("reward")
     ax.set_title("Average reward per model")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path, "Average reward per model")
+    return save_figure(fig, path, "Average reward per model")
 
 
 def plot_best_of_n(curves: dict[str, list[dict]], path: Path) -> list[str]:
     """One line per sample set: expected max reward of n samples against n (log2 axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for label, curve in curves.items():
         ax.plot(
@@ -106,12 +109,12 @@ def plot_best_of_n(curves: dict[str, list[dict]], path: Path) -> list[str]:
     ax.set_ylabel("expected max reward")
     ax.set_title("Best-of-n reward")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path, "Best-of-n reward")
+    return save_figure(fig, path, "Best-of-n reward")
 
 
 def plot_reward_length(sets: dict[str, dict], path: Path) -> list[str]:
     """Left: histogram of per-prompt Pearson r; right: r against mean length (Fig. 5's axes)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (hist, scatter) = plt.subplots(1, 2, figsize=(9, 3.6))
     for label, rl in sets.items():
         rs = [p["r"] for p in rl["per_prompt"]]
@@ -131,7 +134,7 @@ def plot_reward_length(sets: dict[str, dict], path: Path) -> list[str]:
     scatter.set_title("Correlation against mean response length")
     scatter.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, "Reward-length correlation")
+    return save_figure(fig, path, "Reward-length correlation")
 
 
 TRAIN_PANELS = (
@@ -146,7 +149,7 @@ TRAIN_PANELS = (
 
 def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
     """Trainer `log_history` curves against the global step, one panel per quantity group."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [
         (title, keys)
         for title, keys in TRAIN_PANELS
@@ -165,12 +168,12 @@ def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.legend(loc="best", fontsize=7)
-    return _save(fig, path, "Training curves")
+    return save_figure(fig, path, "Training curves")
 
 
 def plot_loop(iterations: list[dict], path: Path) -> list[str]:
     """One small panel per numeric key of the per-iteration metrics."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     keys = _numeric_keys(iterations)
@@ -188,7 +191,7 @@ def plot_loop(iterations: list[dict], path: Path) -> list[str]:
         ax.axis("off")
     fig.suptitle("Per-iteration metrics")
     fig.tight_layout()
-    return _save(fig, path, "Per-iteration metrics")
+    return save_figure(fig, path, "Per-iteration metrics")
 
 
 def _numeric_keys(iterations: list[dict]) -> list[str]:
@@ -221,8 +224,15 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _pct(v: Any) -> str:
+def pct(v: Any) -> str:
+    """A fraction as a percentage for tables; "-" where it is undefined."""
     return f"{100 * v:.1f}%" if _finite(v) else "-"
+
+
+def number(v: Any, spec: str = ".3f", missing: str = "n/a") -> str:
+    """A metric for the console (`spec` as in format(), e.g. "+.3f"); `missing` where it is
+    undefined (None, NaN) or absent, as metrics are since they are written as strict JSON."""
+    return format(v, spec) if _finite(v) else missing
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> dict:
@@ -302,8 +312,8 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                         w["wins"],
                         w["ties"],
                         w["losses"],
-                        _pct(w["win_rate"]),
-                        _pct(w["win_rate_ties_half"]),
+                        pct(w["win_rate"]),
+                        pct(w["win_rate_ties_half"]),
                     ]
                     for w in metrics["win_rates"]
                 ],
@@ -315,7 +325,7 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
             _table(
                 ["scorer", "pairs", "correct", "wrong", "ties", "accuracy"],
                 [
-                    [a["scorer"], a["n"], a["correct"], a["wrong"], a["ties"], _pct(a["accuracy"])]
+                    [a["scorer"], a["n"], a["correct"], a["wrong"], a["ties"], pct(a["accuracy"])]
                     for a in metrics["rm_accuracy"]
                 ],
             ),
@@ -396,7 +406,7 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                         v["skipped"],
                         v["mean_r"],
                         v["median_r"],
-                        _pct(v["positive_fraction"]),
+                        pct(v["positive_fraction"]),
                     ]
                     for k, v in rl.items()
                 ],

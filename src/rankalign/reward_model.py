@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import math
-import os
 import random
 import sys
 from collections import defaultdict
@@ -50,11 +48,11 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from .config import dump_config, parse_config
-from .data import atomic_write_text, json_text, load_lists, write_json, write_jsonl
+from .data import atomic_write_text, json_text, load_lists, read_json_file, write_json, write_jsonl
 from .errors import UserError
 from .losses import PAIR_MODES, preference_pairs
 from .models import torch_dtype
-from .rewards import PREFERENCE_TEMPLATE, preference_prompt, rm_format, rm_text
+from .rewards import PREFERENCE_TEMPLATE, preference_prompt, rm_format, rm_text, trained_with
 from .train import MetricsTrainer, load_options, with_lora
 
 LOSSES = ("bt-reward", "preference")
@@ -544,16 +542,6 @@ def _model_config(path: str, cfg: RewardModelConfig):
         raise UserError(f"cannot read the model's configuration: {msg}", file=path) from None
 
 
-def _adapters(model, cfg: RewardModelConfig, task_type: str):
-    """`train.with_lora` (a no-op without --use_lora) before anything is written: LoRA options
-    that do not fit the model are a user error, not a half-started run."""
-    try:
-        return with_lora(model, cfg, task_type)
-    except (ValueError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot add LoRA adapters: {msg}", field="lora_target_modules") from None
-
-
 def _setup(cfg: RewardModelConfig, args: TrainingArguments):
     """The validation phase's start (nothing is written): the backbone resolved and checked, the
     output folder usable, the tokenizer loaded."""
@@ -590,11 +578,8 @@ def _train_and_save(
             print(f"rankalign: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
     # plain save_pretrained + tokenizer, LoRA merged
+    # (and trainer_state.json, the per-step log `rankalign evaluate --train_runs` reads)
     save_final(trainer, cfg, tokenizer, out, load_base)
-    if trainer.is_world_process_zero():  # the per-step log, for `rankalign evaluate --train_runs`
-        # as TrainerState.save_to_json writes it, but atomically and as valid JSON (a NaN loss
-        # becomes null with a note)
-        write_json(out / "trainer_state.json", dataclasses.asdict(trainer.state), sort_keys=True)
     summary = {
         "train_loss": result.training_loss,
         "global_step": result.global_step,
@@ -624,7 +609,8 @@ def train_reward_model(cfg: RewardModelConfig, args: TrainingArguments) -> dict:
         cfg.max_length = limit
     train_set, data_report = build_bt_dataset(cfg.data, tokenizer, cfg)
     eval_set = build_bt_dataset(cfg.eval_data, tokenizer, cfg)[0] if cfg.eval_data else None
-    model = _adapters(load_bt_model(path, cfg, tokenizer), cfg, "SEQ_CLS")  # weights last
+    # weights last; LoRA options that do not fit the model are a user error (train.with_lora)
+    model = with_lora(load_bt_model(path, cfg, tokenizer), cfg, "SEQ_CLS")
     if notice:
         print(notice, file=sys.stderr)
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
@@ -676,7 +662,7 @@ def train_preference_model(cfg: RewardModelConfig, args: TrainingArguments) -> d
     def load_base():
         return load_causal_lm(path, **load_options(cfg))
 
-    model = _adapters(load_base(), cfg, "CAUSAL_LM")  # before the first write
+    model = with_lora(load_base(), cfg, "CAUSAL_LM")  # before the first write
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
     _start_outputs(out, cfg, args, data_report)
     trainer = PreferenceTrainer(
@@ -769,20 +755,15 @@ _SECTION_OF = {s: sec for sec, subsets in REWARDBENCH_SECTIONS.items() for s in 
 
 
 def _json_object(f: Path) -> dict:
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"invalid JSON: {e.msg}", file=f, line=e.lineno) from None
-    except UnicodeDecodeError:
-        raise UserError("not valid UTF-8", file=f) from None
+    data = read_json_file(f)
     if not isinstance(data, dict):
         raise UserError("expected a JSON object", file=f)
     return data
 
 
 def read_metadata(model_path: str) -> dict:
-    f = Path(model_path) / METADATA_FILE
-    return _json_object(f) if f.is_file() else {}
+    """The METADATA_FILE beside a model ({} without one), as the score stage reads it."""
+    return trained_with(model_path)
 
 
 def detect_kind(model_path: str) -> str:
@@ -906,11 +887,9 @@ def _length_fn(unit: str, tokenizer):
 
 
 def _plot_accuracy(acc: dict, path: Path, title: str) -> bool:
-    import matplotlib
+    from .report import pyplot, save_figure
 
-    matplotlib.use("Agg")  # no display: render to a file
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = {"overall": acc["overall"], **acc.get("by_section", {}), **acc.get("by_category", {})}
     groups = {k: g for k, g in groups.items() if g.get("accuracy") is not None}
     if not groups:  # no pair to rank: nothing to draw
@@ -924,17 +903,12 @@ def _plot_accuracy(acc: dict, path: Path, title: str) -> bool:
     ax.set_ylabel("pair accuracy (%)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)  # then renamed: a reader never sees half a PNG
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, "Pair accuracy by group")
     return True
 
 
 def _report_blocks(metrics: dict) -> list[dict]:
-    def pct(v):
-        return f"{100 * v:.1f}%" if isinstance(v, float) and math.isfinite(v) else "-"
+    from .report import number, pct
 
     def acc_rows(d: dict) -> list[list[str]]:
         return [
@@ -1000,8 +974,8 @@ def _report_blocks(metrics: dict) -> list[dict]:
                         rl["length_unit"],
                         str(rl["prompts"]),
                         str(rl["skipped"]),
-                        _num(rl["mean_r"], 3),
-                        _num(rl["median_r"], 3),
+                        number(rl["mean_r"]),
+                        number(rl["median_r"]),
                         pct(rl["positive_fraction"]),
                     ]
                 ],
@@ -1016,174 +990,6 @@ def _report_blocks(metrics: dict) -> list[dict]:
         if "reward_length.png" in metrics["plots"]:
             b.append({"kind": "image", "file": "reward_length.png", "alt": "Reward-length r"})
     return b
-
-
-def evaluate_reward_model(
-    model_path: str,
-    pairs_path: str,
-    out_dir: str,
-    *,
-    kind: str = "rm",
-    samples_path: str | None = None,
-    format: str | None = None,
-    template: str | None = None,
-    chat_template: str | None = None,
-    length_unit: str = "tokens",
-    batch_size: int = 8,
-    max_length: int = 1024,
-    dtype: str = "float32",
-    device: str = "auto",
-    max_rows: int | None = None,
-) -> dict:
-    """Evaluate a reward model (`rm`), a preference model (`preference`) or a policy as a reward
-    model via p_i = logp / len (`policy`, RRHF Table 5); `auto` picks from the folder.
-
-    The model is loaded through the score stage's reward class (`rm:`, `preference:`,
-    `policy-logprob:`), so these numbers are what `rankalign score` would rank by. Writes
-    OUT/metrics.json, OUT/report.md (+ .html), OUT/accuracy.png, OUT/scored_pairs.jsonl and,
-    with `samples_path` (k responses per prompt), OUT/reward_length.png. Returns the metrics.
-    Everything is validated (`prepare_rm_evaluation`) before the first file is written.
-    """
-    return run_rm_evaluation(
-        prepare_rm_evaluation(
-            model_path,
-            pairs_path,
-            out_dir,
-            kind=kind,
-            samples_path=samples_path,
-            format=format,
-            template=template,
-            chat_template=chat_template,
-            length_unit=length_unit,
-            batch_size=batch_size,
-            max_length=max_length,
-            dtype=dtype,
-            device=device,
-            max_rows=max_rows,
-        )
-    )
-
-
-@dataclass
-class _RMEvaluation:
-    """A validated reward-model evaluation: the loaded reward and the read files."""
-
-    model_path: str
-    kind: str
-    spec: dict
-    reward: object
-    pairs_path: str
-    pairs: object  # data.LoadedData
-    samples_path: str | None
-    samples: object | None
-    length_unit: str
-    out: Path
-
-
-def prepare_rm_evaluation(
-    model_path: str,
-    pairs_path: str,
-    out_dir: str,
-    *,
-    kind: str = "rm",
-    samples_path: str | None = None,
-    format: str | None = None,
-    template: str | None = None,
-    chat_template: str | None = None,
-    length_unit: str = "tokens",
-    batch_size: int = 8,
-    max_length: int = 1024,
-    dtype: str = "float32",
-    device: str = "auto",
-    max_rows: int | None = None,
-) -> _RMEvaluation:
-    """Check the options and the output folder, read and validate the pairs (and samples), and
-    load the model through the score stage's reward class; writes nothing."""
-    from .data import check_output_location
-    from .models import load_tokenizer, resolve_model
-    from .rewards import build_rewards, parse_reward_spec
-
-    if length_unit not in ("tokens", "chars", "words"):
-        raise UserError(f"length_unit must be tokens, chars or words, got '{length_unit}'")
-    if kind not in KINDS:
-        raise UserError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'", field="kind")
-    check_output_location(out_dir, folder=True)
-    path = resolve_model(model_path)
-    kind = detect_kind(path) if kind == "auto" else kind
-    spec = reward_spec(
-        path,
-        kind,
-        format=format,
-        template=template,
-        chat_template=chat_template,
-        max_length=max_length,
-    )
-    pairs = load_lists(pairs_path, require_scores=True, min_responses=2, limit=max_rows)
-    samples = load_lists(samples_path, min_responses=2, limit=max_rows) if samples_path else None
-    load_tokenizer(path)  # cheap, and a clear error before the model loads
-    defaults = {"batch_size": batch_size, "max_length": max_length, "dtype": dtype}
-    defaults["device"] = device
-    (reward,) = build_rewards([parse_reward_spec(spec)], defaults)  # last: loads the model
-    return _RMEvaluation(
-        str(model_path),
-        kind,
-        spec,
-        reward,
-        str(pairs_path),
-        pairs,
-        str(samples_path) if samples_path else None,
-        samples,
-        length_unit,
-        Path(out_dir),
-    )
-
-
-def run_rm_evaluation(ev: _RMEvaluation) -> dict:
-    """Score the validated pairs (and samples) and write the outputs; returns the metrics."""
-    from .evaluate import reward_length_correlation
-    from .report import plot_reward_length, render_html, render_markdown
-
-    out, kind, reward = ev.out, ev.kind, ev.reward
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("accuracy.png", "reward_length.png"):  # no plot may outlive its data
-        (out / stale).unlink(missing_ok=True)
-    scores = _score_rows(reward, ev.pairs.rows)
-    metrics = {
-        "model": ev.model_path,
-        "kind": kind,
-        "reward_spec": ev.spec,
-        "pairs_file": ev.pairs_path,
-        "pairs_data": ev.pairs.report.as_dict(),
-        "accuracy": pairwise_accuracy(ev.pairs.rows, scores),
-        "plots": [],
-    }
-    write_jsonl(
-        out / "scored_pairs.jsonl",
-        [{**row, "model_scores": s} for row, s in zip(ev.pairs.rows, scores)],
-    )
-    if _plot_accuracy(metrics["accuracy"], out / "accuracy.png", f"Pair accuracy: {kind}"):
-        metrics["plots"].append("accuracy.png")
-    if ev.samples is not None:
-        values = _score_rows(reward, ev.samples.rows)
-        rows = [  # responses without a finite value are left out of their prompt's r
-            {
-                **row,
-                "responses": [x for x, v in zip(row["responses"], vs) if v is not None],
-                "scores": [v for v in vs if v is not None],
-            }
-            for row, vs in zip(ev.samples.rows, values)
-        ]
-        length = _length_fn(ev.length_unit, reward.tokenizer)
-        rl = reward_length_correlation(rows, length, ev.length_unit)
-        metrics["samples_file"], metrics["reward_length"] = ev.samples_path, rl
-        if rl["per_prompt"]:
-            plot_reward_length({kind: rl}, out / "reward_length.png")
-            metrics["plots"].append("reward_length.png")
-    write_json(out / "metrics.json", metrics)
-    blocks = _report_blocks(metrics)
-    atomic_write_text(out / "report.md", render_markdown(blocks))
-    atomic_write_text(out / "report.html", render_html(blocks))
-    return metrics
 
 
 @dataclass
@@ -1207,7 +1013,7 @@ class RMEvaluateConfig:
     max_length: int = field(
         default=1024, metadata={"help": "input tokens (cut from the left)", "check": ">= 2"}
     )
-    dtype: str = "float32"
+    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1"})
     max_rows: int | None = field(
         default=None, metadata={"help": "only the first N pairs / samples", "check": ">= 1"}
@@ -1220,6 +1026,132 @@ class RMEvaluateConfig:
             raise ValueError("length_unit must be tokens, chars or words")
 
 
+def evaluate_reward_model(
+    model_path: str,
+    pairs_path: str,
+    out_dir: str,
+    *,
+    kind: str = "rm",
+    samples_path: str | None = None,
+    **options,
+) -> dict:
+    """Evaluate a reward model (`rm`), a preference model (`preference`) or a policy as a reward
+    model via p_i = logp / len (`policy`, RRHF Table 5); `auto` picks from the folder.
+
+    `options` are the other RMEvaluateConfig fields (the flags of `rankalign evaluate --rm`):
+    format, template, chat_template (default: as trained), length_unit (tokens | chars | words),
+    batch_size, max_length, dtype, device, max_rows.
+    The model is loaded through the score stage's reward class (`rm:`, `preference:`,
+    `policy-logprob:`), so these numbers are what `rankalign score` would rank by. Writes
+    OUT/metrics.json, OUT/report.md (+ .html), OUT/accuracy.png, OUT/scored_pairs.jsonl and,
+    with `samples_path` (k responses per prompt), OUT/reward_length.png. Returns the metrics.
+    Everything is validated (`prepare_rm_evaluation`) before the first file is written.
+    """
+    cfg = RMEvaluateConfig(
+        rm=str(model_path),
+        pairs=str(pairs_path),
+        out=str(out_dir),
+        kind=kind,
+        samples=None if samples_path is None else str(samples_path),
+        **options,
+    )
+    return run_rm_evaluation(prepare_rm_evaluation(cfg))
+
+
+@dataclass
+class _RMEvaluation:
+    """A validated reward-model evaluation: the loaded reward and the read files."""
+
+    cfg: RMEvaluateConfig
+    kind: str  # `auto` resolved
+    spec: dict
+    reward: object
+    pairs: object  # data.LoadedData
+    samples: object | None
+
+
+def prepare_rm_evaluation(cfg: RMEvaluateConfig) -> _RMEvaluation:
+    """Check the options and the output folder, read and validate the pairs (and samples), and
+    load the model through the score stage's reward class; writes nothing."""
+    from .config import check_options
+    from .data import check_output_location
+    from .models import load_tokenizer, resolve_model
+    from .rewards import build_rewards, parse_reward_spec
+
+    check_options(cfg)  # types, finite numbers, ranges (parse_config did it for the CLI)
+    torch_dtype(cfg.dtype)  # a known name, before anything loads
+    check_output_location(cfg.out, folder=True)
+    path = resolve_model(cfg.rm)
+    kind = detect_kind(path) if cfg.kind == "auto" else cfg.kind
+    spec = reward_spec(
+        path,
+        kind,
+        format=cfg.format,
+        template=cfg.template,
+        chat_template=cfg.chat_template,
+        max_length=cfg.max_length,
+    )
+    pairs = load_lists(cfg.pairs, require_scores=True, min_responses=2, limit=cfg.max_rows)
+    samples = load_lists(cfg.samples, min_responses=2, limit=cfg.max_rows) if cfg.samples else None
+    load_tokenizer(path)  # cheap, and a clear error before the model loads
+    defaults = {
+        "batch_size": cfg.batch_size,
+        "max_length": cfg.max_length,
+        "dtype": cfg.dtype,
+        "device": cfg.device,
+    }
+    (reward,) = build_rewards([parse_reward_spec(spec)], defaults)  # last: loads the model
+    return _RMEvaluation(cfg, kind, spec, reward, pairs, samples)
+
+
+def run_rm_evaluation(ev: _RMEvaluation) -> dict:
+    """Score the validated pairs (and samples) and write the outputs; returns the metrics."""
+    from .evaluate import reward_length_correlation
+    from .report import plot_reward_length, render_html, render_markdown
+
+    out, kind, reward = Path(ev.cfg.out), ev.kind, ev.reward
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("accuracy.png", "reward_length.png"):  # no plot may outlive its data
+        (out / stale).unlink(missing_ok=True)
+    scores = _score_rows(reward, ev.pairs.rows)
+    metrics = {
+        "model": ev.cfg.rm,
+        "kind": kind,
+        "reward_spec": ev.spec,
+        "pairs_file": ev.cfg.pairs,
+        "pairs_data": ev.pairs.report.as_dict(),
+        "accuracy": pairwise_accuracy(ev.pairs.rows, scores),
+        "plots": [],
+    }
+    write_jsonl(
+        out / "scored_pairs.jsonl",
+        [{**row, "model_scores": s} for row, s in zip(ev.pairs.rows, scores)],
+    )
+    if _plot_accuracy(metrics["accuracy"], out / "accuracy.png", f"Pair accuracy: {kind}"):
+        metrics["plots"].append("accuracy.png")
+    if ev.samples is not None:
+        values = _score_rows(reward, ev.samples.rows)
+        rows = [  # responses without a finite value are left out of their prompt's r
+            {
+                **row,
+                "responses": [x for x, v in zip(row["responses"], vs) if v is not None],
+                "scores": [v for v in vs if v is not None],
+            }
+            for row, vs in zip(ev.samples.rows, values)
+        ]
+        unit = ev.cfg.length_unit
+        rl = reward_length_correlation(rows, _length_fn(unit, reward.tokenizer), unit)
+        metrics["samples_file"], metrics["reward_length"] = ev.cfg.samples, rl
+        if rl["per_prompt"]:
+            plot_reward_length({kind: rl}, out / "reward_length.png")
+            metrics["plots"].append("reward_length.png")
+    write_json(out / "metrics.json", metrics)
+    blocks = _report_blocks(metrics)
+    atomic_write_text(out / "report.md", render_markdown(blocks))
+    atomic_write_text(out / "report.html", render_html(blocks))
+    return metrics
+
+
 def is_rm_evaluation(argv: list[str]) -> bool:
     """Whether `rankalign evaluate` argv (flags or --config YAML) names --rm."""
     from .train import _peek
@@ -1229,36 +1161,29 @@ def is_rm_evaluation(argv: list[str]) -> bool:
 
 def main_evaluate(argv: list[str]) -> int:
     """`rankalign evaluate --rm PATH --pairs FILE [--samples FILE] [--out DIR]`."""
+    from .report import number
+
     cfg, _ = parse_config(argv, (RMEvaluateConfig,), prog="rankalign evaluate --rm")
     if not cfg.rm or not cfg.pairs:
         raise UserError("reward-model evaluation needs --rm PATH and --pairs FILE")
-    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    model, pairs, out = kwargs.pop("rm"), kwargs.pop("pairs"), kwargs.pop("out")
-    kwargs["samples_path"] = kwargs.pop("samples")
-    prepared = prepare_rm_evaluation(model, pairs, out, **kwargs)  # nothing written before this
-    Path(out).mkdir(parents=True, exist_ok=True)
-    dump_config(Path(out) / "evaluate_config.yaml", {"evaluate": cfg})
+    prepared = prepare_rm_evaluation(cfg)  # nothing is written before this
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(out / "evaluate_config.yaml", {"evaluate": cfg})
     m = run_rm_evaluation(prepared)
     a = m["accuracy"]["overall"]
     print(
-        f"{m['kind']} {model}: accuracy {_num(a['accuracy'], 4)} "
+        f"{m['kind']} {cfg.rm}: accuracy {number(a['accuracy'], '.4f')} "
         f"({a['correct']}/{a['n']}, {a['ties']} ties)"
     )
     if a["accuracy"] is None:
         print(f"  {a['notes']['accuracy']}")
     for cat, c in m["accuracy"].get("by_category", {}).items():
-        print(f"  {cat}: {_num(c['accuracy'], 4)} ({c['correct']}/{c['n']})")
+        print(f"  {cat}: {number(c['accuracy'], '.4f')} ({c['correct']}/{c['n']})")
     if m.get("reward_length"):
-        print(f"  reward-length mean r: {_num(m['reward_length']['mean_r'], 3)}")
-    print(f"rankalign evaluate: report in {Path(out) / 'report.md'}")
+        print(f"  reward-length mean r: {number(m['reward_length']['mean_r'])}")
+    print(f"rankalign evaluate: report in {out / 'report.md'}")
     return 0
-
-
-def _num(value, digits: int) -> str:
-    """A number for the console; `n/a` where it is undefined (None, NaN)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:.{digits}f}"
-    return "n/a"
 
 
 # dataclass fields double as YAML keys and flags: keep them unique across both dataclasses

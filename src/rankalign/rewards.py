@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import math
 import re
 import sys
@@ -37,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import in_range, range_error
 from .errors import UserError
-from .models import default_device, torch_dtype
+from .models import DTYPES, default_device, torch_dtype
+from .tokenization import CHAT_TEMPLATE_MODES
 
 _MODEL = {"path": str, "batch_size": int, "max_length": int, "dtype": str, "device": str}
 _MODEL |= dict.fromkeys(("trust_remote_code", "allow_pickle"), bool)
@@ -75,7 +76,8 @@ class RewardSpec:
         return {"kind": self.kind, "name": self.name, "weight": self.weight, **self.options}
 
 
-# ranges and choices of option values (checked when a spec is parsed, before any model loads)
+# ranges (as config's `check`) and choices of option values (checked when a spec is parsed,
+# before any model loads)
 RANGES = {
     "batch_size": ">= 1",
     "max_length": ">= 2",
@@ -95,8 +97,8 @@ CHOICES = {
     "output": ("logit", "prob"),
     "mode": ("list", "single"),
     "text": ("response", "full"),
-    "chat_template": ("auto", "always", "never"),
-    "dtype": ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
+    "chat_template": CHAT_TEMPLATE_MODES,
+    "dtype": DTYPES,
 }
 # options that name a model folder or hub model (resolved and checked before anything loads)
 MODEL_OPTIONS = {"rm": "path", "causal-rm": "path", "preference": "path", "policy-logprob": "path"}
@@ -108,12 +110,6 @@ def _brief(value: Any, limit: int = 60) -> str:
         return f"a {type(value).__name__} of {len(value)} items"
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _in_range(value: float, check: str) -> bool:
-    op, bound = check.split()
-    bound = float(bound)
-    return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
 
 
 def _convert(value: Any, typ: type, key: str, fail) -> Any:
@@ -143,8 +139,8 @@ def _convert(value: Any, typ: type, key: str, fail) -> Any:
                 f"'{key}' must be a{'n integer' if typ is int else ' finite number'}, "
                 f"got '{_brief(value)}'"
             )
-        if key in RANGES and not _in_range(out, RANGES[key]):
-            raise fail(f"'{key}' must be {RANGES[key]}, got {out}")
+        if key in RANGES and not in_range(out, RANGES[key]):
+            raise fail(f"'{key}' {range_error(RANGES[key], out)}")
         return out
     out = str(value)
     if key in CHOICES and out not in CHOICES[key]:
@@ -237,32 +233,53 @@ def parse_reward_spec(spec: str | dict, field: str = "reward") -> RewardSpec:
     return RewardSpec(kind, options, weight, name, text)
 
 
-def parse_reward_specs(specs: list) -> list[RewardSpec]:
-    """Every spec of a `reward` list; errors name the entry (`reward[i]`) when there are several."""
+def parse_reward_specs(specs: list, field: str = "reward") -> list[RewardSpec]:
+    """Every spec of the option `field`, one weighted sum: errors name the entry (`field[i]`)
+    when there are several, and two specs may not share a name (the keys of `score_parts`)."""
     if not isinstance(specs, list | tuple):
         specs = [specs]
     out = [
-        parse_reward_spec(s, field="reward" if len(specs) == 1 else f"reward[{i}]")
+        parse_reward_spec(s, field=field if len(specs) == 1 else f"{field}[{i}]")
         for i, s in enumerate(specs)
     ]
     names = Counter(s.name for s in out)
     dupes = [n for n, c in names.items() if c > 1]
     if dupes:
         raise UserError(
-            f"two rewards are named '{dupes[0]}'; give one a name=... option", field="reward"
+            f"two rewards are named '{dupes[0]}'; give one a name=... option", field=field
         )
     return out
 
 
-def check_reward_models(specs: list[RewardSpec]) -> None:
+def _spec_error(e: UserError, spec: RewardSpec, field: str | None) -> UserError:
+    """`e`, raised for `spec`, as one message naming the spec once (and `field` when given)."""
+    msg = str(e)
+    if not msg.startswith(f"reward '{spec.text}'"):
+        msg = f"reward '{spec.text}': {msg}"
+    return UserError(msg, field=field)
+
+
+def check_reward_models(
+    specs: list[RewardSpec], field: str | None = None, defaults: dict | None = None
+) -> None:
     """Resolve every model a reward names (folder files checked, see models.resolve_model) and
-    every file it reads, without loading anything: a bad path fails before a command writes."""
-    from .models import resolve_model
+    every file it reads, without loading anything: a bad path fails before a command writes.
+
+    A local model folder with only pickle weights is refused unless `allow_pickle` is true in
+    the spec's options or, when the spec does not say, in `defaults` (the command's options, as
+    `build_rewards` gets them); with neither, the check is left to `build_rewards`. Errors name
+    the spec, and `field` (the option it came from) when given."""
+    from .models import check_weights_format, resolve_model
 
     for spec in specs:
         try:
             if spec.kind in MODEL_OPTIONS:
-                resolve_model(spec.options[MODEL_OPTIONS[spec.kind]])
+                path = resolve_model(spec.options[MODEL_OPTIONS[spec.kind]])
+                allow = spec.options.get("allow_pickle")
+                if allow is None and defaults is not None:
+                    allow = defaults.get("allow_pickle", False)
+                if allow is not None:
+                    check_weights_format(path, bool(allow))
             if spec.kind == "length" and spec.options.get("tokenizer"):
                 resolve_model(spec.options["tokenizer"])
             if spec.kind == "python":
@@ -273,7 +290,7 @@ def check_reward_models(specs: list[RewardSpec]) -> None:
                 if not Path(spec.options["rubric"]).is_file():
                     raise UserError("judge rubric file not found", file=spec.options["rubric"])
         except UserError as e:
-            raise UserError(f"reward '{spec.text}': {e}") from None
+            raise _spec_error(e, spec, field) from None
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -293,7 +310,7 @@ def context_text(prompt: str | list[dict]) -> str:
 def rm_format(tokenizer, prompt, fmt: str = "auto") -> str:
     """Resolve `auto`: chat for message-list prompts when the tokenizer has a template."""
     if fmt not in ("auto", "chat", "concat", "pair"):
-        raise UserError(f"format must be auto, chat, concat or pair, got '{fmt}'", field="reward")
+        raise UserError(f"format must be auto, chat, concat or pair, got '{fmt}'")
     if fmt != "auto":
         return fmt
     if isinstance(prompt, list) and getattr(tokenizer, "chat_template", None):
@@ -382,13 +399,11 @@ class Sentiment(Reward):
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError:
-            raise UserError(
-                "reward 'sentiment' needs vaderSentiment: pip install vaderSentiment"
-            ) from None
+            raise UserError("needs vaderSentiment: pip install vaderSentiment") from None
         self.analyzer = SentimentIntensityAnalyzer()
         self.full = self.opt.get("text", "response") == "full"
         if self.opt.get("text", "response") not in ("response", "full"):
-            raise UserError("reward 'sentiment': text must be 'response' or 'full'", field="reward")
+            raise UserError("text must be 'response' or 'full'")
 
     def score(self, rows):
         def text(row, resp):
@@ -409,11 +424,11 @@ class LengthPenalty(Reward):
         self.lam = float(self.opt["lambda"])
         self.unit = self.opt.get("unit", "chars")
         if self.unit not in ("chars", "tokens"):
-            raise UserError(f"reward 'length': unit must be chars or tokens, got '{self.unit}'")
+            raise UserError(f"unit must be chars or tokens, got '{self.unit}'")
         self.tokenizer = None
         if self.unit == "tokens":
             if not self.opt.get("tokenizer"):
-                raise UserError("reward 'length': unit=tokens needs tokenizer=PATH", field="reward")
+                raise UserError("unit=tokens needs tokenizer=PATH")
             from .models import load_tokenizer, resolve_model
 
             self.tokenizer = load_tokenizer(resolve_model(self.opt["tokenizer"]))
@@ -435,7 +450,7 @@ class PythonFunction(Reward):
         target = self.opt["function"]
         module_name, _, fn_name = target.rpartition(":")
         if not module_name or not fn_name:
-            raise UserError(f"reward 'python:{target}': expected MODULE:FUNCTION", field="reward")
+            raise UserError("expected MODULE:FUNCTION")
         try:
             if module_name.endswith(".py"):
                 path = Path(module_name)
@@ -451,17 +466,10 @@ class PythonFunction(Reward):
         except UserError:
             raise
         except Exception as e:
-            raise UserError(
-                f"reward 'python:{target}': cannot import '{module_name}' "
-                f"({type(e).__name__}: {e})",
-                field="reward",
-            ) from e
+            raise UserError(f"cannot import '{module_name}' ({type(e).__name__}: {e})") from e
         self.fn = getattr(module, fn_name, None)
         if not callable(self.fn):
-            raise UserError(
-                f"reward 'python:{target}': '{module_name}' has no function '{fn_name}'",
-                field="reward",
-            )
+            raise UserError(f"'{module_name}' has no function '{fn_name}'")
 
     def score(self, rows):
         out = []
@@ -494,12 +502,18 @@ class PythonFunction(Reward):
 
 def trained_with(path: str) -> dict:
     """What `rankalign train --loss bt-reward | preference` saved beside its model (the input
-    format, the preference template), so `rm:PATH` / `preference:PATH` read it as trained."""
+    format, the preference template), so `rm:PATH` / `preference:PATH` read it as trained;
+    {} without that file. A file that cannot be read, is not JSON or is not a JSON object is a
+    one-line UserError naming it, never silently ignored."""
+    from .data import read_json_file
+
     f = Path(path) / "rankalign_reward_model.json"
-    try:
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
-    except (OSError, ValueError):
+    if not f.is_file():
         return {}
+    data = read_json_file(f)
+    if not isinstance(data, dict):
+        raise UserError(f"expected a JSON object, got {type(data).__name__}", file=f)
+    return data
 
 
 class ModelReward(Reward):
@@ -691,7 +705,7 @@ class CausalHeadReward(ModelReward):
     def _ids(self, prompt, response) -> list[int]:
         fmt = rm_format(self.tokenizer, prompt, self.format)
         if fmt == "pair":
-            raise UserError("reward 'causal-rm': format=pair is for encoders", field="reward")
+            raise UserError(f"reward '{self.spec.text}': format=pair is for encoders")
         text = rm_text(self.tokenizer, prompt, response, fmt)
         ids = self.tokenizer(text, add_special_tokens=fmt != "chat").input_ids
         eos = self.tokenizer.eos_token_id
@@ -929,20 +943,15 @@ BUILDERS = {
 }
 
 
-def build_rewards(specs: list[RewardSpec], defaults: dict | None = None) -> list[Reward]:
-    """Instantiate (load) every reward; errors name the reward spec."""
-    names = Counter(s.name for s in specs)
-    dupes = [n for n, c in names.items() if c > 1]
-    if dupes:
-        raise UserError(
-            f"two rewards are named '{dupes[0]}'; give one a name=... option", field="reward"
-        )
+def build_rewards(
+    specs: list[RewardSpec], defaults: dict | None = None, field: str = "reward"
+) -> list[Reward]:
+    """Instantiate (load) every reward of specs parsed by `parse_reward_specs` (which refuses two
+    with one name); errors name `field` (the option the specs came from) and the spec."""
     rewards = []
     for spec in specs:
         try:
             rewards.append(BUILDERS[spec.kind](spec, dict(defaults or {})))
         except UserError as e:
-            if str(e).startswith(f"reward '{spec.text}'") or str(e).startswith("reward "):
-                raise
-            raise UserError(f"reward '{spec.text}': {e}") from None
+            raise _spec_error(e, spec, field) from None
     return rewards

@@ -51,9 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import check_output_location, side_path
+from .data import check_output_location, done_rows, side_path
 from .errors import UserError
-from .models import check_device
+from .models import DTYPES, check_device
+from .tokenization import CHAT_TEMPLATE_MODES
 
 STRATEGIES = {
     "greedy": "greedy",
@@ -65,7 +66,6 @@ STRATEGIES = {
     "sampling": "sample",
 }
 KINDS = ("policy", "dataset", "openai")
-DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]
 
 # RRHF paper Table 1 (ρ1..ρ4 from the initial policy, ρ5, ρ6 the dataset's responses), §4.1 settings.
@@ -103,7 +103,7 @@ class SourceConfig:
     name: str | None = None  # label recorded in `sources` (default: derived from the settings)
     # default 1.0 (greedy: 0)
     temperature: float | None = field(default=None, metadata={"check": ">= 0"})
-    top_p: float = field(default=1.0, metadata={"check": "[0, 1]"})  # and > 0
+    top_p: float = field(default=1.0, metadata={"check": "(0, 1]"})  # 0 would keep no token
     top_k: int = field(default=0, metadata={"check": ">= 0"})  # 0 = off
     # beam strategies; default: num
     num_beams: int | None = field(default=None, metadata={"check": ">= 1"})
@@ -151,8 +151,6 @@ class SourceConfig:
             raise ValueError("greedy decoding gives one response per prompt: set num: 1")
         if self.strategy == "sample" and self.temperature <= 0:
             raise ValueError("sampling needs temperature > 0 (use strategy: greedy for 0)")
-        if self.top_p == 0:
-            raise ValueError("top_p must be in (0, 1]: 0 keeps no token")
         if beams:
             if self.temperature <= 0:
                 raise ValueError(f"{self.strategy} needs temperature > 0")
@@ -289,7 +287,7 @@ class SampleConfig:
     max_prompt_length: int = field(
         default=1024, metadata={"help": "prompt tokens kept (cut from the left)", "check": ">= 1"}
     )
-    chat_template: str = field(default="auto", metadata={"help": "auto | always | never"})
+    chat_template: str = field(default="auto", metadata={"help": " | ".join(CHAT_TEMPLATE_MODES)})
     backend: str = field(default="hf", metadata={"help": "hf (transformers) | vllm"})
     tensor_parallel_size: int = field(
         default=1,
@@ -301,8 +299,8 @@ class SampleConfig:
     gpu_memory_utilization: float = field(
         default=0.9,
         metadata={
-            "help": "vllm: share of GPU memory for weights and KV cache, in (0, 1]",
-            "check": "[0, 1]",
+            "help": "vllm: share of GPU memory for weights and KV cache",
+            "check": "(0, 1]",
         },
     )
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
@@ -326,16 +324,13 @@ class SampleConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
 
     def __post_init__(self):
-        import yaml
+        from .config import load_yaml_text
 
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (use {', '.join(PRESETS)})")
         extra = self.sources
-        if isinstance(extra, str):
-            try:
-                extra = yaml.safe_load(extra)
-            except yaml.YAMLError:
-                raise ValueError("sources: not a valid JSON/YAML list") from None
+        if isinstance(extra, str):  # from the command line: the config files' YAML loader
+            extra = load_yaml_text(extra, "sources")
         if extra is not None and not isinstance(extra, list):
             raise ValueError("sources must be a list of sources")
         # a preset's policy source makes `num` responses (with as many beams / groups)
@@ -358,23 +353,21 @@ class SampleConfig:
             raise ValueError("two sources have the same settings; give one a different `name`")
         if sum(s.kind == "dataset" for s in self.sources) > 1:
             raise ValueError("at most one dataset source")
-        for s in self.sources:
-            if s.kind == "openai" and (not s.model or not s.base_url):
-                raise ValueError("an openai source needs `model` and `base_url`")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be hf or vllm, got '{self.backend}'")
-        if self.gpu_memory_utilization == 0:
-            raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.tensor_parallel_size > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel_size > 1 needs backend: vllm")
         if self.on_remote_error not in ("fail", "skip"):
             raise ValueError("on_remote_error must be fail or skip")
-        if self.chat_template not in ("auto", "always", "never"):
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
-                f"chat_template must be auto, always or never, got '{self.chat_template}'"
+                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                f"got '{self.chat_template}'"
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
+        if isinstance(self.stop, str):  # a YAML scalar: one stop string (as evaluate takes it)
+            self.stop = [self.stop]
         if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
             raise ValueError("stop must be a list of strings")
         if any(not s for s in self.stop):
@@ -418,11 +411,8 @@ def _parts_dirs(out: Path) -> list[Path]:
 
 
 def _done_rows(out: Path) -> list[dict]:
-    rows = []
-    for folder in _parts_dirs(out):
-        for shard in sorted(folder.glob("shard-*.jsonl")):
-            rows += [json.loads(x) for x in shard.read_text(encoding="utf-8").splitlines() if x]
-    return rows
+    """Every process's committed rows of a partial run."""
+    return [row for folder in _parts_dirs(out) for row in done_rows(folder)]
 
 
 def _fingerprint(cfg: SampleConfig) -> str:
@@ -518,16 +508,12 @@ class HFPolicy:
 
 
 class VLLMPolicy:
-    """vLLM (GPU): sampling / greedy with per-request seeds, and vLLM's beam search."""
+    """vLLM (GPU): sampling / greedy with per-request seeds, and vLLM's beam search (what it
+    cannot do was refused by `check_vllm`)."""
 
     def __init__(self, name: str, cfg: SampleConfig, device: str):
-        try:
-            import vllm
-        except ImportError:
-            raise UserError(
-                "backend 'vllm' needs the vllm package (pip install vllm; needs a GPU); "
-                "use backend: hf"
-            ) from None
+        import vllm
+
         from .models import resolve_model
 
         self.llm = vllm.LLM(
@@ -549,15 +535,9 @@ class VLLMPolicy:
         from vllm import SamplingParams
 
         steps = src.max_new_tokens or self.cfg.max_new_tokens
-        if src.strategy == "diverse-beam":
-            raise UserError(
-                "vLLM has no diverse beam search: use backend: hf for diverse-beam sources"
-            )
         if src.strategy == "beam":
             from vllm.sampling_params import BeamSearchParams
 
-            if src.temperature != 1.0:
-                raise UserError("backend vllm: beam search with temperature is not supported")
             params = BeamSearchParams(
                 beam_width=src.num_beams, max_tokens=steps, length_penalty=src.length_penalty
             )
@@ -667,11 +647,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _at(loc: dict) -> dict:
-    """A data location as UserError keywords."""
-    return {"file": loc.get("file"), "line": loc.get("line"), "row": loc.get("row")}
-
-
 def _side_paths(out: Path) -> dict[str, Path]:
     return {
         "fingerprint": out.with_name(out.name + ".fingerprint"),
@@ -706,32 +681,39 @@ def validate(cfg: SampleConfig, state) -> tuple:
                 file=_parts_dirs(out)[0],
             )
     data = load_lists(cfg.prompts, empty_responses="drop", limit=cfg.limit)
-    if cfg.backend == "vllm" and any(s.kind == "policy" for s in cfg.sources):
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            raise UserError(
-                "backend 'vllm' needs the vllm package (pip install vllm; needs a GPU); use backend: hf"
-            )
-        if world > 1:
-            raise UserError(
-                "backend vllm runs as one process (vLLM uses several GPUs itself): "
-                "launch without torchrun/accelerate and set tensor_parallel_size"
-            )
-        for i, s in enumerate(cfg.sources):
-            if s.kind == "policy" and s.strategy == "diverse-beam":
-                raise UserError(
-                    "vLLM has no diverse beam search: use backend: hf for diverse-beam sources",
-                    field=f"sources[{i}]",
-                )
-            if s.kind == "policy" and s.strategy == "beam" and s.temperature != 1.0:
-                raise UserError(
-                    "backend vllm: beam search with temperature is not supported",
-                    field=f"sources[{i}]",
-                )
+    check_vllm(cfg, world)
     policies = _load_policies(cfg, cfg.device or str(state.device))
     _check_prompts(cfg, data, policies)
     return data, policies
+
+
+def check_vllm(cfg: SampleConfig, processes: int = 1) -> None:
+    """What `backend: vllm` needs (the package, one process) and cannot do (diverse beam search,
+    beam search with temperature), refused before anything loads; VLLMPolicy relies on it."""
+    import importlib.util
+
+    if cfg.backend != "vllm" or not any(s.kind == "policy" for s in cfg.sources):
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(
+            "backend 'vllm' needs the vllm package (pip install vllm; needs a GPU); use backend: hf"
+        )
+    if processes > 1:
+        raise UserError(
+            "backend vllm runs as one process (vLLM uses several GPUs itself): "
+            "launch without torchrun/accelerate and set tensor_parallel_size"
+        )
+    for i, s in enumerate(cfg.sources):
+        if s.kind == "policy" and s.strategy == "diverse-beam":
+            raise UserError(
+                "vLLM has no diverse beam search: use backend: hf for diverse-beam sources",
+                field=f"sources[{i}]",
+            )
+        if s.kind == "policy" and s.strategy == "beam" and s.temperature != 1.0:
+            raise UserError(
+                "backend vllm: beam search with temperature is not supported",
+                field=f"sources[{i}]",
+            )
 
 
 def _load_policies(cfg: SampleConfig, device: str) -> dict[str, Any]:
@@ -752,15 +734,21 @@ def _check_prompts(cfg: SampleConfig, data, policies: dict[str, Any]) -> None:
         for row, loc in zip(data.rows, data.locations):
             try:
                 prompt_text(policy.tokenizer, row["prompt"], cfg.chat_template)
+                continue
             except UserError as e:
-                raise UserError(f"{e} (model {name})", field="prompt", **_at(loc)) from None
+                problem = f"{e} (model {name})"
             except Exception as e:  # a template that raises (e.g. roles must alternate)
-                raise UserError(
+                problem = (
                     f"the chat template of {name} fails on this prompt: "
-                    f"{type(e).__name__}: {str(e)[:200]}",
-                    field="prompt",
-                    **_at(loc),
-                ) from None
+                    f"{type(e).__name__}: {str(e)[:200]}"
+                )
+            raise UserError(
+                problem,
+                file=loc.get("file"),
+                line=loc.get("line"),
+                row=loc.get("row"),
+                field="prompt",
+            )
 
 
 def _prepare_output(cfg: SampleConfig, out: Path) -> None:

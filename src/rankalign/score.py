@@ -41,7 +41,6 @@ std of its part; lists with ties; failures.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import statistics
@@ -49,11 +48,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import dump_config, parse_config, redact
-from .data import ShardedWriter, load_lists, side_path, write_json, write_jsonl
+from .config import dump_config, load_yaml, parse_config, redact
+from .data import ShardedWriter, done_ids, load_lists, side_path, write_json, write_jsonl
 from .errors import UserError
-from .models import process_state
+from .models import DTYPES, process_state
 from .rewards import Reward, build_rewards, check_reward_models, parse_reward_specs
+from .tokenization import CHAT_TEMPLATE_MODES
 
 
 class _Repeatable(argparse.Action):
@@ -100,9 +100,11 @@ class ScoreConfig:
     max_length: int = field(
         default=1024, metadata={"help": "token limit of model inputs", "check": ">= 2"}
     )
-    dtype: str = field(default="float32", metadata={"help": "model dtype: float32 or bfloat16"})
+    dtype: str = field(
+        default="float32", metadata={"help": "model dtype: float32, bfloat16 or float16"}
+    )
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:0"})
-    chat_template: str = field(default="auto", metadata={"help": "auto, always or never"})
+    chat_template: str = field(default="auto", metadata={"help": " | ".join(CHAT_TEMPLATE_MODES)})
     trust_remote_code: bool = False
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
     empty_responses: str = field(default="error", metadata={"help": "error or drop"})
@@ -114,11 +116,12 @@ class ScoreConfig:
     def __post_init__(self):
         if self.on_failure not in ("skip", "min"):
             raise ValueError(f"on_failure must be skip or min, got '{self.on_failure}'")
-        if self.dtype not in ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got '{self.dtype}'")
-        if self.chat_template not in ("auto", "always", "never"):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
-                f"chat_template must be auto, always or never, got '{self.chat_template}'"
+                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                f"got '{self.chat_template}'"
             )
         if self.empty_responses not in ("error", "drop"):
             raise ValueError(f"empty_responses must be error or drop, got '{self.empty_responses}'")
@@ -237,14 +240,6 @@ def print_summary(s: dict, out: Path, failed_path: Path) -> None:
         print(f"  {s['rows_skipped']} rows skipped (unscored) -> {failed_path}")
 
 
-def _done_ids(parts: Path) -> set[str]:
-    """Ids of the rows already committed in `parts` (read only: nothing is created)."""
-    done = set()
-    for shard in sorted(parts.glob("shard-*.jsonl")) if parts.is_dir() else []:
-        done |= {json.loads(x)["id"] for x in shard.read_text(encoding="utf-8").splitlines() if x}
-    return done
-
-
 def _remove_empty(folders: list[Path]) -> None:
     """Remove the folders this run created (deepest first) if they are still empty."""
     for folder in folders:  # check_output_location lists them deepest first
@@ -278,10 +273,8 @@ def main(argv: list[str]) -> int:
     )
     run = {"input": str(cfg.input), "rewards": [s.as_dict() for s in specs]}
     if parts.exists() and not cfg.overwrite:  # resume: only with the same input and rewards
-        import yaml
-
-        before = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
-        if not isinstance(before, dict) or before.get("run") != redact(run):  # dump: redacted
+        before = load_yaml(config_path) if config_path.is_file() else {}
+        if before.get("run") != redact(run):  # the dump is redacted
             raise UserError(
                 f"{parts} holds an unfinished run with other inputs or rewards; "
                 "rerun that command, or pass --overwrite true",
@@ -292,13 +285,14 @@ def main(argv: list[str]) -> int:
     data = load_lists(
         cfg.input, min_responses=1, empty_responses=cfg.empty_responses, limit=cfg.limit
     )
-    check_reward_models(specs)  # every model path of every reward, before any is loaded
+    # every model path of every reward, before any is loaded
+    check_reward_models(specs, defaults={"allow_pickle": cfg.allow_pickle})
 
     # Several processes (torchrun / accelerate launch): each scores every world-th remaining row
     # into its own shards; process 0 merges them in input order.
     state = process_state(cfg.device)
     rank, world = state.process_index, state.num_processes
-    done = set() if cfg.overwrite else _done_ids(parts)
+    done = set() if cfg.overwrite else done_ids(parts)
     todo = [(row, loc) for row, loc in zip(data.rows, data.locations) if row["id"] not in done]
     todo = todo[rank::world]
     shared = ("batch_size", "max_length", "dtype", "trust_remote_code", "allow_pickle")
@@ -307,12 +301,13 @@ def main(argv: list[str]) -> int:
     rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors first
 
     # ---- writing
-    state.wait_for_everyone()  # every process has read `done` before process 0 removes anything
+    # every process has read `done` (and the old config) before process 0 removes or writes
+    # anything; each writer touches only its own shards, so none waits for the others' writers
+    state.wait_for_everyone()
     if cfg.overwrite and parts.exists() and state.is_main_process:
         shutil.rmtree(parts)
-    state.wait_for_everyone()
+    state.wait_for_everyone()  # the old shards are gone before any writer makes the folder
     writer = ShardedWriter(out, cfg.shard_size, tag=f"rank{rank}-" if world > 1 else "")
-    state.wait_for_everyone()
     if done and state.is_main_process:
         print(f"rankalign score: resuming, {len(done)} of {len(data.rows)} rows already scored")
 

@@ -607,8 +607,27 @@ def with_lora(model, cfg, task_type: str = "CAUSAL_LM"):
         target_modules=targets,
         task_type=task_type,
     )
-    with quiet_peft():
-        return get_peft_model(model, lora)
+    try:
+        with quiet_peft():
+            return get_peft_model(model, lora)
+    except (ValueError, TypeError) as e:  # target modules the model lacks, bad LoRA options
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot add LoRA adapters: {msg}", field="lora_target_modules") from None
+
+
+def check_lora(cfg, model_path: str, model_class=None, task_type: str = "CAUSAL_LM") -> None:
+    """Apply the LoRA options to the model's skeleton on the meta device (no weights, no
+    memory), so options that do not fit the model fail before anything is written."""
+    if not cfg.use_lora:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        skeleton = (model_class or AutoModelForCausalLM).from_config(
+            config, trust_remote_code=cfg.trust_remote_code
+        )
+    with_lora(skeleton, cfg, task_type)
 
 
 @contextlib.contextmanager
@@ -623,8 +642,8 @@ def quiet_peft():
 def check_output_dir(out: Path, model_path: str, *, checkpoints: bool) -> None:
     """Fail before any work (and without creating anything) when the output folder cannot be
     written or the disk is too small."""
-    check_output_location(out, folder=True, field="output_dir")
-    base = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    missing = check_output_location(out, folder=True, field="output_dir")
+    base = missing[-1].parent if missing else out  # the folder that exists (for the disk check)
     folder = Path(model_path)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
     # a checkpoint holds the weights plus AdamW's two moments; the final save, the weights
@@ -666,6 +685,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     check_output_dir(out, model_path, checkpoints=args.save_strategy != "no")
     if precompute and cfg.ref_cache_dir:
         check_output_location(cfg.ref_cache_dir, folder=True, field="ref_cache_dir")
+    check_lora(cfg, model_path)
     tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
     train_set, data_report = tokenize_lists(cfg.data, tokenizer, cfg, min_responses=min_k)
     eval_set = None
@@ -730,7 +750,8 @@ def save_final(trainer: Trainer, cfg, tokenizer, out: Path, load_base) -> None:
     however the adapter was sharded in training (ZeRO-3 included); `load_base()` loads the base
     model as training started from it.
     """
-    trainer.save_state()  # trainer_state.json (the per-step log) beside the model, for reports
+    if trainer.is_world_process_zero():  # the per-step log beside the model, for reports
+        write_json(out / "trainer_state.json", dataclasses.asdict(trainer.state))
     lora_merge = cfg.use_lora and cfg.merge_lora
     trainer.save_model(str(out / "adapter" if lora_merge else out))
     if not trainer.is_world_process_zero():
