@@ -615,19 +615,19 @@ def with_lora(model, cfg, task_type: str = "CAUSAL_LM"):
         raise UserError(f"cannot add LoRA adapters: {msg}", field="lora_target_modules") from None
 
 
-def check_lora(cfg, model_path: str, model_class=None, task_type: str = "CAUSAL_LM") -> None:
+def check_lora(cfg, model_path: str) -> None:
     """Apply the LoRA options to the model's skeleton on the meta device (no weights, no
     memory), so options that do not fit the model fail before anything is written."""
-    if not cfg.use_lora:
+    if not cfg.use_lora or _zero3_enabled():
+        # under ZeRO-3 transformers partitions even a skeleton as it is built (zero.Init), which
+        # a meta tensor cannot be: there the options are checked when the model loads
         return
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     with torch.device("meta"):
-        skeleton = (model_class or AutoModelForCausalLM).from_config(
-            config, trust_remote_code=cfg.trust_remote_code
-        )
-    with_lora(skeleton, cfg, task_type)
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    with_lora(skeleton, cfg)
 
 
 @contextlib.contextmanager
