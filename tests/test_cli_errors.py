@@ -102,7 +102,7 @@ CASES = [
     Case("nan-score", "nan_score.jsonl", expect=["line 2", "field 'scores[1]'", "nan"]),
     Case("inf-score", "inf_score.jsonl", expect=["line 2", "field 'scores[0]'", "inf"]),
     Case("neg-inf-score", "neg_inf_score.jsonl", expect=["line 2", "field 'scores[2]'", "-inf"]),
-    Case("json-nan-row", "json_nan_row.json", expect=["row 1", "field 'scores[0]'", "nan"]),
+    Case("json-nan-row", "json_nan_row.json", expect=["row 2", "field 'scores[0]'", "nan"]),
     Case(
         "empty-response", "empty_response.jsonl", expect=["line 2", "field 'responses[1]'", "empty"]
     ),
@@ -283,6 +283,23 @@ CASES = [
         "lora-targets-not-in-model",
         args=["--use_lora", "true", "--lora_target_modules", "nope_proj"],
         expect=["field 'lora_target_modules'", "not found"],
+    ),
+    Case(
+        "max-steps-beyond-int64",
+        args=["--max_steps", str(10**20)],
+        expect=["field 'max_steps'", "at most 2**63 - 1"],
+    ),
+    # --- what the Trainer would refuse only once started
+    Case(
+        "scheduler-kwargs-unknown",
+        args=["--lr_scheduler_kwargs", '{"bogus": 1}'],
+        expect=["field 'lr_scheduler_kwargs'", "bogus"],
+    ),
+    Case("optim-args-malformed", args=["--optim_args", "x=y=z"], expect=["field 'optim'"]),
+    Case(
+        "eval-strategy-without-data",
+        args=["--eval_strategy", "steps", "--eval_steps", "1"],
+        expect=["field 'eval_strategy'", "--eval_data"],
     ),
     # --- output paths the operating system cannot take
     Case(
@@ -528,3 +545,15 @@ def test_hub_token_is_written_nowhere(tiny_model_dir, tmp_path, capfd, monkeypat
         assert token.encode() not in path.read_bytes(), path
     assert token not in cap.out and token not in cap.err
     assert "<redacted>" in (out / "rankalign_config.yaml").read_text()
+
+
+def test_a_secret_in_a_refused_spec_is_not_echoed(tmp_path, capfd):
+    """The error line quotes the spec; the key in it is redacted."""
+    key = "sk-" + "Q" * 24
+    spec = f"judge:model=m,base_url=http://127.0.0.1:9/v1,api_key={key}"
+    out = tmp_path / "s.jsonl"
+    rc = _run_in_process(["score", "--in", str(GOOD), "--out", str(out), "--reward", spec])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert key not in err and "api_key=<redacted>" in err
+    assert not list(tmp_path.iterdir())

@@ -350,7 +350,7 @@ def test_every_layout_from_every_format(layout, fmt, tmp_path):
         elif fmt in ("csv", "tsv"):
             assert "line" in loc
         else:
-            assert loc["row"] == i
+            assert loc["row"] == i + 1  # rows count from 1, like lines
 
 
 def test_scores_become_floats_and_ints_are_accepted(tmp_path):
@@ -536,7 +536,7 @@ def test_nan_score_row_formats_name_row(fmt, tmp_path):
     with pytest.raises(UserError) as e:
         load_lists(path)
     msg = str(e.value)
-    assert str(path) in msg and "row 2" in msg and "field 'scores[1]'" in msg
+    assert str(path) in msg and "row 3" in msg and "field 'scores[1]'" in msg
     assert "nan" in msg
 
 
@@ -621,7 +621,7 @@ def test_duplicate_ids_name_both_places(tmp_path):
     msg = str(e.value)
     assert "line 3" in msg and "field 'id'" in msg and "'a'" in msg and "line 1" in msg
     path = write_records(recs, "json", tmp_path)
-    with pytest.raises(UserError, match=r"row 2, field 'id'.*first seen at row 0"):
+    with pytest.raises(UserError, match=r"row 3, field 'id'.*first seen at row 1"):
         load_lists(path)
 
 
@@ -672,7 +672,7 @@ def test_reader_errors(tmp_path):
     with pytest.raises(UserError, match=r"bad\.json: a \.json file must hold a list"):
         list(read_records(j))
     j.write_text('[{"prompt": "a"}, "b"]')
-    with pytest.raises(UserError, match=r"bad\.json, row 1: expected a JSON object, got str"):
+    with pytest.raises(UserError, match=r"bad\.json, row 2: expected a JSON object, got str"):
         list(read_records(j))
     j.write_text('[\n{"prompt": "a"},\n{"prompt" "b"}\n]')
     with pytest.raises(UserError, match=r"bad\.json, line 3: invalid JSON"):

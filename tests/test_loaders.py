@@ -63,7 +63,7 @@ def _write(tmp_path: Path, fmt: str, rows_json: list[str]) -> Path:
     return path
 
 
-WHERE = {"jsonl": "line 2", "json": "row 1"}  # the second row, in each format's terms
+WHERE = {"jsonl": "line 2", "json": "row 2"}  # the second row, in each format's terms
 
 
 # ----------------------------------------------------------------------------- 1. numbers
@@ -221,7 +221,7 @@ def test_duplicate_keys_in_a_row_are_refused_naming_the_key(fmt, tmp_path):
 def test_duplicate_keys_in_a_nested_object(tmp_path):
     row = '{"id": "b", "prompt": [{"role": "user", "content": "a", "role": "system"}]}'
     message = _error(load_lists, _write(tmp_path, "json", [json.dumps(GOOD), row]))
-    _assert_in(message, "row 1", "field 'prompt[0].role'", "duplicate key 'role'")
+    _assert_in(message, "row 2", "field 'prompt[0].role'", "duplicate key 'role'")
 
 
 def test_duplicate_data_key_in_a_json_wrapper(tmp_path):
@@ -239,7 +239,7 @@ def test_rows_of_every_reader_pass_the_same_check(tmp_path, monkeypatch):
     pq.write_table(pa.table({"prompt": ["p"], "responses": [["u"]], "meta": [[[[1]]]]}), path)
     monkeypatch.setattr(data, "MAX_DEPTH", 3)  # the row and 3 levels of lists: one too many
     message = _error(lambda p: list(read_records(p)), path)
-    _assert_in(message, "row 0", "field 'meta'", "more than 3 levels")
+    _assert_in(message, "row 1", "field 'meta'", "more than 3 levels")
 
 
 # ----------------------------------------------------------------------------- 3. YAML configs
@@ -439,3 +439,21 @@ CORPUS = [
 @pytest.mark.parametrize("name, fragments", CORPUS, ids=[n for n, _ in CORPUS])
 def test_bad_corpus_files(name, fragments):
     _assert_in(_error(load_lists, BAD / name), name, *fragments)
+
+
+def test_a_device_or_fifo_is_not_read(tmp_path):
+    """/dev/zero never ends and a FIFO blocks until a writer comes: neither is a data file."""
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    _assert_in(_error(lambda p: list(data.read_records(p)), zero), "not a regular file")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    _assert_in(_error(lambda p: list(data.read_records(p)), fifo), "not a regular file")
+
+
+def test_a_line_past_the_line_limit_is_refused_with_its_number(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "long.jsonl"
+    good = '{"id": "a", "prompt": "p", "responses": ["x", "y"], "scores": [1, 0]}'
+    path.write_text(good + "\n" + "x" * 5000 + "\n")
+    _assert_in(_error(lambda p: list(data.read_records(p)), path), "line 2", "longer than")

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 
+from .config import redact_text
 from .errors import UserError, one_line
 
 COMMANDS = {
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"rankalign {name}: error: {e}", file=sys.stderr)
+        print(redact_text(f"rankalign {name}: error: {e}"), file=sys.stderr)
         return 2
     except OSError as e:
         # an input or output path the operating system refused (permission, read-only file
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (e.filename or e.strerror):
             return _internal_error(name, e)
         where = f"{e.filename}: " if e.filename else ""
-        print(one_line(f"rankalign {name}: error: {where}{e.strerror or e}"), file=sys.stderr)
+        line = one_line(f"rankalign {name}: error: {where}{e.strerror or e}")
+        print(redact_text(line), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -104,11 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _internal_error(name: str, e: BaseException) -> int:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    print(
-        f"rankalign {name}: internal error: {type(e).__name__}: {msg[:500]} "
-        "(rerun with --debug for the traceback)",
-        file=sys.stderr,
-    )
+    line = f"rankalign {name}: internal error: {type(e).__name__}: {msg[:500]}"
+    print(redact_text(line) + " (rerun with --debug for the traceback)", file=sys.stderr)
     return 1
 
 

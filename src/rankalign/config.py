@@ -29,6 +29,19 @@ SECRET_VALUE = re.compile(
 )
 
 
+# `api_key=VALUE` inside a spec string, `'token': 'VALUE'` inside a printed mapping
+SECRET_ASSIGNMENT = re.compile(
+    r"((?:^|[^A-Za-z0-9])(?:api_?key|token|secret|password)['\"]?\s*[:=]\s*['\"]?)([^,\s'\"}]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_text(text: str) -> str:
+    """`text` (an error line, a spec) with credential values replaced by `<redacted>`."""
+    text = SECRET_VALUE.sub("<redacted>", text)
+    return SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + "<redacted>", text)
+
+
 class _ConfigLoader(yaml.SafeLoader):
     """SafeLoader without what a config never needs and a hostile file abuses: aliases (a few
     lines of nested aliases expand to billions of nodes) and repeated keys (the last one would
@@ -161,7 +174,7 @@ def parse_config(
     parser.set_defaults(**values)
     try:
         parsed = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
-    except (ValueError, TypeError) as e:  # dataclass __post_init__ validation
+    except (ValueError, TypeError, OverflowError) as e:  # dataclass __post_init__ validation
         raise UserError(str(e).strip().splitlines()[0]) from None
     # values that came from the YAML file (and no flag overrode) are reported with its name
     flagged = {a[2:].split("=", 1)[0].replace("-", "_") for a in rest if a.startswith("--")}
@@ -271,6 +284,8 @@ def range_error(check: str, value: Any) -> str:
     return f"{_check_text(check)}, got {value}"
 
 
+MAX_INT = 2**63 - 1
+
 # Ranges of options in classes that are not ours (by class name, matched along the MRO, so
 # subclasses get them too). Every command that takes TrainingArguments checks these.
 EXTERNAL_CHECKS: dict[str, dict[str, str]] = {
@@ -336,6 +351,11 @@ def check_options(obj: Any, *, files: dict[str, Any] | None = None) -> None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"must be a finite number, got {value}", **where)
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            # torch, numpy and the samplers take 64-bit integers: larger ones fail deep inside
+            raise UserError(
+                f"must be at most 2**63 - 1, got a {len(str(value))}-digit number", **where
+            )
         check = f.metadata.get("check") or checks.get(f.name)
         if check and not in_range(value, check):
             raise UserError(range_error(check, value), **where)
@@ -391,7 +411,7 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
     if isinstance(obj, str):
-        return SECRET_VALUE.sub("<redacted>", obj)
+        return redact_text(obj)
     return obj
 
 
@@ -412,7 +432,7 @@ def redact_argv(argv: list[str]) -> list[str]:
                 out.append(arg)
                 hide_next = True
             continue
-        out.append(SECRET_VALUE.sub("<redacted>", arg))
+        out.append(redact_text(arg))
     return out
 
 

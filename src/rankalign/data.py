@@ -70,7 +70,8 @@ def _looks_like_hub_name(spec: str) -> bool:
 def read_records(spec: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
     """Yield (record, location) from a file, a `load_from_disk` folder or a hub dataset.
 
-    location is {"file": ..., "line": n} for line-based files, {"file": ..., "row": i} otherwise.
+    location is {"file": ..., "line": n} for line-based files, {"file": ..., "row": n} otherwise;
+    both count from 1, as a person counts the rows of a file.
     A hub dataset is `org/name` or `org/name:split` (default split `train`). Every record is an
     object that passed `check_value`; any failure to read is a UserError naming the path.
     """
@@ -97,6 +98,9 @@ def _read_any(spec: str | os.PathLike) -> Iterator[tuple[Any, dict]]:
             yield from _read_hub(str(spec))
             return
         raise UserError("file not found", file=spec)
+    if not path.is_dir() and not path.is_file():
+        # a device (/dev/zero never ends) or a FIFO (blocks until a writer comes)
+        raise UserError("not a regular file", file=spec)
     if suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path)
     elif suffix == ".json":
@@ -164,9 +168,26 @@ def _loads(text: str, loc: dict) -> Any:
         raise _err(loc, None, f"nested more than {MAX_DEPTH} levels deep") from None
 
 
+# A row holds a prompt and k responses of at most MAX_TEXT_CHARS each; a longer line is not a
+# row (a device file, a binary): read no more of it than this.
+MAX_LINE_BYTES = 256 * 2**20
+
+
+def _lines(f) -> Iterator[bytes]:
+    """The lines of a binary file, each read with a bounded buffer."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        yield raw
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[Any, dict]]:
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
+        for n, raw in enumerate(_lines(f), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise UserError(
+                    f"line longer than {MAX_LINE_BYTES // 2**20} MiB: not a JSONL row",
+                    file=path,
+                    line=n,
+                )
             if n == 1:  # some editors start a UTF-8 file with a byte-order mark
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
@@ -223,7 +244,7 @@ def _read_json(path: Path) -> Iterator[tuple[Any, dict]]:
         data = data["data"]
     if not isinstance(data, list):
         raise UserError("a .json file must hold a list of objects (or {'data': [...]})", file=path)
-    for i, rec in enumerate(data):
+    for i, rec in enumerate(data, start=1):
         yield rec, {"file": str(path), "row": i}
 
 
@@ -234,7 +255,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[dict, dict]]:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a bad file
         raise UserError(f"cannot read Parquet: {str(e).splitlines()[0]}", file=path) from None
-    for i, rec in enumerate(table.to_pylist()):
+    for i, rec in enumerate(table.to_pylist(), start=1):
         yield rec, {"file": str(path), "row": i}
 
 
@@ -287,7 +308,7 @@ def _read_dataset_dir(path: Path) -> Iterator[tuple[dict, dict]]:
                 f"dataset folder has splits {list(ds)}; point at one split's folder", file=path
             )
         ds = ds["train"]
-    for i, rec in enumerate(ds):
+    for i, rec in enumerate(ds, start=1):
         yield rec, {"file": str(path), "row": i}
 
 
@@ -302,7 +323,7 @@ def _read_hub(spec: str) -> Iterator[tuple[dict, dict]]:
             f"cannot load hub dataset '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
             file=spec,
         ) from None
-    for i, rec in enumerate(ds):
+    for i, rec in enumerate(ds, start=1):
         yield rec, {"file": spec, "row": i}
 
 

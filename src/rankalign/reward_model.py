@@ -53,7 +53,7 @@ from .errors import UserError
 from .losses import PAIR_MODES, preference_pairs
 from .models import torch_dtype
 from .rewards import PREFERENCE_TEMPLATE, preference_prompt, rm_format, rm_text, trained_with
-from .train import MetricsTrainer, load_options, with_lora
+from .train import MetricsTrainer, check_trainer_options, load_options, with_lora
 
 LOSSES = ("bt-reward", "preference")
 METADATA_FILE = "rankalign_reward_model.json"  # how the model was trained: format, template
@@ -553,6 +553,7 @@ def _setup(cfg: RewardModelConfig, args: TrainingArguments):
     set_seed(args.seed)  # the new head's initialization is part of the run
     path = resolve_backbone(cfg.model)
     check_output_location(args.output_dir, folder=True, field="output_dir")
+    check_trainer_options(args, eval_data=bool(cfg.eval_data))
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
     return path, tokenizer, Path(args.output_dir)
 

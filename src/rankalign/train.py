@@ -615,6 +615,45 @@ def with_lora(model, cfg, task_type: str = "CAUSAL_LM"):
         raise UserError(f"cannot add LoRA adapters: {msg}", field="lora_target_modules") from None
 
 
+def check_trainer_options(args: TrainingArguments, *, eval_data: bool) -> None:
+    """What the Trainer would refuse only once it starts (after outputs exist), checked first:
+    evaluation without data, logging integrations that are not installed, the optimizer and
+    its arguments, the learning-rate schedule and its kwargs."""
+    from transformers.integrations import get_reporting_integration_callbacks
+    from transformers.optimization import get_scheduler
+
+    def refuse(field_name: str, e: Exception):
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        return UserError(msg, field=field_name)
+
+    strategy = getattr(args.eval_strategy, "value", args.eval_strategy)  # an enum or a string
+    if strategy != "no" and not eval_data:
+        raise UserError(
+            f"eval_strategy {strategy} needs held-out data: pass --eval_data FILE",
+            field="eval_strategy",
+        )
+    try:
+        for callback in get_reporting_integration_callbacks(args.report_to):
+            callback()  # the integration's own check that its package is installed
+    except (ImportError, RuntimeError, ValueError) as e:
+        raise refuse("report_to", e) from None
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except (ImportError, RuntimeError, ValueError, TypeError) as e:
+        raise refuse("optim", e) from None
+    try:  # a one-parameter stand-in: the schedule's kwargs are checked by building it
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+        get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=0,
+            num_training_steps=10,
+            scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+        )
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise refuse("lr_scheduler_kwargs", e) from None
+
+
 def check_lora(cfg, model_path: str) -> None:
     """Apply the LoRA options to the model's skeleton on the meta device (no weights, no
     memory), so options that do not fit the model fail before anything is written."""
@@ -686,6 +725,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     if precompute and cfg.ref_cache_dir:
         check_output_location(cfg.ref_cache_dir, folder=True, field="ref_cache_dir")
     check_lora(cfg, model_path)
+    check_trainer_options(args, eval_data=bool(cfg.eval_data))
     tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
     train_set, data_report = tokenize_lists(cfg.data, tokenizer, cfg, min_responses=min_k)
     eval_set = None
