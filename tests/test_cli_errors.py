@@ -557,3 +557,20 @@ def test_a_secret_in_a_refused_spec_is_not_echoed(tmp_path, capfd):
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert key not in err and "api_key=<redacted>" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("change", [{"vocab_size": 7}, {"vocab_size": -5}])
+def test_a_config_that_does_not_fit_its_weights_is_refused_first(
+    change, tiny_model_dir, tmp_path, capfd
+):
+    import json
+
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **change}))
+    out = tmp_path / "out"
+    rc = _run_in_process(_argv(Case("config"), str(model), out))
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert str(model) in err and "Traceback" not in err
+    assert not out.exists()

@@ -98,49 +98,76 @@ MAX_SAFETENSORS_HEADER = 100 * 2**20
 
 def check_model_files(folder: Path) -> None:
     """Open a local model's config.json and every safetensors header without loading weights,
-    so a broken or hostile folder is refused before a command writes anything.
-
-    A header must fit in its file and describe tensors whose bytes lie inside the file: a header
-    claiming gigabytes would otherwise be allocated, or fail deep inside the loader."""
-    import struct
-
+    so a broken or hostile folder is refused before a command writes anything."""
     from .data import read_json_file
 
     config = folder / "config.json"
-    data = read_json_file(config)
-    if not isinstance(data, dict):
+    if not isinstance(read_json_file(config), dict):
         raise UserError("a model config must be a JSON object", file=config)
-    for weights in sorted(folder.glob("*.safetensors")):
-        size = weights.stat().st_size
-        with open(weights, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise UserError("truncated safetensors file (no header)", file=weights)
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, MAX_SAFETENSORS_HEADER):
-                raise UserError(
-                    f"safetensors header claims {n:,} bytes in a file of {size:,}", file=weights
-                )
-            try:
-                header = json.loads(f.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                raise UserError("corrupt safetensors header (not JSON)", file=weights) from None
-        body = size - 8 - n
-        tensors = header.items() if isinstance(header, dict) else [(None, None)]
-        for name, info in tensors:
-            if name == "__metadata__":
-                continue
-            offsets = info.get("data_offsets") if isinstance(info, dict) else None
-            if not (
-                isinstance(offsets, list)
-                and len(offsets) == 2
-                and all(isinstance(o, int) for o in offsets)
-                and 0 <= offsets[0] <= offsets[1] <= body
-            ):
-                raise UserError(
-                    f"corrupt safetensors header: tensor '{name}' lies outside the file",
-                    file=weights,
-                )
+    weight_shapes(folder)
+
+
+def _safetensors_header(weights: Path) -> dict:
+    """A safetensors file's header, checked: it must fit in its file and describe tensors whose
+    bytes lie inside the file (a header claiming gigabytes would otherwise be allocated, or fail
+    deep inside the loader)."""
+    import struct
+
+    size = weights.stat().st_size
+    with open(weights, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError("truncated safetensors file (no header)", file=weights)
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise UserError(
+                f"safetensors header claims {n:,} bytes in a file of {size:,}", file=weights
+            )
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise UserError("corrupt safetensors header (not JSON)", file=weights) from None
+    body = size - 8 - n
+    tensors = header.items() if isinstance(header, dict) else [(None, None)]
+    for name, info in tensors:
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= body
+            and isinstance(info.get("shape"), list)
+        ):
+            raise UserError(
+                f"corrupt safetensors header: tensor '{name}' lies outside the file",
+                file=weights,
+            )
+    return header
+
+
+def weight_shapes(folder: Path) -> dict[str, list]:
+    """Every tensor's shape in a folder's safetensors files, from their (checked) headers."""
+    shapes = {}
+    for weights in sorted(Path(folder).glob("*.safetensors")):
+        header = _safetensors_header(weights)
+        shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
+    return shapes
+
+
+def check_weights_fit(model, folder: Path) -> None:
+    """Refuse weight files whose tensors do not have the shapes the model's config builds
+    (`model` may be a skeleton on the meta device). Names absent on either side are left to
+    the loader, which maps renamed checkpoints."""
+    shapes = weight_shapes(folder)
+    for name, tensor in model.state_dict().items():
+        if name in shapes and list(tensor.shape) != shapes[name]:
+            raise UserError(
+                f"weight '{name}' has shape {shapes[name]} in the files but "
+                f"{list(tensor.shape)} in config.json",
+                file=folder,
+            )
 
 
 def check_weights_format(path: str, allow_pickle: bool) -> None:
@@ -259,8 +286,10 @@ def load_causal_lm(
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
         )
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load model: {str(e).splitlines()[0][:300]}", file=path) from None
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: weights that do not fit
+        # the config (sizes, a nonsensical dimension)
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load model: {msg}", file=path) from None
     if device:
         model.to(device)
     return model

@@ -31,6 +31,7 @@ from .data import check_output_location, load_lists, write_json
 from .errors import UserError
 from .logprobs import collate_lists, response_logps
 from .models import (
+    check_weights_fit,
     check_weights_format,
     load_causal_lm,
     load_tokenizer,
@@ -654,18 +655,28 @@ def check_trainer_options(args: TrainingArguments, *, eval_data: bool) -> None:
         raise refuse("lr_scheduler_kwargs", e) from None
 
 
-def check_lora(cfg, model_path: str) -> None:
-    """Apply the LoRA options to the model's skeleton on the meta device (no weights, no
-    memory), so options that do not fit the model fail before anything is written."""
-    if not cfg.use_lora or _zero3_enabled():
+def check_model_skeleton(cfg, model_path: str) -> None:
+    """Build the model's skeleton from its config on the meta device (no weights, no memory):
+    a config that builds no model, weight files whose shapes do not fit it, and LoRA options
+    that do not fit it all fail before anything is written."""
+    if _zero3_enabled() or cfg.trust_remote_code:
         # under ZeRO-3 transformers partitions even a skeleton as it is built (zero.Init), which
-        # a meta tensor cannot be: there the options are checked when the model loads
+        # a meta tensor cannot be; a model's own code may not build on the meta device: there
+        # these are checked when the model loads
         return
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=cfg.trust_remote_code
+            )
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot build the model from its config: {msg}", file=model_path) from None
+    if Path(model_path).is_dir():
+        check_weights_fit(skeleton, Path(model_path))
     with_lora(skeleton, cfg)
 
 
@@ -724,7 +735,7 @@ def run(cfg: TrainConfig, args: TrainingArguments) -> dict:
     check_output_dir(out, model_path, checkpoints=args.save_strategy != "no")
     if precompute and cfg.ref_cache_dir:
         check_output_location(cfg.ref_cache_dir, folder=True, field="ref_cache_dir")
-    check_lora(cfg, model_path)
+    check_model_skeleton(cfg, model_path)
     check_trainer_options(args, eval_data=bool(cfg.eval_data))
     tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
     train_set, data_report = tokenize_lists(cfg.data, tokenizer, cfg, min_responses=min_k)
