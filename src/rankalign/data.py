@@ -212,9 +212,17 @@ def read_json_file(path: str | os.PathLike) -> Any:
     UserErrors naming the file (and line). NaN/Infinity, which Python's JSON writer emits into
     trainer logs, are read as numbers."""
     path = Path(path)
-    loc = {"file": str(path)}
+    data = _parse_json_file(path)
+    check_value(data, {"file": str(path)})
+    return data
+
+
+def _parse_json_file(path: Path) -> Any:
+    """A whole .json file parsed (a leading BOM is fine); not yet `check_value`d, so a reader
+    of rows can check each row with its own location."""
     try:
-        data = _loads(path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8"), loc)
+        text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        return _loads(text, {"file": str(path)})
     except UnicodeDecodeError as e:
         raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
     except json.JSONDecodeError as e:
@@ -223,21 +231,10 @@ def read_json_file(path: str | os.PathLike) -> Any:
         ) from None
     except OSError as e:
         raise UserError(f"cannot read: {e.strerror or e}", file=path) from None
-    check_value(data, loc)
-    return data
 
 
 def _read_json(path: Path) -> Iterator[tuple[Any, dict]]:
-    try:
-        data = _loads(
-            path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8"), {"file": str(path)}
-        )
-    except UnicodeDecodeError as e:
-        raise UserError(f"not valid UTF-8 (byte {e.start})", file=path) from None
-    except json.JSONDecodeError as e:
-        raise UserError(
-            f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=e.lineno
-        ) from None
+    data = _parse_json_file(path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         if isinstance(data, _DuplicateKeys):  # the rows are checked one by one, the wrapper here
             raise data.error({"file": str(path)})
