@@ -194,21 +194,21 @@ def finish():
 CHILD_RANKALIGN = (
     CHILD_COMMON
     + r"""
-from rankalign import train as T
+from rankalign.training import checkpoints as C, policy as P, stage as S, trainers as TR
 
-T.save_final = lambda *a, **k: None  # the benchmark does not need the trained weights on disk
-wrap_loss(T.RankTrainer)
-_init = T.RankTrainer.__init__
+C.save_final = lambda *a, **k: None  # the benchmark does not need the trained weights on disk
+wrap_loss(TR.RankTrainer)
+_init = TR.RankTrainer.__init__
 def _patched_init(self, *a, **k):
     _init(self, *a, **k)
     self.add_callback(Timer())
-T.RankTrainer.__init__ = _patched_init
-_tok = T.tokenize_lists
+TR.RankTrainer.__init__ = _patched_init
+_tok = P.tokenize_lists
 def _tokenize_lists(*a, **k):
     ds, report = _tok(*a, **k)
     rec["tokens"] = [[it["prompt_ids"], it["response_ids"][0], it["response_ids"][1]] for it in ds.items]
     return ds, report
-T.tokenize_lists = _tokenize_lists
+P.tokenize_lists = _tokenize_lists
 
 argv = [
     "--model", spec["policy"], "--ref_model", spec["ref"], "--data", spec["pairs"],
@@ -222,10 +222,10 @@ argv = [
     "--dataloader_num_workers", "0", "--bf16", "true" if spec["bf16"] else "false",
 ]
 t0 = time.perf_counter()
-cfg, args = T.parse_args(argv)
+cfg, args = S.parse_args(argv)
 rec["settings"] = {"shared_prompt": cfg.shared_prompt, "reference": cfg.reference,
                    "min_response_tokens": cfg.min_response_tokens}
-T.run(cfg, args)
+S.run(cfg, args)
 rec["wall_s"] = time.perf_counter() - t0
 finish()
 """

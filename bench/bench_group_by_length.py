@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 from bench_scorer import step  # noqa: E402
 from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: E402
 
-from rankalign.logprobs import collate_lists  # noqa: E402
-from rankalign.models import load_causal_lm, resolve_model  # noqa: E402
-from rankalign.tokenization import EncodedList  # noqa: E402
-from rankalign.train import list_length  # noqa: E402
+from rankalign.logprobs import collate_lists, list_length
+from rankalign.models import load_causal_lm, resolve_model
+from rankalign.tokenization import EncodedList
 
 
 def hh_like_lists(n: int, k: int, vocab: int, seed: int) -> list[EncodedList]:

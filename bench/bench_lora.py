@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 from bench_scorer import make_lists, step  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from rankalign.logprobs import collate_lists  # noqa: E402
-from rankalign.models import load_causal_lm, resolve_model  # noqa: E402
+from rankalign.logprobs import collate_lists
+from rankalign.models import load_causal_lm, resolve_model
 
 
 def main():

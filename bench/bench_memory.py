@@ -27,7 +27,7 @@ ROOT = Path(__file__).parents[1]
 # A child process that trains, then reports its own peak memory.
 CHILD = r"""
 import json, resource, sys, torch
-from rankalign.train import parse_args, run
+from rankalign.training.stage import parse_args, run
 extra = json.loads(sys.argv[1])
 cfg, args = parse_args(extra)
 if cfg.ref_model == "__copy__":  # a resident second model, as naive DPO implementations keep

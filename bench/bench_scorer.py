@@ -29,15 +29,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 from common import append_record, machine_info  # noqa: E402
 
-from rankalign import losses as L  # noqa: E402
-from rankalign.logprobs import (  # noqa: E402
+from rankalign import losses as L
+from rankalign.logprobs import (
     collate_lists,
     naive_response_logps,
     packed_response_logps,
     shared_response_logps,
 )
-from rankalign.models import load_causal_lm, resolve_model  # noqa: E402
-from rankalign.tokenization import EncodedList  # noqa: E402
+from rankalign.models import load_causal_lm, resolve_model
+from rankalign.tokenization import EncodedList
 
 
 def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:

@@ -222,7 +222,7 @@ CASES = [
     Case(
         "learning-rate-negative",
         args=["--learning_rate=-1e-5"],
-        expect=["field 'learning_rate'", "must be > 0", "-1e-05"],
+        expect=["field 'learning_rate'", "must be >= 0", "-1e-05"],
     ),
     Case(
         "batch-size-zero",

@@ -46,8 +46,10 @@ def _min_pair_margin(model_dir, ref_dir, tokenizer) -> float:
     initial weights: the first logged step's rank accuracy is well defined when it is clear of
     float noise."""
     from rankalign import losses as L
+    from rankalign.logprobs import compute_logps
     from rankalign.models import load_causal_lm
-    from rankalign.train import TrainConfig, compute_logps, tokenize_lists
+    from rankalign.training.config import TrainConfig
+    from rankalign.training.datasets import tokenize_lists
 
     data, _ = tokenize_lists(DATA, tokenizer, TrainConfig(data=DATA, loss="dpo"), min_responses=2)
     policy, ref = (

@@ -16,8 +16,10 @@ import pytest
 import torch
 import yaml
 
-from rankalign import evaluate as E
+from rankalign import metrics as M
 from rankalign.cli import main as cli_main
+from rankalign.evaluation import stage as E
+from rankalign.evaluation.generate import Generator
 from rankalign.models import load_causal_lm, load_tokenizer
 
 STOP = ["\n\nHuman:", "\n\nAssistant:"]
@@ -52,6 +54,25 @@ REWARD_PY = """
 def reward(prompt, response):
     return (sum(map(ord, response)) % 101) / 100.0 - 0.002 * len(response)
 """
+
+
+def evaluate_models(models, prompts, reward, out, **options) -> dict:
+    """`rankalign.evaluate` with {name: spec} entries (the API takes NAME=SPEC strings)."""
+    import rankalign
+
+    def entries(given):
+        return [f"{k}={v}" for k, v in given.items()] if isinstance(given, dict) else list(given)
+
+    rewards = [reward] if isinstance(reward, str) else list(reward or [])
+    baseline = entries(options.pop("baseline", []))
+    return rankalign.evaluate(
+        model=entries(models),
+        baseline=baseline,
+        prompts=prompts,
+        reward=rewards,
+        out=out,
+        **options,
+    ).metrics
 
 
 def reward_fn(prompt: str, response: str) -> float:  # the same function, for the checks here
@@ -141,7 +162,7 @@ def evaluated(files, tiny_model_dir, tiny_gpt2_dir, tmp_path_factory):
                 {"mean_reward": mean, "max_reward": mean + 0.5, "heldout": {"mean_reward": heldout}}
             )
         )
-    metrics = E.evaluate_models(
+    metrics = evaluate_models(
         {"policy": tiny_model_dir},
         files["prompts"],
         files["reward"],
@@ -178,8 +199,8 @@ def test_bootstrap_ci_matches_numpy_reimplementation():
     rng = np.random.default_rng(11)
     means = x[rng.integers(0, x.size, size=(1000, x.size))].mean(axis=1)
     expected = np.percentile(means, [2.5, 97.5])
-    assert E.bootstrap_ci(x, resamples=1000, confidence=0.95, seed=11) == pytest.approx(expected)
-    low, high = E.bootstrap_ci(x, resamples=1000, seed=11)
+    assert M.bootstrap_ci(x, resamples=1000, confidence=0.95, seed=11) == pytest.approx(expected)
+    low, high = M.bootstrap_ci(x, resamples=1000, seed=11)
     assert low < x.mean() < high
 
 
@@ -190,14 +211,14 @@ def test_best_of_n_equals_brute_force_over_subsets():
         r = list(rng.integers(-3, 4, size=k) / 2)  # many ties
         for n in range(1, k + 1):
             brute = np.mean([max(s) for s in itertools.combinations(r, n)])
-            assert E.expected_best_of_n(r, n) == pytest.approx(brute)
+            assert M.expected_best_of_n(r, n) == pytest.approx(brute)
     with pytest.raises(ValueError):
-        E.expected_best_of_n([1.0, 2.0], 3)
+        M.expected_best_of_n([1.0, 2.0], 3)
 
 
 def test_best_of_n_curve_counts_prompts_with_enough_samples():
     lists = [[0.0, 1.0, 2.0], [5.0], [1.0, 1.0, 3.0, 0.0, 2.0]]
-    curve = E.best_of_n_curve(lists)
+    curve = M.best_of_n_curve(lists)
     assert [p["n"] for p in curve] == [1, 2, 4, 5]
     assert [p["prompts"] for p in curve] == [3, 2, 1, 1]
     n2 = np.mean(
@@ -214,18 +235,18 @@ def test_best_of_n_curve_counts_prompts_with_enough_samples():
 def test_pearson_matches_numpy_and_is_none_when_undefined():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=9), rng.normal(size=9)
-    assert E.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
-    assert E.pearson([1, 2, 3], [5, 5, 5]) is None
-    assert E.pearson([1], [2]) is None
+    assert M.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert M.pearson([1, 2, 3], [5, 5, 5]) is None
+    assert M.pearson([1], [2]) is None
 
 
 def test_win_rate_and_pair_accuracy_by_hand():
-    assert E.compare(1.0, 0.5) == 1 and E.compare(0.5, 1.0) == -1 and E.compare(1.0, 1.0) == 0
-    assert E.compare(1.0, 0.95, tolerance=0.1) == 0
-    w = E.win_rate([1, 1, 0, -1, None])
+    assert M.compare(1.0, 0.5) == 1 and M.compare(0.5, 1.0) == -1 and M.compare(1.0, 1.0) == 0
+    assert M.compare(1.0, 0.95, tolerance=0.1) == 0
+    w = M.win_rate([1, 1, 0, -1, None])
     assert (w["n"], w["wins"], w["ties"], w["losses"], w["unjudged"]) == (4, 2, 1, 1, 1)
     assert w["win_rate"] == 0.5 and w["win_rate_ties_half"] == pytest.approx(2.5 / 4)
-    a = E.pair_accuracy([1.0, 2.0, 0.0, 3.0], [0.0, 2.0, 1.0, 1.0])
+    a = M.pair_accuracy([1.0, 2.0, 0.0, 3.0], [0.0, 2.0, 1.0, 1.0])
     assert (a["correct"], a["ties"], a["wrong"], a["accuracy"]) == (2, 1, 1, 0.5)
 
 
@@ -292,9 +313,9 @@ def test_rerun_reuses_cached_generations(evaluated, files, monkeypatch, tmp_path
     def boom(*a, **k):
         raise AssertionError("generated again despite the cache")
 
-    monkeypatch.setattr(E.Generator, "generate", boom)
-    monkeypatch.setattr(E.Generator, "policy", property(boom))  # not even loaded
-    metrics = E.evaluate_models(
+    monkeypatch.setattr(Generator, "generate", boom)
+    monkeypatch.setattr(Generator, "policy", property(boom))  # not even loaded
+    metrics = evaluate_models(
         {"policy": evaluated["models"]["policy"]},
         files["prompts"],
         files["reward"],
@@ -311,7 +332,7 @@ def test_rerun_reuses_cached_generations(evaluated, files, monkeypatch, tmp_path
     )
     # other settings are not served from the cache
     with pytest.raises(AssertionError, match="generated again"):
-        E.evaluate_models(
+        evaluate_models(
             {"policy": evaluated["models"]["policy"]},
             files["prompts"],
             files["reward"],
@@ -499,7 +520,7 @@ def test_cli_with_yaml_config(files, tiny_model_dir, tmp_path, capsys):
                 "reward": files["reward"],
                 "max_new_tokens": 4,
                 "ppl_model": "none",
-                "max_prompts": 3,
+                "max_rows": 3,
                 "pairs": files["prompts"],
                 "rm_scorers": [f"policy:{tiny_model_dir}", "length:lambda=1"],
             }
@@ -586,7 +607,7 @@ def test_llm_judge_win_rate_asks_both_orders(files, tmp_path, monkeypatch, biase
     server = _JudgeServer(rule)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     try:
-        metrics = E.evaluate_models(
+        metrics = evaluate_models(
             {"good": "dataset:chosen"},
             files["prompts"],
             files["reward"],
@@ -607,7 +628,7 @@ def test_missing_metric_libraries_and_reward_are_notes_not_errors(files, tmp_pat
     import sys
 
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # `import sacrebleu` raises ImportError
-    metrics = E.evaluate_models(
+    metrics = evaluate_models(
         {"good": "dataset:chosen"},
         files["prompts"],
         None,
@@ -629,7 +650,7 @@ def test_example_config_on_the_embedded_model(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     out = tmp_path / "tiny"
     argv = (
-        "evaluate --config examples/evaluate-tiny.yaml --model tiny=smollm2 --max_prompts 3 "
+        "evaluate --config examples/evaluate-tiny.yaml --model tiny=smollm2 --max_rows 3 "
         "--num_samples 2 --max_new_tokens 8"
     ).split() + ["--out", str(out)]
     assert cli_main(argv) == 0

@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rankalign import cli
-from rankalign.judge import WOMBAT_RUBRIC, build_prompt, parse_judgment
-from rankalign.score import main as score_main
+from rankalign.cli import main as cli_main
+from rankalign.cli import run_command
+from rankalign.scoring.rewards.judge import WOMBAT_RUBRIC, build_prompt, parse_judgment
 
 # ----------------------------------------------------------------------------- parsing corpus
 
@@ -109,6 +110,12 @@ CORPUS = [
     # partial answers: what is there is kept
     ("Response 1: 5 5 5 5", 2, [20, None]),
 ]
+
+
+def score_main(argv: list[str]) -> int:
+    """`rankalign score ARGV` in this process, errors raised (not turned into exit codes)."""
+    run_command("score", argv)
+    return 0
 
 
 @pytest.mark.parametrize("answer,k,want", CORPUS, ids=[f"case{i}" for i in range(len(CORPUS))])
@@ -248,8 +255,19 @@ def run(tmp_path, spec, *extra, rows=ROWS):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out.jsonl"
     assert (
-        score_main(
-            ["--in", str(src), "--out", str(out), "--reward", spec, "--overwrite", "true", *extra]
+        cli_main(
+            [
+                "score",
+                "--in",
+                str(src),
+                "--out",
+                str(out),
+                "--reward",
+                spec,
+                "--overwrite",
+                "true",
+                *extra,
+            ]
         )
         == 0
     )

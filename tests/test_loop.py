@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rankalign.cli import main
-from rankalign.loop import LoopConfig, build_training_rows, rso_pair
+from rankalign.workflows.loop import LoopConfig, build_training_rows, rso_pair
 
 REWARD = """
 def vowels(prompt, response):
@@ -149,7 +149,7 @@ def test_builders_and_tie_counting():
     rows, _ = build_training_rows([_row([0.1, 0.9, 0.5])], cfg, 1)
     assert rows[0]["responses"] == ["r1"]
     # length penalty changes the ranking: r - lambda * chars
-    cfg = LoopConfig(prompts="p", builder="best-worst", length_penalty=0.1)
+    cfg = LoopConfig(prompts="p", builder="best-worst", char_penalty=0.1)
     rows, _ = build_training_rows([_row([1.0, 0.5], ["a" * 20, "b"])], cfg, 1)
     assert rows[0]["responses"] == ["b", "a" * 20]
 
@@ -169,14 +169,16 @@ def test_rso_prefers_high_rewards():
 
 def test_undefined_metrics_print_as_n_a(monkeypatch, capsys):
     """Metrics nothing could define are None (strict JSON): the console says n/a, no crash."""
-    from rankalign import loop
-    from rankalign.demo import summary_table
+    from rankalign.workflows import loop as loop
+    from rankalign.workflows.demo import summary_table
 
     undefined = {"iteration": 1, "mean_reward": None, "max_reward": float("nan")}
     monkeypatch.setattr(
         loop, "run", lambda cfg: [undefined | {"heldout_reward": None, "dropped_ties": 0}]
     )
-    assert loop.main(["--prompts", "p.jsonl"]) == 0
+    from rankalign.cli import main as cli_main
+
+    assert cli_main(["loop", "--prompts", "p.jsonl"]) == 0
     out = capsys.readouterr().out
     assert "iteration 1: sample reward mean n/a max n/a; held-out n/a; dropped ties 0" in out
     model = {"mean_reward": None, "ci_low": None, "ci_high": None, "perplexity": None}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankalign.evaluate import read_loop_metrics, read_training_log
+from rankalign.evaluation.logs import read_loop_metrics, read_training_log
 from rankalign.report import number, pct, write_report
 
 PLOTS = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")

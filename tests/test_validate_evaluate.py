@@ -481,8 +481,7 @@ def test_evaluate_undefined_metrics_are_null_and_printing_survives(inputs, tmp_p
 
 
 def test_pair_accuracy_is_null_with_a_reason_when_no_pair_counts():
-    from rankalign.evaluate import pair_accuracy
-    from rankalign.reward_model import pairwise_accuracy
+    from rankalign.metrics import pair_accuracy, pairwise_accuracy
 
     empty = pair_accuracy([], [], empty_note="why")
     assert empty["accuracy"] is None and empty["notes"] == {
@@ -560,30 +559,32 @@ def test_rm_evaluate_bad_model_folder(
 
 
 def test_rm_evaluate_api_takes_the_cli_options(inputs, tiny_model_dir, tmp_path, capfd):
-    """`evaluate_reward_model(model, pairs, out, kind=..., samples_path=..., **options)`: the
-    options are RMEvaluateConfig's, checked as the CLI checks them, before any write."""
+    """`rankalign.evaluate(rm=..., pairs=..., **options)`: the options are EvaluateConfig's,
+    checked as the CLI checks them, before any write."""
     from PIL import Image
 
+    import rankalign
     from rankalign.errors import UserError
-    from rankalign.reward_model import evaluate_reward_model
 
     out = tmp_path / "out"
     for bad, field in (({"batch_size": 0}, "batch_size"), ({"dtype": "float64"}, "dtype")):
         with pytest.raises(UserError, match=f"field '{field}'"):
-            evaluate_reward_model(tiny_model_dir, inputs["pairs"], str(out), kind="policy", **bad)
-    with pytest.raises(TypeError, match="batchsize"):
-        evaluate_reward_model(tiny_model_dir, inputs["pairs"], str(out), batchsize=2)
+            rankalign.evaluate(
+                rm=tiny_model_dir, pairs=inputs["pairs"], out=str(out), kind="policy", **bad
+            )
+    with pytest.raises(UserError, match="unknown option 'batchsize'"):
+        rankalign.evaluate(rm=tiny_model_dir, pairs=inputs["pairs"], out=str(out), batchsize=2)
     assert not out.exists()
-    m = evaluate_reward_model(
-        Path(tiny_model_dir),
-        Path(inputs["pairs"]),
-        out,
+    m = rankalign.evaluate(
+        rm=Path(tiny_model_dir),
+        pairs=Path(inputs["pairs"]),
+        out=out,
         kind="auto",
-        samples_path=Path(inputs["tied"]),
+        samples=[Path(inputs["tied"])],
         length_unit="chars",
         batch_size=1,
         max_rows=1,
-    )
+    ).metrics
     assert (m["model"], m["kind"], m["pairs_file"]) == (tiny_model_dir, "policy", inputs["pairs"])
     assert m["accuracy"]["overall"]["n"] == 1 and m["pairs_data"]["rows_kept"] == 1
     assert m["samples_file"] == inputs["tied"] and m["reward_length"]["length_unit"] == "chars"

@@ -12,30 +12,59 @@ import importlib.util
 import os
 import sys
 
-from .config import redact_text
-from .errors import UserError, one_line
+from rankalign.config import redact_text
+from rankalign.errors import UserError, one_line
 
+# name -> (the Python API function as "module:function", help). Each command parses its options
+# into its config class and calls that function; `_print_*` below shows its summary.
 COMMANDS = {
     "train": (
-        "rankalign.train",
+        "rankalign.api:train",
         "train a policy (rrhf, pro, listwise-dpo, dpo, ...) or a reward model",
     ),
-    "sample": ("rankalign.sample", "k candidate responses per prompt from many sources"),
-    "score": ("rankalign.score", "fill in rewards: reward models, judges, rules, length penalty"),
+    "sample": ("rankalign.api:sample", "k candidate responses per prompt from many sources"),
+    "score": (
+        "rankalign.api:score",
+        "fill in rewards: reward models, judges, rules, length penalty",
+    ),
     "evaluate": (
-        "rankalign.evaluate",
+        "rankalign.api:evaluate",
         "reward, perplexity, RM accuracy, best-of-n, win rate; a report",
     ),
-    "loop": ("rankalign.loop", "online iterative alignment"),
-    "demo": ("rankalign.demo", "the embedded default, end to end, offline"),
+    "loop": ("rankalign.workflows.loop:loop", "online iterative alignment"),
+    "demo": ("rankalign.workflows.demo:demo", "the embedded default, end to end, offline"),
 }
 
 
-def run_command(name: str, argv: list[str]) -> None:
-    """Run `rankalign NAME ARGV...` in this process (pipelines chain the stages this way)."""
-    rc = importlib.import_module(COMMANDS[name][0]).main(argv)
-    if rc:
-        raise UserError(f"stage `rankalign {name}` failed (exit {rc})")
+def _print_train(result) -> None:
+    from rankalign.data import json_text
+
+    print(json_text({k: v for k, v in result.metrics.items() if k != "data"}), end="")
+
+
+def _print_evaluate(result) -> None:
+    from rankalign.evaluation.stage import print_summary
+
+    print_summary(result.metrics, result.config)
+
+
+def _print_loop(result) -> None:
+    from rankalign.workflows.loop import print_summary
+
+    print_summary(result)
+
+
+# sample, score and demo report as they go
+PRINTERS = {"train": _print_train, "evaluate": _print_evaluate, "loop": _print_loop}
+
+
+def run_command(name: str, argv: list[str]):
+    """`rankalign NAME ARGV...` in this process: parse, call the API function, print."""
+    module, function = COMMANDS[name][0].split(":")
+    result = getattr(importlib.import_module(module), function)(argv=argv)
+    if name in PRINTERS:
+        PRINTERS[name](result)
+    return result
 
 
 def _usage() -> str:
@@ -45,7 +74,7 @@ def _usage() -> str:
         "commands:",
     ]
     for name, (module, help_) in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
+        if importlib.util.find_spec(module.split(":")[0]) is not None:
             lines.append(f"  {name:<10} {help_}")
     lines += ["", "`rankalign <command> --help` lists a command's options."]
     return "\n".join(lines)
@@ -59,21 +88,21 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from rankalign import __version__
 
         print(f"rankalign {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS or importlib.util.find_spec(COMMANDS[name][0]) is None:
+    if name not in COMMANDS or importlib.util.find_spec(COMMANDS[name][0].split(":")[0]) is None:
         print(f"rankalign: error: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        from .models import settle_deepspeed_accelerator
+        from rankalign.models import settle_deepspeed_accelerator
 
         settle_deepspeed_accelerator()
-        module = importlib.import_module(COMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        run_command(name, rest)
+        return 0
     except UserError as e:
         if debug:
             raise

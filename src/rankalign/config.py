@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from .data import MAX_DEPTH, check_value
-from .errors import UserError
+from rankalign.data import MAX_DEPTH, check_value
+from rankalign.errors import UserError
 
 # Names of secrets that must never be written to a config dump or a log (whole-word endings:
 # `hub_token` and `api_key` are secrets; `max_new_tokens` and `api_key_env` are not).
@@ -110,7 +110,7 @@ def load_yaml_text(text: str, source: Any = None) -> Any:
     return data
 
 
-def _split_meta(argv: list[str]) -> tuple[str | None, list[str]]:
+def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
     """Take `--config FILE` out of argv (the rest goes to the dataclass parser)."""
     config, rest, i = None, [], 0
     while i < len(argv):
@@ -134,33 +134,45 @@ def parse_config(
     *,
     prog: str,
     defaults: dict | None = None,
+    options: dict | None = None,
 ):
     """Parse `argv` into instances of the dataclasses in `types`.
 
-    Precedence: flags > YAML (`--config`) > `defaults` > dataclass defaults.
+    Precedence: flags > `options` (keyword arguments of the Python API) > YAML (`--config`) >
+    `defaults` > dataclass defaults. YAML values and `options` are checked the same way.
     Every value is then checked (`check_options`): its annotated type, finite floats, and the
     range in the field's `metadata["check"]` (or, for classes that are not ours such as
     TrainingArguments, in EXTERNAL_CHECKS). Returns (instances..., yaml_path).
     """
-    config_path, rest = _split_meta(argv)
+    config_path, rest = split_config_arg(argv)
     values, loaded = dict(defaults or {}), {}
-    if config_path:
-        loaded = load_yaml(config_path)
-        known = {f.name for t in types for f in dataclasses.fields(t)}
-        loaded = _unwrap_dump(loaded, known)
-        hints = {name: hint for t in types for name, hint in _type_hints(t).items()}
-        for key, value in loaded.items():
+    names = [f.name for t in types for f in dataclasses.fields(t)]
+    if len(names) != len(set(names)):  # one namespace of flags and YAML keys per command
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise RuntimeError(f"{prog}: option names defined twice: {', '.join(twice)}")
+    known = set(names)
+    hints = {name: hint for t in types for name, hint in _type_hints(t).items()}
+
+    def check_keys(given: dict, source: str | None) -> None:
+        for key, value in given.items():
             if key not in known:
-                raise UserError(f"unknown option '{key}'", file=config_path, field=key)
+                raise UserError(f"unknown option '{key}'", file=source, field=key)
             # argparse converts (and checks) string defaults itself; YAML numbers, booleans,
             # lists and mappings reach the dataclass as they are, so their type is checked here
             if not isinstance(value, str) and not _fits(value, hints.get(key)):
                 raise UserError(
                     f"expected {_type_name(hints[key])}, got {_describe(value)}",
-                    file=config_path,
+                    file=source,
                     field=key,
                 )
+
+    if config_path:
+        loaded = _unwrap_dump(load_yaml(config_path), known)
+        check_keys(loaded, config_path)
         values.update(loaded)
+    if options:
+        check_keys(options, None)
+        values.update(options)
     parser = _parser_class()(types, prog=prog)
 
     def one_line_error(message):  # argparse would print the whole usage first
@@ -168,9 +180,6 @@ def parse_config(
 
     parser.error = one_line_error
     # YAML values become argparse defaults: anything given as a flag overrides them.
-    for action in parser._actions:
-        if action.dest in values:
-            action.required = False
     parser.set_defaults(**values)
     try:
         parsed = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
@@ -178,7 +187,7 @@ def parse_config(
         raise UserError(str(e).strip().splitlines()[0]) from None
     # values that came from the YAML file (and no flag overrode) are reported with its name
     flagged = {a[2:].split("=", 1)[0].replace("-", "_") for a in rest if a.startswith("--")}
-    from_file = {k: config_path for k in loaded if k not in flagged}
+    from_file = {k: config_path for k in loaded if k not in flagged and k not in (options or {})}
     for obj in parsed:
         check_options(obj, files=from_file)
     return (*parsed, config_path)
@@ -290,7 +299,7 @@ MAX_INT = 2**63 - 1
 # subclasses get them too). Every command that takes TrainingArguments checks these.
 EXTERNAL_CHECKS: dict[str, dict[str, str]] = {
     "TrainingArguments": {
-        "learning_rate": "> 0",
+        "learning_rate": ">= 0",  # 0: a run that only measures (bench/bench_dpo_trl.py)
         "per_device_train_batch_size": ">= 1",
         "per_device_eval_batch_size": ">= 1",
         "gradient_accumulation_steps": ">= 1",
@@ -450,8 +459,23 @@ def _plain(obj: Any) -> Any:
 
 def dump_config(path: str | os.PathLike, sections: dict[str, Any]) -> None:
     """Write the resolved configuration (secrets redacted) atomically as YAML."""
-    from .data import atomic_write_text
+    from rankalign.data import atomic_write_text
 
     data = redact({name: _plain(v) for name, v in sections.items()})
     data["command"] = " ".join(["rankalign", *redact_argv(sys.argv[1:])])
     atomic_write_text(path, yaml.safe_dump(redact(data), sort_keys=False, allow_unicode=True))
+
+
+def peek_option(argv: list[str], name: str) -> str | None:
+    """The value `name` will get from argv or the `--config` file, read before the full parse
+    (a command whose defaults depend on one option: train's per-loss defaults)."""
+    config_path, rest = split_config_arg(argv)
+    for i, a in enumerate(rest):
+        if a == f"--{name}" and i + 1 < len(rest):
+            return rest[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    if config_path:
+        value = load_yaml(config_path).get(name)
+        return str(value) if value is not None else None
+    return None

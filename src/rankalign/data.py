@@ -1,6 +1,6 @@
 """The ranked list: readers, layout normalizers, validation, filters and atomic/resumable writers.
 
-One unit flows between every stage (DESIGN.md §1):
+One unit flows between every stage (docs/design.md §1):
 
     {"id": "hh-00017", "prompt": "...", "responses": ["...", "..."],
      "scores": [0.8, -1.2], "sources": ["policy:diverse-beam", "dataset:chosen"]}
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import math
@@ -36,11 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from rankalign.errors import UserError
 
 HH_ASSISTANT = "\n\nAssistant:"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 PROMPT_KEYS = ("prompt", "query", "instruction", "question")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 # A prompt or response longer than this is an input error, not text to tokenize for minutes
@@ -693,13 +692,26 @@ def _where(loc: dict) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-and-restore
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file so that readers see either the old content or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -824,6 +836,60 @@ def done_ids(parts: str | os.PathLike) -> set[str]:
     return {r["id"] for r in done_rows(parts)}
 
 
+# ----------------------------------------------------------------------------- resume protocol
+# A long stage (sample, score) writes OUT through a ShardedWriter: rows are committed in shards in
+# OUT.parts/ (one writer per process, told apart by a tag in shard names), and OUT.parts/run.json
+# holds a hash of what decides the outputs. A rerun of the same command skips the rows already
+# committed; a rerun with other settings is refused; the last step merges the shards into OUT.
+
+RUN_FILE = "run.json"
+
+
+def parts_folder(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def _run_hash(identity: dict) -> str:
+    # a hash, not the values: an identity may hold secrets (an api key in a reward spec)
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_resume(out: str | os.PathLike, identity: dict, *, overwrite: bool) -> set[str]:
+    """The validation side of the resume protocol (reads only). Returns the ids a partial run of
+    the same `identity` already committed (none with `overwrite`); refuses a partial run of
+    other settings, and an existing OUT without `overwrite`."""
+    out, parts = Path(out), parts_folder(out)
+    if overwrite:
+        return set()
+    if parts.is_dir():
+        record = parts / RUN_FILE
+        before = json.loads(record.read_text()).get("hash") if record.is_file() else None
+        if before != _run_hash(identity):
+            raise UserError(
+                f"a partial run with other settings is in {parts.name}/: rerun the same "
+                "command to finish it, or pass --overwrite true",
+                file=out,
+            )
+        return done_ids(parts)
+    if out.exists():
+        raise UserError("output exists (pass --overwrite true to replace it)", file=out)
+    return set()
+
+
+def start_run(out: str | os.PathLike, identity: dict, *, overwrite: bool) -> None:
+    """After validation, on one process: clear what `overwrite` replaces and record `identity`
+    in OUT.parts/ (before any shard is written)."""
+    out, parts = Path(out), parts_folder(out)
+    if overwrite:
+        out.unlink(missing_ok=True)
+        if parts.exists():
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(parts / RUN_FILE, json.dumps({"hash": _run_hash(identity)}) + "\n")
+
+
 class ShardedWriter:
     """Resumable output for long stages: rows are committed in atomically written shards.
 
@@ -835,7 +901,7 @@ class ShardedWriter:
 
     def __init__(self, out: str | os.PathLike, shard_size: int = 64, tag: str = ""):
         self.out = Path(out)
-        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.parts = parts_folder(out)
         self.shard_size, self.tag = shard_size, tag
         self.parts.mkdir(parents=True, exist_ok=True)
         # temp files a kill left behind (only this writer's: other processes may be writing)
@@ -862,16 +928,19 @@ class ShardedWriter:
         self._next += 1
         self._pending = []
 
-    def finish(self, order: list[str]) -> list[dict]:
-        """Merge all shards into the output in the order of `order` (the input ids)."""
+    def finish(self, order: list[str], prepare=None) -> list[dict]:
+        """Merge all shards into the output in the order of `order` (the input ids), each row
+        through `prepare` first when given (e.g. to take private counters off)."""
         self.flush()
-        by_id = {r["id"]: r for r in self.done_rows()}
+        by_id: dict[str, dict] = {}
+        for r in self.done_rows():
+            by_id.setdefault(r["id"], r)
         missing = [i for i in order if i not in by_id]
         if missing:
             raise RuntimeError(
                 f"{len(missing)} rows missing from {self.parts} (first: {missing[0]})"
             )
-        rows = [by_id[i] for i in order]
+        rows = [prepare(by_id[i]) if prepare else by_id[i] for i in order]
         write_jsonl(self.out, rows)
         shutil.rmtree(self.parts)
         return rows

@@ -1,4 +1,4 @@
-"""The core computation: per-response sum of token log-probs and token count (DESIGN.md §3-4).
+"""The core computation: per-response sum of token log-probs and token count (docs/design.md §3).
 
 For B prompts with up to K responses each, `response_logps` returns logp[b, i] and len[b, i].
 Every loss is a pure function of these (B, K) tensors.
@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .models import cache_kwarg
-from .tokenization import EncodedList
+from rankalign.models import cache_kwarg
+from rankalign.tokenization import EncodedList, encode_list
 
 
 def collate_lists(encoded: list[EncodedList], pad_id: int) -> dict[str, torch.Tensor]:
@@ -230,3 +230,155 @@ def response_logps(model, batch: dict, shared_prompt: bool = True, packed: bool 
     if checkpointed:
         return naive_response_logps(model, batch)
     return shared_response_logps(model, batch)
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Tokenized ranked lists (+ reference log-probs once computed)."""
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def list_length(item: dict, scorer: str = "cached") -> int:
+    """Tokens a list costs padded on its own, the key that batches similar lists together.
+    cached (shared prompt via the KV cache): the prompt once, k responses padded to the longest;
+    packed: the prompt and its responses back to back; naive: k rows of prompt + response padded
+    to the longest (logprobs.py)."""
+    sizes = [len(r) for r in item["response_ids"]]
+    if scorer == "cached":
+        return len(item["prompt_ids"]) + len(sizes) * max(sizes)
+    if scorer == "packed":
+        return len(item["prompt_ids"]) + sum(sizes)
+    return len(sizes) * (len(item["prompt_ids"]) + max(sizes))
+
+
+def make_collator(pad_id: int):
+    def collate(features: list[dict]) -> dict:
+        enc = [EncodedList(f["prompt_ids"], f["response_ids"]) for f in features]
+        batch = collate_lists(enc, pad_id)
+        K = int(batch["num_responses"].max())
+        scores = torch.zeros(len(features), K)
+        for b, f in enumerate(features):
+            scores[b, : len(f["scores"])] = torch.tensor(f["scores"], dtype=torch.float)
+        batch["scores"] = scores
+        if "ref_logp" in features[0]:
+            ref = torch.zeros(len(features), K)
+            for b, f in enumerate(features):
+                ref[b, : len(f["ref_logp"])] = torch.tensor(f["ref_logp"], dtype=torch.float)
+            batch["ref_logp"] = ref
+        return batch
+
+    return collate
+
+
+@torch.no_grad()
+def compute_logps(
+    model,
+    dataset: ListDataset,
+    pad_id: int,
+    batch_size: int,
+    shared_prompt: bool,
+    desc: str = "reference log-probs",
+    packed: bool = False,
+    split: bool = True,
+) -> list[list[float]]:
+    """Per-list response log-probs of `model` over the whole dataset, in dataset order.
+
+    split=True (one dataset shared by every process, e.g. the training data): under several
+    processes each computes every world_size-th batch and the results are gathered. Every process
+    runs the same number of forward passes (the last batch repeats where a share is short):
+    ZeRO-3 gathers parameters collectively in each forward. split=False: this process's own rows
+    (e.g. its share of a scoring run), computed here alone.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    state = PartialState()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = make_collator(pad_id)
+    # batch by length: little padding
+    scorer = ("packed" if packed else "cached") if shared_prompt else "naive"
+    order = sorted(range(len(dataset)), key=lambda i: -list_length(dataset[i], scorer))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    rank, world = (state.process_index, state.num_processes) if split else (0, 1)
+    mine = batches[rank::world]
+    steps = -(-len(batches) // world)
+    results: dict[int, list[float]] = {}
+    bar = tqdm(
+        range(steps), desc=desc, unit="batch", leave=split, disable=not state.is_main_process
+    )
+    for step in bar:
+        idx = mine[step] if step < len(mine) else batches[-1]
+        batch = {k: v.to(device) for k, v in collate([dataset[i] for i in idx]).items()}
+        logp, _, mask = response_logps(model, batch, shared_prompt, packed)
+        if step < len(mine):
+            for j, i in enumerate(idx):
+                results[i] = logp[j][mask[j]].double().tolist()
+    if world > 1:
+        results = {i: v for part in gather_object([results]) for i, v in part.items()}
+    model.train(was_training)
+    return [results[i] for i in range(len(dataset))]
+
+
+def encode_rows(
+    tokenizer,
+    prompts: list,
+    responses: list[list[str]],
+    *,
+    max_length: int,
+    min_response_tokens: int,
+    chat_template: str,
+    eos: bool = True,
+) -> tuple[ListDataset, int]:
+    """(prompt, responses) rows -> the ListDataset every log-prob computation runs on (training's
+    reference, perplexity, the policy as a reward, the loop's KL penalty), token ids as
+    `tokenization.encode_list` builds them for training. Returns (dataset, pieces truncated)."""
+    items, truncated = [], 0
+    for prompt, resps in zip(prompts, responses):
+        enc = encode_list(
+            tokenizer,
+            prompt,
+            resps,
+            max_length=max_length,
+            min_response_tokens=min_response_tokens,
+            chat_template=chat_template,
+            eos=eos,
+        )
+        truncated += enc.responses_truncated + int(enc.prompt_truncated)
+        items.append(
+            {
+                "prompt_ids": enc.prompt_ids,
+                "response_ids": enc.response_ids,
+                "scores": [0.0] * len(resps),
+            }
+        )
+    return ListDataset(items), truncated
+
+
+def rows_logps(
+    model,
+    tokenizer,
+    prompts: list,
+    responses: list[list[str]],
+    *,
+    batch_size: int,
+    desc: str,
+    **encoding,
+) -> tuple[list[list[float]], list[list[int]], int]:
+    """Sum log-prob and token count of each response of each row under `model` (the shared-prompt
+    scorer, batched by length; `encoding`: `encode_rows` options). Returns (logps, lengths,
+    pieces truncated)."""
+    dataset, truncated = encode_rows(tokenizer, prompts, responses, **encoding)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logps = compute_logps(model, dataset, pad_id, batch_size, True, desc=desc, split=False)
+    lengths = [[len(ids) for ids in item["response_ids"]] for item in dataset.items]
+    return logps, lengths, truncated

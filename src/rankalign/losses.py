@@ -451,3 +451,53 @@ LOSSES: dict[str, LossFn] = {
 NEEDS_REFERENCE: frozenset[str] = frozenset({"dpo", "ipo", "listwise-dpo"})
 
 MIN_RESPONSES: dict[str, int] = {name: 1 if name in ("sft", "raft") else 2 for name in LOSSES}
+
+
+MARGIN_MODES = ("constant", "score-gap")
+
+
+def bradley_terry_loss(
+    rewards: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    margin: float = 0.0,
+    margin_mode: str = "constant",
+    center_coefficient: float = 0.0,
+    pair_mode: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Bradley-Terry negative log-likelihood of a batch of ranked lists (thesis Eq. 6-7).
+
+    rewards, scores, mask: (B, K) model rewards r, labelled scores s (higher is better) and
+    validity. Per list, over its pairs s_i > s_j (``losses.preference_pairs``: ties skipped):
+    ``mean -log sigmoid(r_i - r_j - m_ij)``, m_ij = margin (constant) or margin * (s_i - s_j)
+    (score-gap); plus ``center_coefficient * (mean_i r_i)^2``. The batch loss is the mean over
+    lists (a list with no pair adds 0, as in losses.py). Parts and metrics are detached:
+    "bt", "center", "rank_accuracy" (pairs with r_i > r_j), "reward_margin" (mean r_i - r_j),
+    "reward_mean", "num_pairs".
+    """
+    if margin_mode not in MARGIN_MODES:
+        raise ValueError(f"margin_mode must be one of {MARGIN_MODES}, got {margin_mode!r}")
+    mask = mask.bool()
+    r = torch.where(mask, rewards.float(), 0.0)  # padded slots never reach the loss
+    s = torch.where(mask, scores.float(), 0.0)
+    pairs = preference_pairs(s, mask, pair_mode)
+    diff = r.unsqueeze(2) - r.unsqueeze(1)  # [b, i, j] = r_i - r_j
+    m = margin * (s.unsqueeze(2) - s.unsqueeze(1)) if margin_mode == "score-gap" else margin
+    nll = torch.where(pairs, -F.logsigmoid(diff - m), 0.0)
+    per_list = nll.sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp(min=1)
+    mean_r = r.sum(1) / mask.sum(1).clamp(min=1)
+    center = (mean_r**2).mean()
+    loss = per_list.mean() + center_coefficient * center
+    with torch.no_grad():
+        d = diff[pairs]
+        parts = {
+            "bt": per_list.mean().detach(),
+            "center": center.detach(),
+            "num_pairs": torch.tensor(float(d.numel())),
+            "reward_mean": r[mask].mean() if mask.any() else torch.tensor(0.0),
+        }
+        if d.numel():
+            parts["rank_accuracy"] = (d > 0).float().mean()
+            parts["reward_margin"] = d.mean()
+    return loss, parts

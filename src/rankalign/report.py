@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .data import atomic_write_text, write_json
+from rankalign.data import atomic_write_text, write_json
 
 PLOT_FILES = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
 

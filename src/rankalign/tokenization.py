@@ -1,6 +1,6 @@
 """Turning a ranked list into token ids: one prompt, k responses, fitted to a length budget.
 
-Rules (issue 2, and the fixes to the released RRHF code listed in DESIGN.md §7):
+Rules (the released RRHF code's known tokenization bugs fixed):
 - a message-list prompt goes through the tokenizer's chat template with the generation prompt;
   a string prompt is used as raw text (HH style) unless `chat_template="always"`;
 - a response is tokenized without special tokens and ends with EOS, so no BOS is ever inserted
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError
+from rankalign.errors import UserError
 
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 
@@ -93,15 +93,36 @@ def encode_list(
     max_length: int = 512,
     min_response_tokens: int = 64,
     chat_template: str = "auto",
+    eos: bool = True,
 ) -> EncodedList:
+    """Prompt and response token ids, fitted into `max_length` (the prompt is cut from the left
+    first, each response keeps at least `min_response_tokens`). eos=False: responses are their
+    text's own tokens (generated text that did not end there, e.g. for perplexity)."""
     prompt_ids = encode_prompt(tokenizer, prompt, chat_template)
     # a left-truncated prompt keeps its BOS: the model never saw text without one
     bos = prompt_ids[:1] if prompt_ids[:1] == [tokenizer.bos_token_id] else []
     enc = fit_to_length(
         prompt_ids[len(bos) :],
-        [encode_response(tokenizer, r) for r in responses],
+        [
+            encode_response(tokenizer, r)
+            if eos
+            else tokenizer(r, add_special_tokens=False).input_ids
+            for r in responses
+        ],
         max_length - len(bos),
         min_response_tokens,
     )
     enc.prompt_ids = bos + enc.prompt_ids
     return enc
+
+
+HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]
+
+
+def length_fn(unit: str, tokenizer):
+    """How long a text is in `unit`: tokens (of `tokenizer`), chars or words."""
+    if unit == "tokens":
+        return lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)
+    if unit == "words":
+        return lambda text: len(text.split())
+    return len

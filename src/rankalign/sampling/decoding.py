@@ -16,12 +16,14 @@ with the cache. They return the generated token ids only (no prompt, no EOS, no 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from .models import cache_kwarg, output_cache
+from rankalign.models import cache_kwarg, output_cache
 
 StopFn = Callable[[torch.Tensor], torch.Tensor]  # generated ids (rows, t) -> (rows,) bool
 NEG = -1.0e9  # "impossible" score, as transformers' beam search uses
@@ -309,3 +311,17 @@ def diverse_beam_search(
     ]
     scores = [[score[n][h] for h in row if done[n][h]] for n, row in enumerate(order)]
     return seqs, scores
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from (run seed, source, prompt id, sample index): stable across runs/batches."""
+    return (
+        int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
+        >> 1
+    )
+
+
+def truncate_at_stop(text: str, stop: list[str]) -> str:
+    """Cut at the earliest stop string (RRHF §4.1: no new Human:/Assistant: turn), then strip."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut].strip()

@@ -16,7 +16,7 @@ Data builders (`builder`):
 - `rso`: statistical rejection sampling (RSO, thesis §2.6): two samples accepted with
   probability exp((r - r_max) / rso_beta), paired by reward;
 - `raft`: best-of-n filtering: each prompt's best sample (train with loss sft/raft).
-Ranking may use a length penalty r - length_penalty * |y| (characters; RLHF Workflow eq. 8).
+Ranking may use a length penalty r - char_penalty * |y| (characters; RLHF Workflow eq. 8).
 
 RRHF sampling policies (paper Table 1): IP-n is this loop with `builder: list`, `loss: rrhf`;
 OP-k is `steps_per_iteration: k` (resample from the online policy every k optimizer steps);
@@ -35,12 +35,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import run_command
-from .config import check_options, dump_config, parse_config
-from .data import load_lists, write_json, write_jsonl
-from .errors import UserError
-from .report import number
-from .tokenization import CHAT_TEMPLATE_MODES
+from rankalign import api
+from rankalign.config import dump_config, parse_config
+from rankalign.data import load_lists, write_json, write_jsonl
+from rankalign.errors import UserError
+from rankalign.metrics import reward_table
+from rankalign.report import number
+from rankalign.tokenization import CHAT_TEMPLATE_MODES
 
 BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
 
@@ -69,7 +70,9 @@ class LoopConfig:
     chat_template: str = _opt("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
     # scoring (through `rankalign score`)
     reward: list[str] = field(default_factory=lambda: ["sentiment"])
-    length_penalty: float = _opt(0.0, help="lambda in r - lambda*|y| (characters) for ranking")
+    char_penalty: float = _opt(
+        0.0, help="lambda in r - lambda*|y| (|y| in characters) when ranking a list's samples"
+    )
     kl_coef: float = _opt(0.0, ">= 0", "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)")
     # data and training (through `rankalign train`)
     builder: str = _opt("best-worst", help=" | ".join(BUILDERS))
@@ -108,8 +111,8 @@ class LoopConfig:
 # ----------------------------------------------------------------------------- data builders
 
 
-def ranking_scores(row: dict, length_penalty: float) -> list[float]:
-    return [s - length_penalty * len(r) for s, r in zip(row["scores"], row["responses"])]
+def ranking_scores(row: dict, char_penalty: float) -> list[float]:
+    return [s - char_penalty * len(r) for s, r in zip(row["scores"], row["responses"])]
 
 
 def build_training_rows(
@@ -118,7 +121,7 @@ def build_training_rows(
     """Turn scored samples into training rows with the configured builder; count what is dropped."""
     out, stats = [], {"prompts": len(rows), "dropped_ties": 0, "dropped_too_few": 0}
     for row in rows:
-        scores = ranking_scores(row, cfg.length_penalty)
+        scores = ranking_scores(row, cfg.char_penalty)
         resp, k = row["responses"], len(row["responses"])
         base = {"prompt": row["prompt"]}
         if k == 0 or (k < 2 and cfg.builder != "raft"):
@@ -215,39 +218,37 @@ def _done(path: Path) -> bool:
     return path.is_file()
 
 
-def sample_stats(rows: list[dict]) -> dict:
-    """RRHF paper Table 6 columns: mean, std and (per-prompt) max reward of the samples."""
-    flat = [s for r in rows for s in r["scores"]]
-    mean = sum(flat) / len(flat)
-    std = math.sqrt(sum((s - mean) ** 2 for s in flat) / len(flat))
+def iteration_stats(rows: list[dict]) -> dict:
+    """An iteration's samples: RRHF Table 6 reward columns (`metrics.reward_table`) and length."""
+    table = reward_table([(r, v) for r, row in enumerate(rows) for v in row["scores"]])
     lengths = [len(x) for r in rows for x in r["responses"]]
     return {
-        "mean_reward": mean,
-        "std_reward": std,
-        "max_reward": sum(max(r["scores"]) for r in rows) / len(rows),
+        "mean_reward": table["mean"],
+        "std_reward": table["std"],
+        "max_reward": table["max"],
         "mean_response_chars": sum(lengths) / len(lengths),
     }
 
 
 def add_kl_penalty(scored: Path, out: Path, policy: str, reference: str, cfg: LoopConfig) -> None:
     """OP-k+KL (RRHF §5): r_i - coef * (log pi(y_i|x) - log pi_ref(y_i|x)), sequence log-probs."""
-    from .models import load_causal_lm, load_tokenizer, resolve_model
-    from .train import TrainConfig, compute_logps, tokenize_lists
+    from rankalign.logprobs import rows_logps
+    from rankalign.models import load_causal_lm, load_tokenizer, resolve_model
 
     rows = load_lists(scored).rows
     tok = load_tokenizer(resolve_model(policy))
-    tcfg = TrainConfig(
-        data=str(scored),
-        model=policy,
-        loss="rrhf",
-        max_length=cfg.max_length,
-        chat_template=cfg.chat_template,
-    )
-    ds, _ = tokenize_lists(str(scored), tok, tcfg, min_responses=1)
     logps = [
-        compute_logps(
-            load_causal_lm(resolve_model(m)), ds, tok.pad_token_id, 8, True, desc=f"kl: {name}"
-        )
+        rows_logps(
+            load_causal_lm(resolve_model(m)),
+            tok,
+            [r["prompt"] for r in rows],
+            [r["responses"] for r in rows],
+            batch_size=8,
+            desc=f"kl: {name}",
+            max_length=cfg.max_length,
+            min_response_tokens=64,  # as `rankalign train` encodes lists
+            chat_template=cfg.chat_template,
+        )[0]
         for name, m in (("policy", policy), ("reference", reference))
     ]
     for row, lp, lr in zip(rows, *logps):
@@ -264,27 +265,18 @@ def _heldout_options(cfg: LoopConfig, out: str) -> dict:
         "max_new_tokens": cfg.max_new_tokens,
         "chat_template": cfg.chat_template,
         "seed": cfg.seed,
-        "max_prompts": cfg.max_heldout,
+        "max_rows": cfg.max_heldout,
         "ppl_model": "none",
     }
 
 
 def heldout_reward(model: str, cfg: LoopConfig, out: Path) -> dict:
-    from .evaluate import evaluate_models
-
-    options = _heldout_options(cfg, str(out))
-    m = evaluate_models(
-        {"policy": model},
-        options.pop("prompts"),
-        options.pop("reward"),
-        options.pop("out"),
-        **options,
-    )
+    m = api.evaluate(model=[f"policy={model}"], **_heldout_options(cfg, str(out))).metrics
     r = m["models"]["policy"]
     return {"mean_reward": r["mean_reward"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
 
 
-def _sample_argv(cfg: LoopConfig, it: Path, model: str, t: int) -> list[str]:
+def _sample_options(cfg: LoopConfig, it: Path, model: str, t: int) -> dict:
     source = {
         "kind": "policy",
         "strategy": cfg.strategy,
@@ -293,65 +285,45 @@ def _sample_argv(cfg: LoopConfig, it: Path, model: str, t: int) -> list[str]:
     }
     if cfg.strategy == "sample":
         source["top_p"] = cfg.top_p
-    return [
-        "--prompts",
-        str(it / "prompts.jsonl"),
-        "--out",
-        str(it / "samples.jsonl"),
-        "--model",
-        model,
-        "--sources",
-        json.dumps([source]),
-        "--max_new_tokens",
-        str(cfg.max_new_tokens),
-        "--chat_template",
-        cfg.chat_template,
-        "--seed",
-        str(cfg.seed + t),
-    ]
+    return {
+        "prompts": str(it / "prompts.jsonl"),
+        "out": str(it / "samples.jsonl"),
+        "model": model,
+        "sources": [source],
+        "max_new_tokens": cfg.max_new_tokens,
+        "chat_template": cfg.chat_template,
+        "seed": cfg.seed + t,
+    }
 
 
-def _score_argv(cfg: LoopConfig, it: Path, raw: Path) -> list[str]:
-    rewards = [a for r in cfg.reward for a in ("--reward", r)]
-    return ["--in", str(it / "samples.jsonl"), "--out", str(raw), *rewards]
+def _score_options(cfg: LoopConfig, it: Path, raw: Path) -> dict:
+    return {"input": str(it / "samples.jsonl"), "out": str(raw), "reward": list(cfg.reward)}
 
 
-def _train_argv(cfg: LoopConfig, data: Path, model: str, model_dir: Path, pi0: str) -> list[str]:
-    argv = [
-        "--data",
-        str(data),
-        "--model",
-        model,
-        "--loss",
-        cfg.loss,
-        "--output_dir",
-        str(model_dir),
-        "--learning_rate",
-        str(cfg.learning_rate),
-        "--per_device_train_batch_size",
-        str(cfg.batch_size),
-        "--num_train_epochs",
-        str(cfg.epochs),
-        "--max_length",
-        str(cfg.max_length),
-        "--chat_template",
-        cfg.chat_template,
-        "--save_strategy",
-        "no",
-        "--seed",
-        str(cfg.seed),
-        "--use_lora",
-        str(cfg.use_lora).lower(),
-        "--ref_cache_dir",
-        str(Path(cfg.out) / "ref_cache"),
-    ]
+def _train_options(cfg: LoopConfig, data: Path, model: str, model_dir: Path, pi0: str) -> dict:
+    """`rankalign train` options of one iteration (`cfg.train_args` go on top, as flags)."""
+    options = {
+        "data": str(data),
+        "model": model,
+        "loss": cfg.loss,
+        "output_dir": str(model_dir),
+        "learning_rate": cfg.learning_rate,
+        "per_device_train_batch_size": cfg.batch_size,
+        "num_train_epochs": cfg.epochs,
+        "max_length": cfg.max_length,
+        "chat_template": cfg.chat_template,
+        "save_strategy": "no",
+        "seed": cfg.seed,
+        "use_lora": cfg.use_lora,
+        "ref_cache_dir": str(Path(cfg.out) / "ref_cache"),
+    }
     if cfg.loss in ("dpo", "ipo", "listwise-dpo"):
-        argv += ["--ref_model", pi0]  # reference = pi_0 in every iteration
+        options["ref_model"] = pi0  # reference = pi_0 in every iteration
     if cfg.beta is not None:
-        argv += ["--beta", str(cfg.beta)]
+        options["beta"] = cfg.beta
     if cfg.steps_per_iteration:
-        argv += ["--max_steps", str(cfg.steps_per_iteration)]
-    return argv + list(cfg.train_args)
+        options["max_steps"] = cfg.steps_per_iteration
+    return options
 
 
 def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
@@ -362,12 +334,9 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
     the stage's own parser, so `train_args` and the loss are checked now, not at iteration 1's
     training; the held-out evaluation's checked as evaluate checks them) and the initial policy
     (its files and tokenizer)."""
-    from .data import check_output_location
-    from .models import load_tokenizer, resolve_model
-    from .rewards import check_reward_models, parse_reward_specs
-    from .sample import SampleConfig
-    from .score import ScoreConfig
-    from .train import parse_args as parse_train_args
+    from rankalign.data import check_output_location
+    from rankalign.models import load_tokenizer, resolve_model
+    from rankalign.scoring.rewards.registry import check_reward_models, parse_reward_specs
 
     if not cfg.prompts:
         raise UserError("no prompts: pass --prompts FILE (or `prompts:` in the config)")
@@ -392,18 +361,15 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
         load_lists(cfg.offline_data, require_scores=True)
     # the stages' options as the loop passes them (iteration 1's paths; nothing is read)
     it, model = out / "iter-1", str(cfg.model)
-    sample_argv = _sample_argv(cfg, it, model, 1)
-    score_argv = _score_argv(cfg, it, it / "scores.jsonl")
+    train_options = _train_options(cfg, it / "d.jsonl", model, it, model)
     stages = [
-        ("sample", lambda: parse_config(sample_argv, (SampleConfig,), prog="rankalign sample")),
-        ("score", lambda: parse_config(score_argv, (ScoreConfig,), prog="rankalign score")),
-        ("train", lambda: parse_train_args(_train_argv(cfg, it / "d.jsonl", model, it, model))),
+        ("sample", lambda: api.sample_config(**_sample_options(cfg, it, model, 1))),
+        ("score", lambda: api.score_config(**_score_options(cfg, it, it / "scores.jsonl"))),
+        ("train", lambda: api.train_config(argv=cfg.train_args, **train_options)),
     ]
-    if cfg.heldout:  # evaluate_models checks its options as parse_config does (check_options)
-        from .evaluate import EvaluateConfig
-
+    if cfg.heldout:
         heldout = _heldout_options(cfg, str(out / "heldout"))
-        stages.append(("evaluate", lambda: check_options(EvaluateConfig(**heldout))))
+        stages.append(("evaluate", lambda: api.evaluate_config(**heldout)))
     hints = {
         "sample": " (from strategy, num_samples, temperature, top_p, max_new_tokens, chat_template)",
         "score": " (from reward)",
@@ -447,10 +413,10 @@ def run(cfg: LoopConfig) -> list[dict]:
                 it / "prompts.jsonl", [{"id": f"{r['id']}", "prompt": r["prompt"]} for r in chunk]
             )
         if not _done(it / "samples.jsonl"):
-            run_command("sample", _sample_argv(cfg, it, current, t))
+            api.sample(**_sample_options(cfg, it, current, t))
         raw = it / ("scores.raw.jsonl" if cfg.kl_coef else "scores.jsonl")
         if not _done(raw):
-            run_command("score", _score_argv(cfg, it, raw))
+            api.score(**_score_options(cfg, it, raw))
         if cfg.kl_coef and not _done(it / "scores.jsonl"):
             add_kl_penalty(raw, it / "scores.jsonl", current, pi0, cfg)
         scored = load_lists(it / "scores.jsonl", require_scores=True).rows
@@ -470,11 +436,11 @@ def run(cfg: LoopConfig) -> list[dict]:
                 write_jsonl(data, [dict(r, id=f"{i:07d}-{r['id']}") for i, r in enumerate(merged)])
         model_dir = it / "model"
         if not _done(model_dir / "train_summary.json"):
-            run_command("train", _train_argv(cfg, data, current, model_dir, pi0))
+            api.train(argv=cfg.train_args, **_train_options(cfg, data, current, model_dir, pi0))
         current = str(model_dir)
         metrics_path = it / "metrics.json"
         if not _done(metrics_path):
-            metrics = {"iteration": t, **sample_stats(scored), **stats}
+            metrics = {"iteration": t, **iteration_stats(scored), **stats}
             if cfg.heldout:
                 metrics["heldout_reward_before"] = (
                     initial if t == 1 else all_metrics[-1]["heldout"]
@@ -496,7 +462,7 @@ def run(cfg: LoopConfig) -> list[dict]:
 
 def plot_iterations(metrics: list[dict], path: Path) -> None:
     try:
-        from .report import plot_loop
+        from rankalign.report import plot_loop
     except ImportError:
         return
     keys = (
@@ -510,10 +476,22 @@ def plot_iterations(metrics: list[dict], path: Path) -> None:
     plot_loop([{k: m[k] for k in ("iteration", *keys) if k in m} for m in metrics], path)
 
 
-def main(argv: list[str]) -> int:
-    cfg, _ = parse_config(argv, (LoopConfig,), prog="rankalign loop")
+def loop_config(config=None, *, argv: tuple | list = (), **options) -> LoopConfig:
+    """The checked options of `rankalign loop` (nothing runs, nothing is written)."""
+    argv, options = api.config_inputs(config, options, argv)
+    return parse_config(argv, (LoopConfig,), prog="rankalign loop", options=options)[0]
+
+
+def loop(config=None, *, argv: tuple | list = (), **options) -> api.Result:
+    """Online iterative alignment (sample -> score -> train, `iterations` times) in `out`;
+    resumes a killed run. `result.metrics["iterations"]`: one dict per iteration."""
+    cfg = loop_config(config, argv=argv, **options)
     metrics = run(cfg)
-    for m in metrics:
+    return api.Result("loop", Path(cfg.out), {"iterations": metrics}, cfg)
+
+
+def print_summary(result: api.Result) -> None:
+    for m in result.metrics["iterations"]:
         line = (
             f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
             f"max {number(m['max_reward'], '+.3f')}"
@@ -521,5 +499,4 @@ def main(argv: list[str]) -> int:
         if "heldout_reward" in m:
             line += f"; held-out {number(m['heldout_reward'], '+.3f')}"
         print(line + f"; dropped ties {m['dropped_ties']}")
-    print(f"run: {cfg.out}  (plot: {Path(cfg.out) / 'loop.png'})")
-    return 0
+    print(f"run: {result.output}  (plot: {result.output / 'loop.png'})")

@@ -40,93 +40,34 @@ std of its part; lists with ties; failures.
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import dump_config, load_yaml, parse_config, redact
-from .data import ShardedWriter, done_ids, load_lists, side_path, write_json, write_jsonl
-from .errors import UserError
-from .models import DTYPES, process_state
-from .rewards import Reward, build_rewards, check_reward_models, parse_reward_specs
-from .tokenization import CHAT_TEMPLATE_MODES
-
-
-class _Repeatable(argparse.Action):
-    """`--reward A --reward B C` adds up; flags replace the YAML list (flags override YAML)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        so_far = getattr(namespace, self.dest) if getattr(self, "_seen", False) else []
-        setattr(namespace, self.dest, [*so_far, *values])
-        self._seen = True
-
-
-@dataclass
-class ScoreConfig:
-    input: str = field(
-        metadata={
-            "aliases": ["--in"],
-            "help": "ranked lists to score (JSONL, "
-            "JSON, Parquet, CSV, a dataset folder; any layout data.py reads)",
-        }
-    )
-    out: str = field(metadata={"help": "output JSONL; shards live in OUT.parts/ until the end"})
-    reward: list[str] = field(
-        default_factory=list,
-        metadata={
-            "action": _Repeatable,
-            "help": "reward spec, repeatable: sentiment, "
-            "length:lambda=0.01,unit=chars, rm:PATH, causal-rm:PATH, preference:PATH, "
-            "judge:model=M,base_url=URL, python:MODULE:FN, policy-logprob:PATH, input; "
-            "each takes weight=W and name=N",
-        },
-    )
-    on_failure: str = field(
-        default="skip",
-        metadata={
-            "help": "responses a reward could not score: skip (row to <stem>.failed.jsonl) or min"
-        },
-    )
-    shard_size: int = field(
-        default=64, metadata={"help": "rows per committed shard (and per pass)", "check": ">= 1"}
-    )
-    batch_size: int = field(
-        default=8, metadata={"help": "sequences per model forward pass", "check": ">= 1"}
-    )
-    max_length: int = field(
-        default=1024, metadata={"help": "token limit of model inputs", "check": ">= 2"}
-    )
-    dtype: str = field(
-        default="float32", metadata={"help": "model dtype: float32, bfloat16 or float16"}
-    )
-    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:0"})
-    chat_template: str = field(default="auto", metadata={"help": " | ".join(CHAT_TEMPLATE_MODES)})
-    trust_remote_code: bool = False
-    allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
-    empty_responses: str = field(default="error", metadata={"help": "error or drop"})
-    limit: int | None = field(
-        default=None, metadata={"help": "score only the first N rows", "check": ">= 1"}
-    )
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
-
-    def __post_init__(self):
-        if self.on_failure not in ("skip", "min"):
-            raise ValueError(f"on_failure must be skip or min, got '{self.on_failure}'")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
-        if self.chat_template not in CHAT_TEMPLATE_MODES:
-            raise ValueError(
-                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
-                f"got '{self.chat_template}'"
-            )
-        if self.empty_responses not in ("error", "drop"):
-            raise ValueError(f"empty_responses must be error or drop, got '{self.empty_responses}'")
-        if not isinstance(self.reward, list):
-            self.reward = [self.reward]
+from rankalign.config import dump_config
+from rankalign.data import (
+    ShardedWriter,
+    check_output_location,
+    check_resume,
+    load_lists,
+    parts_folder,
+    side_path,
+    start_run,
+    write_json,
+    write_jsonl,
+)
+from rankalign.errors import UserError
+from rankalign.metrics import reward_table
+from rankalign.models import check_device, process_state
+from rankalign.scoring.config import ScoreConfig
+from rankalign.scoring.rewards.base import Reward, weighted_sum
+from rankalign.scoring.rewards.registry import (
+    build_rewards,
+    check_reward_models,
+    parse_reward_specs,
+)
 
 
 def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], policy: str) -> dict:
@@ -157,7 +98,9 @@ def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], pol
     if failed:
         row["score_failed"] = failed
     if all(v is not None for vals in parts.values() for v in vals):
-        row["scores"] = [sum(r.weight * parts[r.name][i] for r in rewards) for i in range(k)]
+        row["scores"] = [
+            weighted_sum(rewards, [parts[r.name][i] for r in rewards]) for i in range(k)
+        ]
         if not all(map(math.isfinite, row["scores"])):  # finite parts, overflowing weights
             raise UserError(
                 f"the weighted sum of rewards overflows for row '{row['id']}'",
@@ -171,22 +114,6 @@ def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], pol
 
 
 def summarize(rows: list[dict], failed_rows: list[dict]) -> dict:
-    def stats(pairs: list[tuple[int, float]]) -> dict:
-        vals = [v for _, v in pairs]
-        best: dict[int, float] = {}
-        for r, v in pairs:
-            best[r] = max(best.get(r, -math.inf), v)
-        return (
-            {
-                "n": len(vals),
-                "mean": statistics.fmean(vals),
-                "std": statistics.pstdev(vals),
-                "max": statistics.fmean(best.values()),
-            }
-            if vals
-            else {"n": 0}
-        )
-
     every, by_source, parts = [], defaultdict(list), defaultdict(list)
     ties = all_tied = 0
     for r, row in enumerate(rows):
@@ -209,8 +136,8 @@ def summarize(rows: list[dict], failed_rows: list[dict]) -> dict:
         "rows": len(rows),
         "responses": len(every),
         "rows_skipped": len(failed_rows),
-        "all": stats(every),
-        "per_source": {s: stats(p) for s, p in sorted(by_source.items())},
+        "all": reward_table(every),
+        "per_source": {s: reward_table(p) for s, p in sorted(by_source.items())},
         "per_reward": {
             n: {"mean": statistics.fmean(v), "std": statistics.pstdev(v)}
             for n, v in parts.items()
@@ -228,9 +155,9 @@ def print_summary(s: dict, out: Path, failed_path: Path) -> None:
     print(f"rankalign score: {s['rows']} rows, {s['responses']} responses -> {out}")
     print(f"  {'source':<28} {'n':>7} {'mean':>9} {'std':>9} {'max':>9}")
     for name, st in [("all", s["all"]), *s["per_source"].items()]:
-        if st.get("n"):
+        if st["responses"]:
             print(
-                f"  {name[:28]:<28} {st['n']:>7} {st['mean']:>9.4f} {st['std']:>9.4f} "
+                f"  {name[:28]:<28} {st['responses']:>7} {st['mean']:>9.4f} {st['std']:>9.4f} "
                 f"{st['max']:>9.4f}"
             )
     print(f"  lists with ties: {s['lists_with_ties']} (all tied: {s['lists_all_tied']})")
@@ -249,12 +176,9 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def main(argv: list[str]) -> int:
-    from .data import check_output_location
-    from .models import check_device
-
-    cfg, _config_path = parse_config(argv, (ScoreConfig,), prog="rankalign score")
-
+def run(cfg: ScoreConfig) -> dict | None:
+    """Score `cfg.input` into `cfg.out` (resumable); returns the summary (None on processes
+    other than the first)."""
     # ---- validation: every check passes before anything is written
     specs = parse_reward_specs(cfg.reward)
     if not specs:
@@ -267,23 +191,14 @@ def main(argv: list[str]) -> int:
     out = Path(cfg.out)
     config_path, summary_path = side_path(out, ".config.yaml"), side_path(out, ".summary.json")
     failed_path = side_path(out, ".failed.jsonl")
-    parts = out.with_name(out.name + ".parts")
+    parts = parts_folder(out)
     created = check_output_location(
         out, files=[config_path, summary_path, failed_path], folders=[parts]
     )
     run = {"input": str(cfg.input), "rewards": [s.as_dict() for s in specs]}
-    if parts.exists() and not cfg.overwrite:  # resume: only with the same input and rewards
-        before = load_yaml(config_path) if config_path.is_file() else {}
-        if before.get("run") != redact(run):  # the dump is redacted
-            raise UserError(
-                f"{parts} holds an unfinished run with other inputs or rewards; "
-                "rerun that command, or pass --overwrite true",
-                file=out,
-            )
-    elif out.exists() and not cfg.overwrite:
-        raise UserError("output exists (pass --overwrite true to replace it)", file=out)
+    done = check_resume(out, run, overwrite=cfg.overwrite)  # a partial run of the same command
     data = load_lists(
-        cfg.input, min_responses=1, empty_responses=cfg.empty_responses, limit=cfg.limit
+        cfg.input, min_responses=1, empty_responses=cfg.empty_responses, limit=cfg.max_rows
     )
     # every model path of every reward, before any is loaded
     check_reward_models(specs, defaults={"allow_pickle": cfg.allow_pickle})
@@ -292,7 +207,6 @@ def main(argv: list[str]) -> int:
     # into its own shards; process 0 merges them in input order.
     state = process_state(cfg.device)
     rank, world = state.process_index, state.num_processes
-    done = set() if cfg.overwrite else done_ids(parts)
     todo = [(row, loc) for row, loc in zip(data.rows, data.locations) if row["id"] not in done]
     todo = todo[rank::world]
     shared = ("batch_size", "max_length", "dtype", "trust_remote_code", "allow_pickle")
@@ -301,12 +215,12 @@ def main(argv: list[str]) -> int:
     rewards = build_rewards(specs, defaults) if todo else []  # loads models: errors first
 
     # ---- writing
-    # every process has read `done` (and the old config) before process 0 removes or writes
-    # anything; each writer touches only its own shards, so none waits for the others' writers
+    # every process has read `done` before process 0 clears (--overwrite) or records the run;
+    # each writer touches only its own shards, so none waits for the others' writers
     state.wait_for_everyone()
-    if cfg.overwrite and parts.exists() and state.is_main_process:
-        shutil.rmtree(parts)
-    state.wait_for_everyone()  # the old shards are gone before any writer makes the folder
+    if state.is_main_process:
+        start_run(out, run, overwrite=cfg.overwrite)
+    state.wait_for_everyone()
     writer = ShardedWriter(out, cfg.shard_size, tag=f"rank{rank}-" if world > 1 else "")
     if done and state.is_main_process:
         print(f"rankalign score: resuming, {len(done)} of {len(data.rows)} rows already scored")
@@ -348,7 +262,7 @@ def main(argv: list[str]) -> int:
         raise
     state.wait_for_everyone()
     if not state.is_main_process:
-        return 0
+        return None
 
     order = [row["id"] for row in data.rows]
     by_id = {r["id"]: r for r in writer.done_rows()}
@@ -362,4 +276,4 @@ def main(argv: list[str]) -> int:
     summary = summarize(kept, failed)
     write_json(summary_path, summary)
     print_summary(summary, out, failed_path)
-    return 0
+    return summary

@@ -28,8 +28,9 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UserError
-from .rewards import Reward, context_text
+from rankalign.errors import UserError
+from rankalign.reward_inputs import context_text
+from rankalign.scoring.rewards.base import Reward
 
 # Appendix E, verbatim except for the placeholders.
 WOMBAT_RUBRIC = (
@@ -281,7 +282,7 @@ class JudgeReward(Reward):
 
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
-        from .remote import RemoteConfig
+        from rankalign.remote import RemoteConfig
 
         o = self.opt
         self.rubric = WOMBAT_RUBRIC
@@ -325,7 +326,7 @@ class JudgeReward(Reward):
         return REMINDER.format(missing=", ".join(str(i + 1) for i in missing), example=lines)
 
     def score(self, rows):
-        from .remote import chat_many
+        from rankalign.remote import chat_many
 
         self.failures = {}
         # a job: (row index, response indices judged together in one conversation)

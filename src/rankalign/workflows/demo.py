@@ -13,18 +13,17 @@ skipped when its output is already complete, so a killed demo resumes where it s
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .cli import run_command
-from .config import dump_config, parse_config
-from .data import load_lists, write_jsonl
-from .errors import UserError
-from .report import number
+from rankalign import api
+from rankalign.config import dump_config, parse_config
+from rankalign.data import load_lists, write_jsonl
+from rankalign.errors import UserError
+from rankalign.report import number
 
 # (quick, full) sizes: --quick finishes in about 5 minutes on 2 CPU cores
 SIZES = {
@@ -101,45 +100,31 @@ def split_prompts(parts: tuple[list[dict], list[dict]], out: Path) -> tuple[Path
     return paths
 
 
-def _train_common(cfg: DemoConfig, scored: Path) -> list[str]:
-    return [
-        "--data",
-        str(scored),
-        "--model",
-        cfg.model,
-        "--chat_template",
-        "always",
-        "--max_length",
-        "160",
-        "--num_train_epochs",
-        str(cfg.epochs),
-        "--learning_rate",
-        str(cfg.learning_rate),
-        "--per_device_train_batch_size",
-        str(cfg.batch_size),
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "1",
-        "--seed",
-        str(cfg.seed),
-        "--use_lora",
-        str(cfg.use_lora).lower(),
-        "--warmup_steps",
-        "0.1",
-        "--sft_reduction",
-        cfg.sft_reduction,
-    ]
+def _train_options(cfg: DemoConfig, scored: Path) -> dict:
+    return {
+        "data": str(scored),
+        "model": cfg.model,
+        "chat_template": "always",
+        "max_length": 160,
+        "num_train_epochs": cfg.epochs,
+        "learning_rate": cfg.learning_rate,
+        "per_device_train_batch_size": cfg.batch_size,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "seed": cfg.seed,
+        "use_lora": cfg.use_lora,
+        "warmup_steps": 0.1,
+        "sft_reduction": cfg.sft_reduction,
+    }
 
 
 def validate(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
     """Every check of a demo run; writes nothing: the output folder, the prompts, the reward
     spec, the training options (parsed by `rankalign train`'s parser) and the model (its files
     and tokenizer; the embedded default is converted once into the cache)."""
-    from .data import check_output_location
-    from .models import load_tokenizer, resolve_model
-    from .rewards import check_reward_models, parse_reward_specs
-    from .train import parse_args as parse_train_args
+    from rankalign.data import check_output_location
+    from rankalign.models import load_tokenizer, resolve_model
+    from rankalign.scoring.rewards.registry import check_reward_models, parse_reward_specs
 
     out = Path(cfg.out)
     check_output_location(
@@ -150,7 +135,7 @@ def validate(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
     specs = parse_reward_specs([cfg.reward])
     train, held = read_prompts(cfg)
     try:
-        parse_train_args([*_train_common(cfg, out / "scored.jsonl"), "--output_dir", str(out)])
+        api.train_config(**_train_options(cfg, out / "scored.jsonl"), output_dir=str(out))
     except UserError as e:
         raise UserError(f"the train stage would refuse the demo's options: {e}") from None
     check_reward_models(specs, defaults={})  # no --allow_pickle here: safetensors only
@@ -169,7 +154,6 @@ def run(cfg: DemoConfig) -> dict:
     started = time.time()
     total = 6
     train_prompts, heldout = split_prompts(prompts, out)
-    common = ["--chat_template", "always", "--seed", str(cfg.seed)]
 
     candidates, scored = out / "candidates.jsonl", out / "scored.jsonl"
     _stage(
@@ -190,56 +174,44 @@ def run(cfg: DemoConfig) -> dict:
             },
             {"kind": "policy", "strategy": "top-p", "num": 2, "top_p": 1.0, "temperature": 0.8},
         ]
-        run_command(
-            "sample",
-            [
-                "--prompts",
-                str(train_prompts),
-                "--out",
-                str(candidates),
-                "--model",
-                cfg.model,
-                "--sources",
-                json.dumps(sources),
-                "--max_new_tokens",
-                str(cfg.max_new_tokens),
-                "--batch_size",
-                "8",
-                *common,
-            ],
+        api.sample(
+            prompts=str(train_prompts),
+            out=str(candidates),
+            model=cfg.model,
+            sources=sources,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=8,
+            chat_template="always",
+            seed=cfg.seed,
         )
 
     _stage(2, total, f"score: reward {cfg.reward}")
     if not scored.is_file():
-        run_command(
-            "score", ["--in", str(candidates), "--out", str(scored), "--reward", cfg.reward]
-        )
+        api.score(input=str(candidates), out=str(scored), reward=[cfg.reward])
 
-    train_common = _train_common(cfg, scored)
+    train_options = _train_options(cfg, scored)
     runs = {
-        "rrhf": ["--loss", "rrhf"],
+        "rrhf": {"loss": "rrhf"},
         # the paper's Table 7 ablation: RRHF without the ranking loss = SFT on each list's best
-        "sft-best": ["--loss", "rrhf", "--rank_weight", "0"],
+        "sft-best": {"loss": "rrhf", "rank_weight": 0.0},
     }
     for n, (name, extra) in enumerate(runs.items(), start=3):
         _stage(n, total, f"train {name}")
         if not (out / name / "train_summary.json").is_file():
-            run_command("train", [*train_common, *extra, "--output_dir", str(out / name)])
+            api.train(**train_options, **extra, output_dir=str(out / name))
 
     _stage(5, total, f"evaluate base vs rrhf vs sft-best on {cfg.heldout_prompts} held-out prompts")
-    from .evaluate import evaluate_models
-
-    metrics = evaluate_models(
-        {"base": cfg.model, "rrhf": str(out / "rrhf"), "sft-best": str(out / "sft-best")},
-        str(heldout),
-        cfg.reward,
-        str(out / "report"),
-        samples=str(scored),
+    metrics = api.evaluate(
+        model=[f"base={cfg.model}", f"rrhf={out / 'rrhf'}", f"sft-best={out / 'sft-best'}"],
+        prompts=str(heldout),
+        reward=[cfg.reward],
+        out=str(out / "report"),
+        samples=[str(scored)],
         train_runs=[str(out / "rrhf"), str(out / "sft-best")],
         max_new_tokens=cfg.max_new_tokens,
         chat_template="always",
         seed=cfg.seed,
-    )
+    ).metrics
     _stage(6, total, "summary")
     table = summary_table(metrics)
     print(table)
@@ -259,7 +231,14 @@ def summary_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    cfg, _ = parse_config(argv, (DemoConfig,), prog="rankalign demo")
-    run(cfg)
-    return 0
+def demo_config(config=None, *, argv: tuple | list = (), **options) -> DemoConfig:
+    """The checked options of `rankalign demo` (nothing runs, nothing is written)."""
+    argv, options = api.config_inputs(config, options, argv)
+    return parse_config(argv, (DemoConfig,), prog="rankalign demo", options=options)[0]
+
+
+def demo(config=None, *, argv: tuple | list = (), **options) -> api.Result:
+    """The embedded default end to end, offline: sample, score, train RRHF and SFT-on-best,
+    evaluate them against the base model; the report is in `out/report`."""
+    cfg = demo_config(config, argv=argv, **options)
+    return api.Result("demo", Path(cfg.out), run(cfg), cfg)

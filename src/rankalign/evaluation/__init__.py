@@ -1,0 +1,1 @@
+"""`rankalign evaluate`: policies, samples, pairs, training logs, reward models; a report."""

@@ -1,0 +1,214 @@
+"""Options of `rankalign evaluate` (policies, samples, pairs, training logs; and `--rm` for a
+reward / preference model): one class, every option listed by `--help`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rankalign.tokenization import CHAT_TEMPLATE_MODES, HH_STOP
+
+LENGTH_UNITS = ("tokens", "chars", "words")
+
+
+PAIRWISE_KINDS = ("judge", "preference")  # rewards that look at a row's responses together
+
+
+@dataclass
+class EvaluateConfig:
+    """Options of `rankalign evaluate` (YAML keys = flags)."""
+
+    model: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "entries to evaluate: NAME=SPEC or SPEC; SPEC = model folder / hub name / smollm2, "
+            "a responses file, or dataset:FIELD"
+        },
+    )
+    baseline: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "baseline entries (same forms): evaluated too, and each --model's win rate "
+            "against each baseline is reported"
+        },
+    )
+    prompts: str | None = field(
+        default=None, metadata={"help": "held-out prompts (any layout data.py reads)"}
+    )
+    reward: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "reward spec(s) of the score stage (sentiment, rm:PATH, judge:..., python:M:F, ...); "
+            "several are summed with their weights"
+        },
+    )
+    out: str = field(default="eval", metadata={"help": "output folder"})
+    # generation
+    strategy: str = field(
+        default="greedy", metadata={"help": "greedy | sample (top-p/temperature)"}
+    )
+    temperature: float = field(
+        default=0.8,
+        metadata={"help": "sampling temperature (strategy sample, --num_samples)", "check": "> 0"},
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "nucleus mass (strategy sample, --num_samples)", "check": "(0, 1]"},
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "new tokens", "check": ">= 1"})
+    stop: list[str] = field(
+        default_factory=lambda: list(HH_STOP),
+        metadata={
+            "help": "responses are cut at the first stop string (RRHF §4.1: a new Human:/Assistant: turn)"
+        },
+    )
+    max_rows: int | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--max_prompts"],
+            "help": "only the first N rows of each input file (prompts; with --rm: pairs, samples)",
+            "check": ">= 1",
+        },
+    )
+    max_prompt_length: int = field(
+        default=1024, metadata={"help": "prompt tokens kept (cut from the left)", "check": ">= 1"}
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "prompts per generation / scoring batch", "check": ">= 1"}
+    )
+    chat_template: str = field(
+        default="auto", metadata={"help": "auto | always | never (with --rm: auto = as trained)"}
+    )
+    seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed", "check": ">= 0"})
+    regenerate: bool = field(default=False, metadata={"help": "ignore cached generations"})
+    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
+    device: str | None = field(
+        default=None, metadata={"help": "cpu, cuda, cuda:1 (default: cuda if available)"}
+    )
+    trust_remote_code: bool = False
+    allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
+    # reward statistics
+    bootstrap_resamples: int = field(
+        default=1000, metadata={"help": "bootstrap resamples of the mean", "check": ">= 1"}
+    )
+    confidence: float = field(
+        default=0.95, metadata={"help": "bootstrap interval level", "check": "(0, 1)"}
+    )
+    # perplexity
+    ppl_model: str = field(
+        default="auto",
+        metadata={
+            "help": "LM that scores perplexity: auto (the base policy: first model baseline, else first "
+            "model), a model path, or none"
+        },
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "token limit of prompt + response when scoring", "check": ">= 2"},
+    )
+    # win rate
+    win_judge: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "reward spec(s) that judge the win rate (default: --reward); LLM judges are asked "
+            "in both orders"
+        },
+    )
+    tie_tolerance: float = field(
+        default=0.0, metadata={"help": "|r_model - r_baseline| <= this is a tie", "check": ">= 0"}
+    )
+    # RM accuracy
+    pairs: str | None = field(
+        default=None, metadata={"help": "pairwise (or scored ranked-list) test file"}
+    )
+    rm_scorers: list[str] = field(
+        default_factory=lambda: ["reward", "models"],
+        metadata={
+            "help": "what scores the pairs: reward (the --reward), models (each --model/--baseline model "
+            "via p_i), policy:PATH (p_i of that model), or another reward spec"
+        },
+    )
+    # samples: best-of-n, reward-length correlation
+    samples: list[str] = field(
+        default_factory=list,
+        metadata={"help": "scored ranked-list files (unscored ones are scored with --reward)"},
+    )
+    num_samples: int = field(
+        default=0,
+        metadata={
+            "help": "also draw K samples per prompt from every model (temperature/top_p) for best-of-n "
+            "and reward-length",
+            "check": ">= 0",
+        },
+    )
+    length_unit: str = field(default="tokens", metadata={"help": "tokens | chars | words"})
+    # training statistics and logs
+    train_data: list[str] = field(
+        default_factory=list,
+        metadata={"help": "scored training files: mean/std/max reward by source (RRHF Table 6)"},
+    )
+    train_runs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "training output folders (trainer_state.json log_history)"},
+    )
+    loop_run: str | None = field(
+        default=None, metadata={"help": "loop run folder (iter-*/metrics.json)"}
+    )
+    examples: int = field(
+        default=3, metadata={"help": "prompts shown with every entry's response", "check": ">= 0"}
+    )
+    report: bool = field(default=True, metadata={"help": "write report.md / report.html / plots"})
+
+    # reward-model evaluation: `--rm PATH --pairs FILE [--samples FILE]`
+    rm: str | None = field(
+        default=None,
+        metadata={
+            "help": "evaluate a reward / preference model (or a policy as one) on --pairs "
+            "instead of policies: pair accuracy by category, RewardBench sections, "
+            "reward-length correlation on --samples"
+        },
+    )
+    kind: str = field(
+        default="auto", metadata={"help": "with --rm: auto | rm | preference | policy"}
+    )
+    format: str | None = field(
+        default=None, metadata={"help": "with --rm: rm input format (default: as trained)"}
+    )
+    template: str | None = field(
+        default=None, metadata={"help": "with --rm: preference template file (default: as trained)"}
+    )
+
+    def __post_init__(self):
+        if self.kind not in ("auto", "rm", "preference", "policy"):
+            raise ValueError(f"kind must be one of auto, rm, preference, policy, got '{self.kind}'")
+        if not self.rm and (self.kind != "auto" or self.format or self.template):
+            raise ValueError("kind, format and template are --rm options (pass --rm PATH)")
+        if self.rm and len(self.samples) > 1:
+            raise ValueError("with --rm, --samples takes one file")
+        for name in (
+            "model",
+            "baseline",
+            "reward",
+            "stop",
+            "win_judge",
+            "rm_scorers",
+            "samples",
+            "train_data",
+            "train_runs",
+        ):
+            value = getattr(self, name)
+            if value is None:
+                setattr(self, name, [])
+            elif isinstance(value, str):  # a YAML scalar where a list is expected
+                setattr(self, name, [value])
+        if self.strategy not in ("greedy", "sample"):
+            raise ValueError(f"strategy must be greedy or sample, got '{self.strategy}'")
+        if self.length_unit not in LENGTH_UNITS:
+            raise ValueError(f"length_unit must be one of {', '.join(LENGTH_UNITS)}")
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
+            raise ValueError(
+                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                f"got '{self.chat_template}'"
+            )
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty strings")

@@ -1,0 +1,1 @@
+"""`rankalign sample`: k candidate responses per prompt from many sources."""

@@ -1,0 +1,1 @@
+"""`rankalign score`: rewards for every response (models, judges, rules), weighted and summed."""

@@ -1,0 +1,1 @@
+"""The rewards `rankalign score` and `rankalign evaluate` use: specs, registry and kinds."""

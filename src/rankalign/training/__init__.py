@@ -1,0 +1,1 @@
+"""`rankalign train`: policy losses over ranked lists, and reward / preference models."""

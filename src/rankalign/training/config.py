@@ -1,0 +1,321 @@
+"""Options of `rankalign train` (one class for every loss: policy losses and reward models)
+and the per-loss defaults, declared here as plain tables.
+
+YAML keys = flags = field names. Every field is listed by `rankalign train --help`; options that
+do not apply to the chosen loss are refused before any work starts (`TrainConfig.loss_kwargs`,
+`__post_init__`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from rankalign import losses as L
+from rankalign.errors import UserError
+from rankalign.losses import MARGIN_MODES, PAIR_MODES
+
+REWARD_MODEL_LOSSES = ("bt-reward", "preference")
+ALL_LOSSES = (*L.LOSSES, *REWARD_MODEL_LOSSES)
+
+# Loss hyperparameters: option name -> the loss function's keyword. None (the option's default)
+# means "the loss function's own default" (losses.py).
+LOSS_OPTIONS = {
+    "beta": "beta",
+    "margin": "margin",
+    "rank_weight": "rank_weight",
+    "sft_weight": "sft_weight",
+    "sft_reduction": "sft_reduction",
+    "pair_mode": "pair_mode",
+    "gamma": "gamma",
+    "label_smoothing": "label_smoothing",
+    "pro_temperature": "temperature",
+}
+# options only the reward-model losses read (and the value that means "not set")
+REWARD_MODEL_OPTIONS = {
+    "margin_mode": "constant",
+    "center_rewards_coefficient": None,
+    "format": "auto",
+    "template": None,
+    "orders": "random",
+}
+
+# TrainingArguments (and TrainConfig) defaults from the papers, per loss. Applied unless the
+# YAML, a keyword argument or a flag sets them; `rankalign_config.yaml` records the values used.
+COMMON_DEFAULTS = {
+    "num_train_epochs": 3,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0.03,
+    "logging_steps": 1,
+    "save_strategy": "epoch",
+    "report_to": "none",
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 4,
+    "remove_unused_columns": False,
+    "seed": 42,
+}
+# RLHF Workflow §2.2: one epoch, cosine schedule with 3% warm-up; batch 8 (TRL RewardConfig);
+# 1024 input tokens as the score stage reads them.
+REWARD_MODEL_DEFAULTS = {
+    **COMMON_DEFAULTS,
+    "num_train_epochs": 1,
+    "lr_scheduler_type": "cosine",
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "max_length": 1024,
+}
+LOSS_DEFAULTS = {
+    # RRHF paper §4.1: lr 2e-5, 3 epochs, warmup then linear decay to 0.
+    **{k: {**COMMON_DEFAULTS, "learning_rate": 2e-5} for k in ("rrhf", "pro", "sft", "raft")},
+    # DPO paper: lr 1e-6 (its successors use the same order of magnitude).
+    **{
+        k: {**COMMON_DEFAULTS, "learning_rate": 1e-6}
+        for k in ("dpo", "ipo", "listwise-dpo", "slic", "simpo", "cpo")
+    },
+    # RLHF Workflow §2.2: lr 2e-6 for the Bradley-Terry model, 5e-6 for the preference model.
+    "bt-reward": {**REWARD_MODEL_DEFAULTS, "learning_rate": 2e-6},
+    "preference": {**REWARD_MODEL_DEFAULTS, "learning_rate": 5e-6},
+}
+
+
+def machine_defaults() -> dict:
+    """TrainingArguments defaults that depend on this machine."""
+    cuda = torch.cuda.is_available()
+    # pinned host memory only helps copies to an accelerator (torch warns when there is none)
+    defaults = {"dataloader_pin_memory": cuda}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cuda:
+        # multi-process on CPU (gloo): without use_cpu, TrainingArguments sets up no DDP
+        defaults["use_cpu"] = True
+    return defaults
+
+
+def defaults_for(loss: str) -> dict:
+    """The defaults a run of `loss` starts from (before YAML, keyword arguments and flags)."""
+    return {**LOSS_DEFAULTS.get(loss, COMMON_DEFAULTS), **machine_defaults()}
+
+
+@dataclass
+class TrainConfig:
+    """Options of `rankalign train`: policy losses and reward models (YAML keys = flags)."""
+
+    data: str = field(
+        default=None,
+        metadata={
+            "help": "ranked lists (or pairwise prompt/chosen/rejected rows): .jsonl/.json/"
+            ".parquet/.csv, a dataset folder, or a hub name"
+        },
+    )
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "held-out rows for eval_strategy (reward models: pair accuracy)"},
+    )
+    model: str = field(
+        default="smollm2",
+        metadata={
+            "help": "start model: local folder, hub name, 'smollm2' (embedded default); "
+            "bt-reward also 'minilm' (an encoder)"
+        },
+    )
+    loss: str = field(
+        default="rrhf",
+        metadata={
+            "help": f"policy: {', '.join(L.LOSSES)}; reward model: bt-reward (Bradley-Terry "
+            "scalar head) | preference (A/B preference model). Per-loss defaults: "
+            "training/config.py LOSS_DEFAULTS"
+        },
+    )
+    # loss hyperparameters (None = the loss's default; see losses.py)
+    beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "inverse temperature of the implicit reward (dpo family)",
+            "check": "> 0",
+        },
+    )
+    margin: float | None = field(
+        default=None,
+        metadata={
+            "help": "slic: hinge margin; bt-reward: m in -log sigmoid(r_w - r_l - m) (default 0)",
+            "check": ">= 0",
+        },
+    )
+    rank_weight: float | None = field(
+        default=None, metadata={"help": "weight of the ranking term", "check": ">= 0"}
+    )
+    sft_weight: float | None = field(
+        default=None, metadata={"help": "weight of the SFT term", "check": ">= 0"}
+    )
+    sft_reduction: str | None = field(default=None, metadata={"help": "sum | mean"})
+    pair_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "all | best-worst: the pairs of a list of k > 2 (pairwise losses, "
+            "reward models; default all)"
+        },
+    )
+    gamma: float | None = field(
+        default=None, metadata={"help": "target reward margin (simpo)", "check": ">= 0"}
+    )
+    label_smoothing: float | None = field(
+        default=None, metadata={"help": "label smoothing (dpo)", "check": "[0, 0.5]"}
+    )
+    pro_temperature: str | None = field(
+        default=None, metadata={"help": "pro: none | reward-gap (the released PRO code's)"}
+    )
+    # reward models (bt-reward, preference)
+    margin_mode: str = field(
+        default="constant",
+        metadata={"help": "bt-reward: constant (m) | score-gap (m * (s_w - s_l), Llama-2 style)"},
+    )
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata={
+            "help": "bt-reward: add c * mean(r)^2 per list (TRL's c = 4x this)",
+            "check": ">= 0",
+        },
+    )
+    format: str = field(
+        default="auto",
+        metadata={"help": "bt-reward input text as `rm:` builds it: auto | chat | concat | pair"},
+    )
+    template: str | None = field(
+        default=None,
+        metadata={"help": "preference: template file with {context} {response_a} {response_b}"},
+    )
+    orders: str = field(
+        default="random",
+        metadata={"help": "preference: random (one seeded order per pair) | both (two examples)"},
+    )
+    # reference model (dpo, ipo, listwise-dpo)
+    ref_model: str | None = field(
+        default=None, metadata={"help": "reference model; default: the initial policy"}
+    )
+    reference: str = field(
+        default="precompute",
+        metadata={
+            "help": "precompute (one pass, cached on disk) | adapters-off (LoRA: the policy with adapters disabled)"
+        },
+    )
+    ref_cache_dir: str | None = field(
+        default=None, metadata={"help": "where precomputed reference log-probs are cached"}
+    )
+    # tokenization
+    max_length: int = field(
+        default=512,
+        metadata={
+            "help": "prompt + response tokens (the RRHF paper used 192 on HH); reward models: "
+            "input tokens (default 1024)",
+            "check": ">= 2",
+        },
+    )
+    min_response_tokens: int = field(
+        default=64,
+        metadata={"help": "tokens a response keeps when the prompt is long", "check": ">= 1"},
+    )
+    chat_template: str = field(
+        default="auto", metadata={"help": "auto (message lists only) | always | never"}
+    )
+    drop_over_length: bool = field(
+        default=False,
+        metadata={"help": "drop lists that need truncation (counted) instead of truncating"},
+    )
+    empty_responses: str = field(default="error", metadata={"help": "error | drop"})
+    drop_tied_lists: bool = field(
+        default=False, metadata={"help": "drop lists whose scores are all equal (counted)"}
+    )
+    max_rows: int | None = field(
+        default=None, metadata={"help": "read only the first N rows", "check": ">= 1"}
+    )
+    # computation
+    shared_prompt: bool = field(
+        default=True, metadata={"help": "run each prompt once for its k responses"}
+    )
+    packed_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "share the prompt by packing it and its responses into one sequence (block "
+            "attention mask) instead of through the KV cache; always so under activation "
+            "checkpointing"
+        },
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},
+    )
+    use_lora: bool = False
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank", "check": ">= 1"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha", "check": "> 0"})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "dropout on LoRA inputs (PEFT's default 0; 0.05 made CPU steps 1.8x slower)",
+            "check": "[0, 1]",
+        },
+    )
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": "comma-separated module names or all-linear"}
+    )
+    merge_lora: bool = field(
+        default=True, metadata={"help": "save the final model with adapters merged"}
+    )
+    trust_remote_code: bool = False
+    allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) checkpoints"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
+    )
+
+    def __post_init__(self):
+        if self.loss not in ALL_LOSSES:
+            raise ValueError(f"unknown loss '{self.loss}' (choose from: {', '.join(ALL_LOSSES)})")
+        checks = [
+            ("pair_mode", self.pair_mode, (None, *PAIR_MODES)),
+            ("margin_mode", self.margin_mode, MARGIN_MODES),
+            ("format", self.format, ("auto", "chat", "concat", "pair")),
+            ("chat_template", self.chat_template, ("auto", "always", "never")),
+            ("orders", self.orders, ("random", "both")),
+            ("empty_responses", self.empty_responses, ("error", "drop")),
+        ]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                shown = ", ".join(a for a in allowed if a is not None)
+                raise ValueError(f"{name} must be one of {shown}, got '{value}'")
+        if not self.reward_model:
+            for name, unset in REWARD_MODEL_OPTIONS.items():
+                if getattr(self, name) != unset:
+                    raise ValueError(f"{name} is a reward-model option (loss bt-reward/preference)")
+        elif self.loss == "preference" and (
+            self.margin or self.center_rewards_coefficient or self.format != "auto"
+        ):
+            raise ValueError("margin, center_rewards_coefficient and format are bt-reward options")
+        elif self.loss == "bt-reward" and (self.template or self.orders != "random"):
+            raise ValueError("template and orders are preference-model options")
+        if self.reference not in ("precompute", "adapters-off"):
+            raise ValueError(
+                f"reference must be precompute or adapters-off, got '{self.reference}'"
+            )
+        if self.reference == "adapters-off" and not self.use_lora:
+            raise ValueError("reference: adapters-off needs use_lora: true")
+
+    @property
+    def reward_model(self) -> bool:
+        """Does this run train a reward / preference model (not a policy)?"""
+        return self.loss in REWARD_MODEL_LOSSES
+
+    def loss_kwargs(self) -> dict:
+        """The loss function's keyword arguments; an option the loss does not take is an error."""
+        if self.reward_model:
+            accepted = {"margin", "pair_mode"}
+        else:
+            accepted = inspect.signature(L.LOSSES[self.loss]).parameters
+        kwargs = {}
+        for name, keyword in LOSS_OPTIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if keyword not in accepted:
+                raise UserError(f"option '{name}' does not apply to loss '{self.loss}'", field=name)
+            kwargs[keyword] = value
+        return kwargs

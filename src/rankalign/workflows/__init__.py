@@ -1,0 +1,1 @@
+"""Orchestrators over the Python API: the online `loop` and the offline `demo`."""
