@@ -38,3 +38,42 @@ def test_tiny_offline_example_trains_smollm2(tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 4 and math.isfinite(summary["train_loss"])
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["lipo", "infonca", "nca"])
+def test_listwise_frontier_losses_train_smollm2(tmp_path, loss):
+    """LiPO-lambda, InfoNCA and NCA on the shipped lists (k = 3) with the embedded SmolLM2: the
+    reference log-probs are precomputed and cached as for DPO, and the loss falls."""
+    out = tmp_path / loss
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rankalign.cli",
+            "train",
+            "--config",
+            "examples/tiny-offline.yaml",
+            "--loss",
+            loss,
+            "--learning_rate",
+            "2e-5",
+            "--max_steps",
+            "6",
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_step"] == 6 and math.isfinite(summary["train_loss"])
+    assert summary["reference_cache"] and list((out / "ref_cache").glob("ref-logps-*"))
+    log = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    losses = [step["loss"] for step in log if "loss" in step]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)

@@ -4,6 +4,7 @@ ties, resume after a kill gives the same files."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -125,6 +126,24 @@ def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
     b = load_file(str(cut / "iter-2" / "model" / "model.safetensors"))
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-6
+
+
+def test_one_iteration_with_lipo_on_whole_lists(setup, tiny_model_dir):
+    """The `list` builder feeds a listwise loss unchanged: LiPO-lambda against pi_0."""
+    tmp, cfg_path = setup
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg |= {"iterations": 1, "builder": "list", "loss": "lipo", "heldout": None}
+    path = tmp / "lipo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp / "lipo"
+    assert main(["loop", "--config", str(path), "--out", str(out)]) == 0
+    train_cfg = yaml.safe_load((out / "iter-1" / "model" / "rankalign_config.yaml").read_text())
+    assert train_cfg["rankalign"]["loss"] == "lipo"
+    assert train_cfg["rankalign"]["ref_model"] == tiny_model_dir
+    rows = [json.loads(line) for line in (out / "iter-1" / "train_data.jsonl").open()]
+    assert rows and max(len(r["responses"]) for r in rows) > 2
+    summary = json.loads((out / "iter-1" / "model" / "train_summary.json").read_text())
+    assert math.isfinite(summary["train_loss"])
 
 
 def _same_except_heldout(a: Path, b: Path) -> bool:

@@ -143,11 +143,13 @@ def py_plackett_luce(s, sc, reward_gap=False):
     return total
 
 
-def ref_pro(resp, sft_weight=1.0, temperature="none"):
-    _, _, sc, _, p = unpack(resp)
+def ref_pro(resp, sft_weight=1.0, temperature="none", sft_reduction="mean", sft_scale="none"):
+    lp, _, sc, _, p = unpack(resp)
     rank = py_plackett_luce(p, sc, reward_gap=temperature == "reward-gap")
-    ft = -p[py_best(sc)]
-    return rank + sft_weight * ft, {"rank": rank, "sft": ft}
+    b = py_best(sc)
+    ft = -p[b] if sft_reduction == "mean" else -lp[b]
+    weight = sft_weight * ((len(resp) - 1) ** 2 if sft_scale == "n-1-squared" else 1)
+    return rank + weight * ft, {"rank": rank, "sft": ft}
 
 
 def ref_listwise_dpo(resp, beta=0.1):
@@ -166,13 +168,60 @@ def ref_dpo(resp, beta=0.1, label_smoothing=0.0, pair_mode="all"):
     return rank, {"rank": rank}
 
 
-def ref_ipo(resp, beta=0.1, pair_mode="all"):
-    lp, _, sc, rf, _ = unpack(resp)
-    vals = [
-        ((lp[w] - rf[w]) - (lp[lo] - rf[lo]) - 1 / (2 * beta)) ** 2
-        for w, lo in py_pairs(sc, pair_mode)
-    ]
+def ref_ipo(resp, beta=0.1, pair_mode="all", log_ratio="sequence"):
+    lp, ln, sc, rf, _ = unpack(resp)
+    ratio = [(a - r) / (n if log_ratio == "token" else 1) for a, r, n in zip(lp, rf, ln)]
+    vals = [(ratio[w] - ratio[lo] - 1 / (2 * beta)) ** 2 for w, lo in py_pairs(sc, pair_mode)]
     rank = pair_mean(vals)
+    return rank, {"rank": rank}
+
+
+def ref_lipo(resp, beta=0.1, labels="normalized"):
+    lp, _, sc, rf, _ = unpack(resp)
+    n = len(resp)
+    s = [beta * (a - r) for a, r in zip(lp, rf)]
+    lo, hi = min(sc), max(sc)
+    if labels == "raw":
+        psi = sc
+    else:
+        psi = [(x - lo) / (hi - lo) if hi > lo else 0.0 for x in sc]
+    gain = [2**x - 1 for x in psi]
+    tau = [0] * n
+    for position, i in enumerate(sorted(range(n), key=lambda i: (-s[i], i)), start=1):
+        tau[i] = position
+    inv_d = [1 / math.log2(1 + t) for t in tau]
+    rank = sum(
+        abs(gain[i] - gain[j]) * abs(inv_d[i] - inv_d[j]) * -logsig(s[i] - s[j])
+        for i, j in py_pairs(sc)
+    )
+    return rank, {"rank": rank}
+
+
+def py_targets(sc, alpha):
+    top = max(x / alpha for x in sc)
+    e = [math.exp(x / alpha - top) for x in sc]
+    return [v / sum(e) for v in e]
+
+
+def ref_infonca(resp, beta=0.1, alpha=1e-4):
+    lp, _, sc, rf, _ = unpack(resp)
+    r = [beta * (a - b) for a, b in zip(lp, rf)]
+    if not py_pairs(sc):
+        return 0.0, {"rank": 0.0}
+    w = py_targets(sc, alpha)
+    top = max(r)
+    log_z = top + math.log(sum(math.exp(x - top) for x in r))
+    rank = -sum(wi * (ri - log_z) for wi, ri in zip(w, r))
+    return rank, {"rank": rank}
+
+
+def ref_nca(resp, beta=0.1, alpha=1e-4):
+    lp, _, sc, rf, _ = unpack(resp)
+    r = [beta * (a - b) for a, b in zip(lp, rf)]
+    if not py_pairs(sc):
+        return 0.0, {"rank": 0.0}
+    w = py_targets(sc, alpha)
+    rank = -sum(wi * logsig(ri) + logsig(-ri) / len(r) for wi, ri in zip(w, r))
     return rank, {"rank": rank}
 
 
@@ -215,6 +264,9 @@ REFERENCES = {
     "rrhf": ref_rrhf,
     "pro": ref_pro,
     "listwise-dpo": ref_listwise_dpo,
+    "lipo": ref_lipo,
+    "infonca": ref_infonca,
+    "nca": ref_nca,
     "dpo": ref_dpo,
     "ipo": ref_ipo,
     "slic": ref_slic,
@@ -232,6 +284,13 @@ CONFIGS = [
     ("pro", {}),
     ("pro", {"temperature": "reward-gap", "sft_weight": 0.5}),
     ("pro", {"sft_weight": 0.0}),
+    ("pro", {"sft_reduction": "sum", "sft_scale": "n-1-squared", "sft_weight": 0.05}),
+    ("lipo", {}),
+    ("lipo", {"beta": 0.5, "labels": "raw"}),
+    ("infonca", {}),
+    ("infonca", {"beta": 0.5, "alpha": 1.0}),
+    ("nca", {}),
+    ("nca", {"beta": 0.5, "alpha": 2.0}),
     ("listwise-dpo", {}),
     ("listwise-dpo", {"beta": 0.5}),
     ("dpo", {}),
@@ -239,6 +298,7 @@ CONFIGS = [
     ("dpo", {"pair_mode": "best-worst"}),
     ("ipo", {}),
     ("ipo", {"beta": 0.5, "pair_mode": "best-worst"}),
+    ("ipo", {"log_ratio": "token"}),
     ("slic", {}),
     ("slic", {"margin": 2.0, "sft_weight": 0.5}),
     ("simpo", {}),
@@ -404,7 +464,8 @@ def test_raft_and_sft_by_hand():
 
 
 @pytest.mark.parametrize(
-    "name", ["rrhf", "dpo", "ipo", "slic", "simpo", "cpo", "pro", "listwise-dpo"]
+    "name",
+    ["rrhf", "dpo", "ipo", "slic", "simpo", "cpo", "pro", "listwise-dpo", "lipo", "infonca", "nca"],
 )
 def test_all_tied_lists_give_zero_rank_without_nan(name):
     lists = [[(-1.0, 2, 0.0, -1.5), (-2.0, 1, 0.0, -1.0)], [(-3.0, 3, 7.0, -2.0)] * 3]
@@ -480,6 +541,9 @@ def test_registry():
         "rrhf",
         "pro",
         "listwise-dpo",
+        "lipo",
+        "infonca",
+        "nca",
         "dpo",
         "ipo",
         "slic",
@@ -488,7 +552,7 @@ def test_registry():
         "sft",
         "raft",
     }
-    assert NEEDS_REFERENCE == frozenset({"dpo", "ipo", "listwise-dpo"})
+    assert NEEDS_REFERENCE == frozenset({"dpo", "ipo", "listwise-dpo", "lipo", "infonca", "nca"})
     assert MIN_RESPONSES == {name: 1 if name in ("sft", "raft") else 2 for name in LOSSES}
 
 

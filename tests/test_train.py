@@ -438,3 +438,36 @@ def test_packed_prompt_and_activation_checkpointing_train_like_the_cached_path(
         b = load_file(str(tmp_path / run / "model.safetensors"))
         for k in a:
             torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+
+
+def test_listwise_frontier_and_released_convention_options():
+    """Each new option reaches its loss's keyword, and only that loss takes it."""
+    from rankalign.errors import UserError
+
+    def kwargs(*flags):
+        cfg, _ = parse_args(["--data", DATA, *flags])
+        return cfg.loss_kwargs()
+
+    assert kwargs("--loss", "lipo", "--lipo_labels", "raw", "--beta", "0.2") == {
+        "labels": "raw",
+        "beta": 0.2,
+    }
+    assert kwargs("--loss", "nca", "--nca_alpha", "0.5") == {"alpha": 0.5}
+    assert kwargs("--loss", "infonca", "--nca_alpha", "0.5") == {"alpha": 0.5}
+    assert kwargs("--loss", "ipo", "--ipo_log_ratio", "token") == {"log_ratio": "token"}
+    assert kwargs("--loss", "pro", "--pro_sft_scale", "n-1-squared", "--sft_reduction", "sum") == {
+        "sft_scale": "n-1-squared",
+        "sft_reduction": "sum",
+    }
+    for flags, name in (
+        (["--loss", "rrhf", "--lipo_labels", "raw"], "lipo_labels"),
+        (["--loss", "dpo", "--nca_alpha", "1"], "nca_alpha"),
+        (["--loss", "dpo", "--ipo_log_ratio", "token"], "ipo_log_ratio"),
+        (["--loss", "rrhf", "--pro_sft_scale", "n-1-squared"], "pro_sft_scale"),
+    ):
+        with pytest.raises(UserError, match=f"'{name}' does not apply"):
+            kwargs(*flags)
+    with pytest.raises(UserError, match="nca_alpha"):
+        kwargs("--loss", "nca", "--nca_alpha", "0")
+    _, args = parse_args(["--data", DATA, "--loss", "lipo"])
+    assert args.learning_rate == 1e-6  # the DPO family's default

@@ -1,7 +1,8 @@
 """`rankalign <command>`: one sub-command per pipeline stage.
 
-Each stage module exposes `main(argv) -> int` and parses its own options (a `--config` YAML plus
-flags, see config.py). Here: dispatch, and turning errors into one line and an exit code
+Each command is its Python API function (api.py, workflows/) called with `argv=`: the function
+parses the flags and `--config` YAML into the command's config class (config.py) and runs.
+Here: dispatch, the command's summary print, and turning errors into one line and an exit code
 (2 for user errors) unless `--debug` asks for the traceback.
 """
 

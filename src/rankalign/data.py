@@ -476,6 +476,23 @@ def _check_size(row: dict, loc: dict) -> None:
             )
 
 
+PRO_TAGS = {"<|prompter|>": "\n\nHuman: ", "<|assistant|>": "\n\nAssistant: "}
+
+
+def pro_prefix(turns: list[str]) -> tuple[str, bool]:
+    """A PRO `prefix` (a list of turns) as text, and whether it was tagged. PRO's released HH
+    files tag turns `<|prompter|>...` / `<|assistant|>...`; its collator renders them as
+    `\n\nHuman: ...\n\nAssistant: ...`, strips the end and joins the response with one space
+    (`HH_DataManager.train_data_collator`), which is what the model saw in PRO's training.
+    Untagged pieces are joined as they are."""
+    text = "".join(turns)
+    if not any(tag in text for tag in PRO_TAGS):
+        return text, False
+    for tag, role in PRO_TAGS.items():
+        text = text.replace(tag, role)
+    return text.rstrip(), True
+
+
 def normalize(rec: dict, loc: dict, index: int) -> dict:
     """Turn one record of any supported layout into a ranked-list row (validated)."""
     known = {
@@ -542,12 +559,15 @@ def normalize(rec: dict, loc: dict, index: int) -> dict:
             if any(p != prefix[0] for p in prefix):
                 raise _err(loc, "prefix", "candidates have different prefixes; one prompt per row")
             prefix = prefix[0]
+        tagged = False
         if isinstance(prefix, list):
-            prefix = "".join(str(p) for p in prefix)
+            prefix, tagged = pro_prefix([str(p) for p in prefix])
         row["prompt"] = _prompt(prefix, loc, "prefix")
         if not isinstance(rec["suffix"], list):
             raise _err(loc, "suffix", "must be a list of responses")
         row["responses"] = [_response(r, loc, f"suffix[{i}]") for i, r in enumerate(rec["suffix"])]
+        if tagged:  # PRO's collator joins prompt and response with one space
+            row["responses"] = [" " + r for r in row["responses"]]
         if rec.get("reward") is not None:
             row["scores"] = rec["reward"]
     elif "messages" in rec:  # one conversation: SFT data (k = 1)

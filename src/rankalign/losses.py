@@ -19,8 +19,10 @@ Conventions shared by every loss:
 * Computation is done in at least float32 (float64 inputs stay float64).
 
 Methods: ``rrhf`` (RRHF paper Eq. 1-5), ``pro`` (thesis Eq. 15-18), ``listwise_dpo`` (thesis
-Eq. 19-20), ``dpo`` (thesis Eq. 12), ``ipo`` (Azar et al. 2023), ``slic`` (thesis Eq. 14),
-``simpo`` (Meng et al. 2024), ``cpo`` (Xu et al. 2024), ``sft`` and ``raft`` (Dong et al. 2023).
+Eq. 19-20), ``lipo`` (LiPO-lambda, Liu et al. 2024), ``infonca`` and ``nca`` (Chen et al. 2024),
+``dpo`` (thesis Eq. 12), ``ipo`` (Azar et al. 2023), ``slic`` (thesis Eq. 14), ``simpo`` (Meng
+et al. 2024), ``cpo`` (Xu et al. 2024), ``sft`` and ``raft`` (Dong et al. 2023); and for reward
+models ``bradley_terry_loss`` (thesis Eq. 6-7).
 """
 
 from __future__ import annotations
@@ -40,9 +42,13 @@ __all__ = [
     "LossInputs",
     "best_index",
     "cpo",
+    "bradley_terry_loss",
     "dpo",
+    "infonca",
     "ipo",
+    "lipo",
     "listwise_dpo",
+    "nca",
     "preference_pairs",
     "pro",
     "raft",
@@ -55,6 +61,8 @@ __all__ = [
 
 PAIR_MODES = ("all", "best-worst")
 SFT_REDUCTIONS = ("mean", "sum")
+PRO_SFT_SCALES = ("none", "n-1-squared")
+IPO_LOG_RATIOS = ("sequence", "token")
 
 
 @dataclass
@@ -233,6 +241,8 @@ def pro(
     *,
     sft_weight: float = 1.0,
     temperature: str = "none",
+    sft_reduction: str = "mean",
+    sft_scale: str = "none",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PRO, Preference Ranking Optimization (Song et al. 2023; thesis Eq. 15-18).
 
@@ -242,16 +252,25 @@ def pro(
     ``-sum_{k=1}^{n-1} log(exp(s_k) / sum_{i>=k} exp(s_i))``. Computed with logsumexp.
     ``temperature="reward-gap"`` (released PRO code): in the k-th term each negative's score is
     multiplied by ``r_k - r_i`` and the positive's by ``max_i (r_k - r_i)``.
-    ``L = L_PRO + sft_weight * L_SFT`` (Eq. 17) with ``L_SFT = -p_best`` (token-mean NLL).
-    Parts: "rank", "sft".
+    ``L = L_PRO + sft_weight * L_SFT`` (Eq. 17) with ``L_SFT = -p_best`` (token-mean NLL,
+    ``sft_reduction="mean"``) or ``-logp_best`` (summed NLL, ``"sum"``, the released code's), and
+    ``sft_scale="n-1-squared"`` multiplies the SFT weight by ``(n - 1)^2`` for a list of n
+    responses (the released code's ``sft_weight * (n - 1)^2``, i.e. the paper's beta = 0.05 (l-1)^2
+    with sft_weight 0.05). Parts: "rank", "sft" (the unweighted NLL).
     """
     _check_choice("temperature", temperature, ("none", "reward-gap"))
+    _check_choice("sft_reduction", sft_reduction, SFT_REDUCTIONS)
+    _check_choice("sft_scale", sft_scale, PRO_SFT_SCALES)
     x = _clean(inputs)
     pairs = preference_pairs(x.scores, x.mask, "all")
     gaps = _pair_diff(x.scores) if temperature == "reward-gap" else None
     rank = _plackett_luce(x.p, pairs, gaps)
-    sft_nll = -_pick(x.p, best_index(x.scores, x.mask))
-    loss = (rank + sft_weight * sft_nll).mean()
+    best = best_index(x.scores, x.mask)
+    sft_nll = -_pick(x.p if sft_reduction == "mean" else x.logp, best)
+    weight = torch.full_like(sft_nll, sft_weight)
+    if sft_scale == "n-1-squared":
+        weight = weight * (x.mask.sum(dim=1).to(sft_nll.dtype) - 1) ** 2
+    loss = (rank + weight * sft_nll).mean()
     return loss, _parts(rank=rank, sft=sft_nll)
 
 
@@ -268,6 +287,121 @@ def listwise_dpo(
     x = _clean(inputs, need_ref=True, method="listwise-dpo")
     pairs = preference_pairs(x.scores, x.mask, "all")
     rank = _plackett_luce(beta * (x.logp - x.ref_logp), pairs)
+    return rank.mean(), _parts(rank=rank)
+
+
+# ---------------------------------------------------------------------------------------------
+# listwise losses from learning-to-rank and noise-contrastive estimation
+
+LIPO_LABELS = ("normalized", "raw")
+
+
+def _list_labels(scores: torch.Tensor, mask: torch.Tensor, labels: str) -> torch.Tensor:
+    """psi (B, K) for LiPO's gains: each list's scores min-max normalized to [0, 1] (a list whose
+    scores are all equal gets 0), or the scores as given ("raw"); 0 in padded slots."""
+    if labels == "raw":
+        return torch.where(mask, scores, 0.0)
+    low = torch.where(mask, scores, float("inf")).amin(dim=1, keepdim=True)
+    high = torch.where(mask, scores, float("-inf")).amax(dim=1, keepdim=True)
+    span = (high - low).clamp(min=torch.finfo(scores.dtype).tiny)
+    psi = torch.where(high > low, (scores - low) / span, 0.0)
+    return torch.where(mask, psi, 0.0)
+
+
+def _ranks(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, K) 1-based rank of each valid response when its list is sorted by s, descending (the
+    first index first among equal s); padded slots rank after every valid one."""
+    keyed = torch.where(mask, s, float("-inf"))
+    order = torch.argsort(keyed, dim=1, descending=True, stable=True)
+    return torch.argsort(order, dim=1, stable=True).to(s.dtype) + 1
+
+
+def lipo(
+    inputs: LossInputs, *, beta: float = 0.1, labels: str = "normalized"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """LiPO-lambda (Liu et al. 2024, "LiPO: Listwise Preference Optimization through
+    Learning-to-Rank", arXiv 2402.01878, §4, the Lambda loss of LambdaMART / LambdaLoss).
+
+    ``s_i = beta * (logp_i - ref_logp_i)``; per list
+    ``L = -sum_{psi_i > psi_j} Delta_ij * log sigmoid(s_i - s_j)`` with the Lambda weight
+    ``Delta_ij = |G_i - G_j| * |1 / D(tau_i) - 1 / D(tau_j)|``, gain ``G_i = 2^psi_i - 1``,
+    discount ``D(tau) = log2(1 + tau)`` and ``tau_i`` the 1-based rank of y_i when the list is
+    sorted by s, descending. Delta is a constant (no gradient through the gains or the ranks).
+    The pairs are summed (not averaged) within a list, as in the paper; the batch loss is the
+    mean over lists.
+
+    ``psi`` are the list's labels. The paper's are in [0, 1] (each response's mean win
+    probability within its list); rewards come on any scale (a reward model's logits, a judge's
+    1-10), and the exponential gain 2^psi would make a reward's unit decide how much the top of
+    a list matters. ``labels="normalized"`` (default) maps each list's scores linearly onto
+    [0, 1] (best 1, worst 0): the order and the relative gaps within the list are kept, the
+    unit is not; ``labels="raw"`` uses the scores as given (already in [0, 1], or a deliberate
+    scale). With k = 2 every list has Delta = 1 - 1/log2(3), so LiPO-lambda is that constant
+    times DPO with the same beta. Parts: "rank".
+    """
+    _check_choice("labels", labels, LIPO_LABELS)
+    x = _clean(inputs, need_ref=True, method="lipo")
+    s = beta * (x.logp - x.ref_logp)
+    pairs = preference_pairs(x.scores, x.mask, "all")
+    with torch.no_grad():
+        gain = torch.pow(2.0, _list_labels(x.scores, x.mask, labels)) - 1
+        inv_discount = 1 / torch.log2(1 + _ranks(s.detach(), x.mask))
+        delta = _pair_diff(gain).abs() * _pair_diff(inv_discount).abs()
+    rank = torch.where(pairs, -delta * F.logsigmoid(_pair_diff(s)), 0.0).sum(dim=(1, 2))
+    return rank.mean(), _parts(rank=rank)
+
+
+def _nca_targets(scores: torch.Tensor, mask: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(B, K) target weights w = softmax(scores / alpha) over each list's valid responses."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    return torch.softmax(torch.where(mask, scores / alpha, float("-inf")), dim=1)
+
+
+def infonca(
+    inputs: LossInputs, *, beta: float = 0.1, alpha: float = 1e-4
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """InfoNCA (Chen et al. 2024, "Noise Contrastive Alignment of Language Models with Explicit
+    Rewards", arXiv 2402.05369; released code thu-ml/Noise-Contrastive-Alignment, `nca_loss`).
+
+    ``r_i = beta * (logp_i - ref_logp_i)`` (sequence sums), target ``w = softmax(scores / alpha)``
+    over the list; per list ``L = -sum_i w_i log softmax_i(r)``: a cross-entropy between the
+    reward-weighted target and the policy's implicit distribution over the k responses. A list
+    without a preference pair (all scores tied) adds 0 (the shared convention). alpha -> 0 makes
+    w one-hot on the best response; with k = 2 that is exactly DPO. alpha is on the rewards'
+    scale; the default 1e-4 is the released code's (`NCAConfig.temperature_alpha`): a near
+    one-hot target; a larger alpha spreads the target over the list by reward gaps.
+    Parts: "rank".
+    """
+    x = _clean(inputs, need_ref=True, method="infonca")
+    r = beta * (x.logp - x.ref_logp)
+    w = _nca_targets(x.scores, x.mask, alpha)
+    log_q = torch.log_softmax(torch.where(x.mask, r, float("-inf")), dim=1)
+    has_pair = preference_pairs(x.scores, x.mask, "all").any(dim=(1, 2))
+    rank = -torch.where(x.mask, w * log_q, 0.0).sum(dim=1)
+    rank = torch.where(has_pair, rank, 0.0)
+    return rank.mean(), _parts(rank=rank)
+
+
+def nca(
+    inputs: LossInputs, *, beta: float = 0.1, alpha: float = 1e-4
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """NCA (Chen et al. 2024, arXiv 2402.05369; released code's `nca_loss`).
+
+    ``r_i = beta * (logp_i - ref_logp_i)``, ``w = softmax(scores / alpha)``; per list of k
+    responses ``L = -sum_i [ w_i log sigmoid(r_i) + (1/k) log sigmoid(-r_i) ]``: each response's
+    own implicit reward is pulled up by its target weight and every one is pushed down equally,
+    so unlike InfoNCA the absolute likelihoods are anchored, not only their differences. With
+    k = 2 and a one-hot w it is TRL's ``nca_pair``. A list without a preference pair adds 0.
+    Parts: "rank".
+    """
+    x = _clean(inputs, need_ref=True, method="nca")
+    r = beta * (x.logp - x.ref_logp)
+    w = _nca_targets(x.scores, x.mask, alpha)
+    k = x.mask.sum(dim=1, keepdim=True).clamp(min=1).to(r.dtype)
+    terms = w * F.logsigmoid(r) + F.logsigmoid(-r) / k
+    has_pair = preference_pairs(x.scores, x.mask, "all").any(dim=(1, 2))
+    rank = torch.where(has_pair, -torch.where(x.mask, terms, 0.0).sum(dim=1), 0.0)
     return rank.mean(), _parts(rank=rank)
 
 
@@ -300,18 +434,24 @@ def dpo(
 
 
 def ipo(
-    inputs: LossInputs, *, beta: float = 0.1, pair_mode: str = "all"
+    inputs: LossInputs, *, beta: float = 0.1, pair_mode: str = "all", log_ratio: str = "sequence"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IPO (Azar et al. 2023): pair loss ``(h - 1 / (2 * beta))^2``.
+    """IPO (Azar et al. 2023, Eq. 17): pair loss ``(h - 1 / (2 * beta))^2``.
 
-    ``h = (logp_w - ref_w) - (logp_l - ref_l)`` on sequence sums (TRL divides by the token count
-    instead; this follows the paper). Per list: mean over pairs. Parts: "rank".
+    ``log_ratio="sequence"`` (default, the paper as printed): ``h = (logp_w - ref_w) -
+    (logp_l - ref_l)`` on sequence sums. ``log_ratio="token"`` (TRL's ``loss_type="ipo"``, the form
+    the IPO authors endorsed later): each response's log-ratio divided by its token count,
+    ``h = (logp_w - ref_w) / len_w - (logp_l - ref_l) / len_l``. The target margin 1 / (2 beta)
+    is then per token instead of per sequence, so the same beta is a very different
+    regularisation strength in the two forms. Per list: mean over pairs. Parts: "rank".
     """
     if beta <= 0:
         raise ValueError(f"ipo needs beta > 0, got {beta}")
+    _check_choice("log_ratio", log_ratio, IPO_LOG_RATIOS)
     x = _clean(inputs, need_ref=True, method="ipo")
     pairs = preference_pairs(x.scores, x.mask, pair_mode)
-    h = _pair_diff(x.logp - x.ref_logp)
+    ratio = x.logp - x.ref_logp
+    h = _pair_diff(ratio / x.lengths if log_ratio == "token" else ratio)
     rank = _pair_mean((h - 1 / (2 * beta)) ** 2, pairs)
     return rank.mean(), _parts(rank=rank)
 
@@ -439,6 +579,9 @@ LOSSES: dict[str, LossFn] = {
     "rrhf": rrhf,
     "pro": pro,
     "listwise-dpo": listwise_dpo,
+    "lipo": lipo,
+    "infonca": infonca,
+    "nca": nca,
     "dpo": dpo,
     "ipo": ipo,
     "slic": slic,
@@ -448,7 +591,9 @@ LOSSES: dict[str, LossFn] = {
     "raft": raft,
 }
 
-NEEDS_REFERENCE: frozenset[str] = frozenset({"dpo", "ipo", "listwise-dpo"})
+NEEDS_REFERENCE: frozenset[str] = frozenset(
+    {"dpo", "ipo", "listwise-dpo", "lipo", "infonca", "nca"}
+)
 
 MIN_RESPONSES: dict[str, int] = {name: 1 if name in ("sft", "raft") else 2 for name in LOSSES}
 

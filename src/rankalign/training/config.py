@@ -33,6 +33,10 @@ LOSS_OPTIONS = {
     "gamma": "gamma",
     "label_smoothing": "label_smoothing",
     "pro_temperature": "temperature",
+    "pro_sft_scale": "sft_scale",
+    "ipo_log_ratio": "log_ratio",
+    "lipo_labels": "labels",
+    "nca_alpha": "alpha",
 }
 # options only the reward-model losses read (and the value that means "not set")
 REWARD_MODEL_OPTIONS = {
@@ -73,7 +77,7 @@ LOSS_DEFAULTS = {
     # DPO paper: lr 1e-6 (its successors use the same order of magnitude).
     **{
         k: {**COMMON_DEFAULTS, "learning_rate": 1e-6}
-        for k in ("dpo", "ipo", "listwise-dpo", "slic", "simpo", "cpo")
+        for k in ("dpo", "ipo", "listwise-dpo", "lipo", "infonca", "nca", "slic", "simpo", "cpo")
     },
     # RLHF Workflow §2.2: lr 2e-6 for the Bradley-Terry model, 5e-6 for the preference model.
     "bt-reward": {**REWARD_MODEL_DEFAULTS, "learning_rate": 2e-6},
@@ -165,6 +169,35 @@ class TrainConfig:
     pro_temperature: str | None = field(
         default=None, metadata={"help": "pro: none | reward-gap (the released PRO code's)"}
     )
+    pro_sft_scale: str | None = field(
+        default=None,
+        metadata={
+            "help": "pro: none | n-1-squared (SFT weight x (n-1)^2 for n responses, the released "
+            "code's; with --sft_reduction sum and --sft_weight 0.05 it is released PRO)"
+        },
+    )
+    ipo_log_ratio: str | None = field(
+        default=None,
+        metadata={
+            "help": "ipo: sequence (sum log-ratios, the paper as printed; default) | token "
+            "(per-token means, TRL's loss_type ipo)"
+        },
+    )
+    lipo_labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "lipo: normalized (each list's scores mapped onto [0, 1]; default) | raw "
+            "(scores as gains' labels as given)"
+        },
+    )
+    nca_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "infonca, nca: temperature of the target softmax(scores / alpha) (default "
+            "1e-4, the released code's: near one-hot on the best response)",
+            "check": "> 0",
+        },
+    )
     # reward models (bt-reward, preference)
     margin_mode: str = field(
         default="constant",
@@ -189,7 +222,7 @@ class TrainConfig:
         default="random",
         metadata={"help": "preference: random (one seeded order per pair) | both (two examples)"},
     )
-    # reference model (dpo, ipo, listwise-dpo)
+    # reference model (dpo, ipo, listwise-dpo, lipo, infonca, nca)
     ref_model: str | None = field(
         default=None, metadata={"help": "reference model; default: the initial policy"}
     )

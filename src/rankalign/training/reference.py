@@ -1,4 +1,5 @@
-"""Reference log-probs for the losses that need them (dpo, ipo, listwise-dpo): computed once by
+"""Reference log-probs for the losses that need them (dpo, ipo, listwise-dpo, lipo,
+infonca, nca): computed once by
 the reference model alone (then freed), cached on disk by model and data fingerprint, attached
 to the dataset; under ZeRO-3 computed through a DeepSpeed inference engine.
 """

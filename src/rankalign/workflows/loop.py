@@ -12,7 +12,7 @@ Data builders (`builder`):
 - `best-worst`: one pair per prompt, best vs worst sample; prompts where they tie are dropped
   (counted in metrics as `dropped_ties`), as RLHF Workflow does;
 - `all-pairs`: every strictly ordered pair of a prompt's samples, one row each;
-- `list`: the whole ranked list (rrhf, pro, listwise-dpo);
+- `list`: the whole ranked list (rrhf, pro, listwise-dpo, lipo, infonca, nca);
 - `rso`: statistical rejection sampling (RSO, thesis §2.6): two samples accepted with
   probability exp((r - r_max) / rso_beta), paired by reward;
 - `raft`: best-of-n filtering: each prompt's best sample (train with loss sft/raft).
@@ -39,6 +39,7 @@ from rankalign import api
 from rankalign.config import dump_config, parse_config
 from rankalign.data import load_lists, write_json, write_jsonl
 from rankalign.errors import UserError
+from rankalign.losses import NEEDS_REFERENCE
 from rankalign.metrics import reward_table
 from rankalign.report import number
 from rankalign.tokenization import CHAT_TEMPLATE_MODES
@@ -317,7 +318,7 @@ def _train_options(cfg: LoopConfig, data: Path, model: str, model_dir: Path, pi0
         "use_lora": cfg.use_lora,
         "ref_cache_dir": str(Path(cfg.out) / "ref_cache"),
     }
-    if cfg.loss in ("dpo", "ipo", "listwise-dpo"):
+    if cfg.loss in NEEDS_REFERENCE:
         options["ref_model"] = pi0  # reference = pi_0 in every iteration
     if cfg.beta is not None:
         options["beta"] = cfg.beta
