@@ -1,5 +1,6 @@
 """Peak memory of DPO training with a precomputed reference vs SFT (one model) vs DPO with a
-second in-memory reference copy, on the same model and data.
+second in-memory reference copy, on the same model and data; and (`--scoring`) the scorer's own
+memory and speed with chunked log-probs vs the full logits.
 
 The claim to check (issue 2): with reference log-probs precomputed in one pass (cached on disk),
 DPO training holds one model, so its peak memory is about that of SFT, not of two models.
@@ -8,6 +9,13 @@ CPU, or torch.cuda.max_memory_allocated on GPU.
 
     python bench/bench_memory.py                  # embedded SmolLM2-135M, CPU
     python bench/bench_memory.py --model PATH --device cuda
+    python bench/bench_memory.py --scoring        # chunked vs full logits (SmolLM2, random 128k vocab)
+
+`--scoring`: one RRHF step (forward + backward) on one list, prompt 64 tokens, k = 8 responses of
+256 tokens, on the embedded SmolLM2-135M (49k vocabulary) and on the same architecture with a
+random-initialised 128k vocabulary (Llama 3's), each variant in its own process. Peak memory above
+the weights (CPU: resident set sampled every millisecond during the timed steps; CUDA:
+max_memory_allocated) and median step time, chunked (`logps_chunk_size` 1024) beside full logits.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from common import append_record, machine_info
 
 ROOT = Path(__file__).parents[1]
@@ -41,6 +50,97 @@ peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 print("PEAK", peak)
 """
+
+
+SCORING_CHILD = r"""
+import ctypes, gc, json, os, statistics, sys, threading, time, torch
+from rankalign import losses as L
+from rankalign.logprobs import collate_lists, response_logps
+from rankalign.models import load_causal_lm, resolve_model
+from rankalign.tokenization import EncodedList
+spec = json.loads(sys.argv[1])
+device = spec["device"]
+torch.manual_seed(0)
+if spec["model"] == "random-128k":
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.from_pretrained(resolve_model("smollm2"))
+    config.vocab_size = 128256
+    model = AutoModelForCausalLM.from_config(config)
+else:
+    model = load_causal_lm(resolve_model(spec["model"]))
+model.to(device).train()
+V = model.config.vocab_size
+g = torch.Generator().manual_seed(0)
+lists = [EncodedList(torch.randint(3, V, (64,), generator=g).tolist(),
+                     [torch.randint(3, V, (256,), generator=g).tolist() for _ in range(8)])]
+batch = {k: v.to(device) for k, v in collate_lists(lists, 0).items()}
+scores = torch.randn(1, 8, generator=g).to(device)
+def step():
+    logp, lengths, mask = response_logps(model, batch, True, False, chunk=spec["chunk"])
+    loss, _ = L.rrhf(L.LossInputs(logp, lengths, scores, mask))
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+step()  # warm-up
+gc.collect()
+if device.startswith("cuda"):
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+else:
+    ctypes.CDLL("libc.so.6").malloc_trim(0); base = rss()
+peak, done = [base], [False]
+def sample():
+    while not done[0]:
+        peak[0] = max(peak[0], rss()); time.sleep(0.001)
+sampler = threading.Thread(target=sample)
+if not device.startswith("cuda"):
+    sampler.start()
+times = []
+for _ in range(spec["steps"]):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+done[0] = True
+if device.startswith("cuda"):
+    peak[0] = torch.cuda.max_memory_allocated()
+else:
+    sampler.join()
+print("RESULT", json.dumps({"peak_above_weights": peak[0] - base, "step_s": statistics.median(times)}))
+"""
+
+
+def measure_scoring(model: str, chunk: int, device: str, steps: int) -> dict:
+    spec = {"model": model, "chunk": chunk, "device": device, "steps": steps}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCORING_CHILD, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=ROOT,
+    )
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-2000:])
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line.split(" ", 1)[1])
+
+
+def scoring(args) -> None:
+    results = {}
+    for model in ("smollm2", "random-128k"):
+        rows = {"full": measure_scoring(model, 0, args.device, args.steps)}
+        rows["chunked"] = measure_scoring(model, 1024, args.device, args.steps)
+        full, chunked = rows["full"], rows["chunked"]
+        print(
+            f"{model:12s} peak above weights: full {full['peak_above_weights'] / 2**30:.2f} GiB, "
+            f"chunked {chunked['peak_above_weights'] / 2**30:.2f} GiB "
+            f"({full['peak_above_weights'] / max(chunked['peak_above_weights'], 1):.2f}x lower); "
+            f"step: full {full['step_s']:.2f} s, chunked {chunked['step_s']:.2f} s "
+            f"({chunked['step_s'] / full['step_s']:.2f}x the time)"
+        )
+        results[model] = rows
+    append_record(
+        args.out, "scoring_memory", {"machine": machine_info(args.device), "results": results}
+    )
 
 
 def measure(model: str, data: str, loss: str, extra: list[str]) -> float:
@@ -87,7 +187,12 @@ def main():
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--data", default=str(ROOT / "examples" / "data" / "tiny_lists.jsonl"))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory.jsonl"))
+    ap.add_argument("--scoring", action="store_true", help="chunked vs full logits instead")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=2, help="timed scoring steps (after 1 warm-up)")
     args = ap.parse_args()
+    if args.scoring:
+        return scoring(args)
     runs = {
         "sft (one model)": ("sft", []),
         "dpo, precomputed reference": ("dpo", []),

@@ -108,7 +108,7 @@ def test_activation_checkpointing_keeps_scores_right(tokenizer, monkeypatch):
     monkeypatch.setattr(
         logprobs,
         "packed_response_logps",
-        lambda m, b: packed_calls.append(1) or real_packed(m, b),
+        lambda m, b, chunk=0: packed_calls.append(1) or real_packed(m, b, chunk),
     )
     batch = _batch(tokenizer)
     model = build_llama(len(tokenizer))  # no dropout: train and eval passes agree

@@ -13,12 +13,19 @@ Three paths give the same numbers (tested to 1e-5 in fp32):
   under activation checkpointing, which drops the KV cache in training passes.
 
 Token log-probs are `gathered label logit - logsumexp(logits)`: no full-vocabulary log_softmax
-copy is made.
+copy is made. With `chunk > 0` (chunked log-probs) the full logits are never held at all: the
+model's own forward returns its final hidden states (its output head is switched to the identity
+for that call, so wrappers' hooks still run), and `chunked_token_logps` applies the head to
+`chunk` positions at a time, in the backward pass too (recomputed per chunk): memory grows with
+chunk x vocabulary, not with tokens x vocabulary.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from rankalign.models import cache_kwarg
@@ -54,6 +61,146 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+# positions whose logits exist at once in chunked log-probs (fp32: chunk x vocabulary x 4 bytes,
+# 0.5 GB for a 128k vocabulary); 0 = the full logits. Not slower than the full logits on CPU
+# (bench/README.md).
+DEFAULT_CHUNK = 1024
+
+# model types whose causal-LM forward computes `logits = lm_head(hidden)` and nothing more (no
+# logit scaling or soft-capping), so the head can be applied outside it
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
+
+
+def chunk_supported(model) -> bool:
+    """Can the output head run outside the model's forward, chunk by chunk? A plain Linear head
+    (not LoRA-wrapped, not quantized) of a known model type, whose weight is whole here (not
+    sharded by FSDP or ZeRO-3, which gather it only inside the forward), in a model that no
+    distributed wrapper holds: DDP's and DeepSpeed's gradient hooks expect every parameter used
+    inside the wrapped forward, so multi-process training uses the full logits for now."""
+    if hasattr(model, "module"):  # DistributedDataParallel, DeepSpeedEngine, FSDP
+        return False
+    base = model
+    config = getattr(base, "config", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if (
+        getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS
+        or type(head) is not torch.nn.Linear
+    ):
+        return False
+    weight = head.weight
+    sharded = (  # FSDP keeps a flat (1-D) shard or an empty view outside the forward
+        weight.dim() != 2 or hasattr(weight, "ds_id") or type(weight).__name__ == "DTensor"
+    )
+    # accelerate's hooks (device maps, offloading) move the head's input inside its forward
+    hooked = hasattr(head, "_hf_hook") or "forward" in head.__dict__
+    return not (sharded or hooked) and type(model).__name__ != "FullyShardedDataParallel"
+
+
+@contextlib.contextmanager
+def hidden_states_out(model, enabled: bool = True):
+    """Within this context the model's forward returns its final hidden states (post-norm) as
+    `.logits`, and yields the output head (None when not enabled): the forward runs as usual
+    (wrappers' hooks included), only the vocabulary projection is left to the caller."""
+    if not enabled:
+        yield None
+        return
+    head = getattr(model, "module", model).get_output_embeddings()
+    before = head.__dict__.get("forward")  # an instance-level forward someone set (kept)
+    head.forward = _identity  # an instance attribute shadows the class's forward
+    try:
+        yield head
+    finally:
+        if before is None:
+            del head.forward
+        else:
+            head.forward = before
+
+
+def _identity(x):
+    return x
+
+
+class _ChunkedTokenLogps(torch.autograd.Function):
+    """log p(label) per row of `hidden` under the head (weight, bias), `chunk` rows at a time in
+    both passes: at most chunk x vocabulary logits exist at once (fp32), never rows x vocabulary.
+    Matmuls run in `dtype` (the autocast dtype when autocast was on, else the weight's)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk, dtype):
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for s in range(0, hidden.shape[0], chunk):
+                logits = _logits(hidden[s : s + chunk], weight, bias, dtype)
+                picked = logits.gather(1, labels[s : s + chunk, None]).squeeze(1)
+                out[s : s + chunk] = picked - torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(hidden, weight, labels, *(() if bias is None else (bias,)))
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, labels, *rest = ctx.saved_tensors
+        bias = rest[0] if rest else None
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        )
+        grad_b = (
+            torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        )
+        with torch.autocast(hidden.device.type, enabled=False):
+            for s in range(0, hidden.shape[0], ctx.chunk):
+                h, g_out = hidden[s : s + ctx.chunk], grad[s : s + ctx.chunk].float()
+                # d log softmax(z)[y] / dz = onehot(y) - softmax(z)
+                g = torch.softmax(_logits(h, weight, bias, ctx.dtype), dim=1) * -g_out[:, None]
+                g[torch.arange(g.shape[0], device=g.device), labels[s : s + ctx.chunk]] += g_out
+                if need_h:
+                    grad_h[s : s + ctx.chunk] = (g.to(ctx.dtype) @ weight.to(ctx.dtype)).to(
+                        hidden.dtype
+                    )
+                if need_w:
+                    grad_w += (g.to(ctx.dtype).T @ h.to(ctx.dtype)).float()
+                if need_b:
+                    grad_b += g.sum(0)
+        grad_w = grad_w.to(weight.dtype) if need_w else None
+        grad_b = grad_b.to(bias.dtype) if need_b else None
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def _logits(hidden, weight, bias, dtype) -> torch.Tensor:
+    b = None if bias is None else bias.to(dtype)
+    return F.linear(hidden.to(dtype), weight.to(dtype), b).float()
+
+
+def chunked_token_logps(
+    hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """`token_logps(head(hidden), labels)` without ever holding the logits of more than `chunk`
+    positions (hidden: (..., H), labels: (...)); equal in values and gradients (tested)."""
+    device = hidden.device.type
+    dtype = (
+        torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+    )
+    flat = _ChunkedTokenLogps.apply(
+        hidden.reshape(-1, hidden.shape[-1]),
+        head.weight,
+        head.bias,
+        labels.reshape(-1),
+        chunk,
+        dtype,
+    )
+    return flat.view(labels.shape)
+
+
+def _token_logps(out, labels: torch.Tensor, head, chunk: int) -> torch.Tensor:
+    """Token log-probs from a forward's output: `out` holds logits, or hidden states when `head`
+    is given (inside `hidden_states_out`)."""
+    if head is None:
+        return token_logps(out, labels)
+    return chunked_token_logps(out, head, labels, chunk)
+
+
 def _to_lists(values: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scatter per-response-row values (N,) into (B, K) with a validity mask."""
     B = batch["num_responses"].shape[0]
@@ -70,7 +217,7 @@ def _to_lists(values: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Te
     return logp, lengths, mask
 
 
-def naive_response_logps(model, batch: dict):
+def naive_response_logps(model, batch: dict, chunk: int = 0):
     """Reference path: one [prompt + response] row per response."""
     li, plen, rlen = batch["list_index"], batch["prompt_lengths"], batch["response_lengths"]
     rows, labels_mask = [], []
@@ -84,13 +231,14 @@ def naive_response_logps(model, batch: dict):
     ids = pad_sequence(rows, batch_first=True, padding_value=0)
     attn = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
     is_label = pad_sequence(labels_mask, batch_first=True, padding_value=False)
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
-    tok = token_logps(logits, ids[:, 1:])
+    with hidden_states_out(model, chunk > 0) as head:
+        out = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
+    tok = _token_logps(out, ids[:, 1:], head, chunk)
     values = torch.where(is_label[:, 1:], tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)
 
 
-def shared_response_logps(model, batch: dict):
+def shared_response_logps(model, batch: dict, chunk: int = 0):
     """Fast path: the prompt once per list, its KV cache reused by the list's k responses."""
     from transformers import DynamicCache
 
@@ -126,19 +274,20 @@ def shared_response_logps(model, batch: dict):
     past_mask = (torch.arange(Lp, device=device).unsqueeze(0) < (plen[li] - 1).unsqueeze(1)).long()
     attn = torch.cat([past_mask, torch.ones(N, Lr, dtype=torch.long, device=device)], dim=1)
     pos = (plen[li] - 1).unsqueeze(1) + steps.unsqueeze(0)
-    out = model(
-        input_ids=ids,
-        attention_mask=attn,
-        position_ids=pos,
-        use_cache=Lp > 0,
-        **{kwarg: cache if Lp > 0 else None},
-    )
-    tok = token_logps(out.logits, resp)
+    with hidden_states_out(model, chunk > 0) as head:
+        out = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            use_cache=Lp > 0,
+            **{kwarg: cache if Lp > 0 else None},
+        )
+    tok = _token_logps(out.logits, resp, head, chunk)
     values = torch.where(steps.unsqueeze(0) < rlen.unsqueeze(1), tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)
 
 
-def packed_response_logps(model, batch: dict):
+def packed_response_logps(model, batch: dict, chunk: int = 0):
     """Shared prompt without a KV cache: one sequence per list, [prompt, r_1, ..., r_k], with a
     block mask (each response sees the prompt and its own earlier tokens) and position ids that
     restart after the prompt for every response. Each prompt is computed once, as in the cached
@@ -180,13 +329,14 @@ def packed_response_logps(model, batch: dict):
         mask = allowed.unsqueeze(1)
     # logits only from the last prompt token on: earlier prompt positions predict nothing we score
     first = min(plen) - 1
-    logits = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=pos,
-        use_cache=False,
-        logits_to_keep=T - first,
-    ).logits  # (B, T - first, V) for sequence positions first .. T - 1
+    with hidden_states_out(model, chunk > 0) as head:
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=False,
+            logits_to_keep=T - first,
+        ).logits  # (B, T - first, V or H) for sequence positions first .. T - 1
     Lr = resp.shape[1]
     steps = torch.arange(Lr, device=device)
     # response n's token t is predicted at the position of the token before it
@@ -194,8 +344,8 @@ def packed_response_logps(model, batch: dict):
     src[:, 0] = torch.tensor([plen[b] - 1 for b in li], device=device)
     valid = steps.unsqueeze(0) < rlen.unsqueeze(1)
     src = torch.where(valid, src, torch.full_like(src, first)) - first
-    rows = logits[torch.tensor(li, device=device).unsqueeze(1), src]  # (N, Lr, V)
-    tok = token_logps(rows, resp)
+    rows = logits[torch.tensor(li, device=device).unsqueeze(1), src]  # (N, Lr, V or H)
+    tok = _token_logps(rows, resp, head, chunk)
     values = torch.where(valid, tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)
 
@@ -215,21 +365,26 @@ def checkpointing_active(model) -> bool:
     )
 
 
-def response_logps(model, batch: dict, shared_prompt: bool = True, packed: bool = False):
+def response_logps(
+    model, batch: dict, shared_prompt: bool = True, packed: bool = False, chunk: int = 0
+):
     """(logp, lengths, mask), each (B, K): sum of token log-probs, token counts, validity.
 
     shared_prompt=False: the naive path. Otherwise the cached path, or the packed one when asked
     (`packed`) or under activation checkpointing (training only), whose checkpointed layers drop
     the KV cache; where the attention takes no 4D mask (flash-attention) packed is unavailable.
+    chunk > 0: chunked log-probs (the head applied `chunk` positions at a time) where the model
+    allows it (`chunk_supported`), else the full logits.
     """
+    chunk = chunk if chunk > 0 and chunk_supported(model) else 0
     if not shared_prompt:
-        return naive_response_logps(model, batch)
+        return naive_response_logps(model, batch, chunk)
     checkpointed = checkpointing_active(model)
     if (packed or checkpointed) and packed_supported(model):
-        return packed_response_logps(model, batch)
+        return packed_response_logps(model, batch, chunk)
     if checkpointed:
-        return naive_response_logps(model, batch)
-    return shared_response_logps(model, batch)
+        return naive_response_logps(model, batch, chunk)
+    return shared_response_logps(model, batch, chunk)
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -287,6 +442,7 @@ def compute_logps(
     desc: str = "reference log-probs",
     packed: bool = False,
     split: bool = True,
+    chunk: int = DEFAULT_CHUNK,
 ) -> list[list[float]]:
     """Per-list response log-probs of `model` over the whole dataset, in dataset order.
 
@@ -294,7 +450,7 @@ def compute_logps(
     processes each computes every world_size-th batch and the results are gathered. Every process
     runs the same number of forward passes (the last batch repeats where a share is short):
     ZeRO-3 gathers parameters collectively in each forward. split=False: this process's own rows
-    (e.g. its share of a scoring run), computed here alone.
+    (e.g. its share of a scoring run), computed here alone. chunk: as `response_logps`.
     """
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -319,7 +475,7 @@ def compute_logps(
     for step in bar:
         idx = mine[step] if step < len(mine) else batches[-1]
         batch = {k: v.to(device) for k, v in collate([dataset[i] for i in idx]).items()}
-        logp, _, mask = response_logps(model, batch, shared_prompt, packed)
+        logp, _, mask = response_logps(model, batch, shared_prompt, packed, chunk)
         if step < len(mine):
             for j, i in enumerate(idx):
                 results[i] = logp[j][mask[j]].double().tolist()

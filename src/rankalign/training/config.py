@@ -274,6 +274,16 @@ class TrainConfig:
             "checkpointing"
         },
     )
+    logps_chunk_size: int = field(
+        default=1024,
+        metadata={
+            "help": "chunked log-probs: the output head runs on this many positions at a time "
+            "(forward and backward), so the full tokens x vocabulary logits never exist; 0 = "
+            "full logits. Plain-head models (llama, mistral, qwen2/3, gpt2) in single-process runs; "
+            "others use the full logits",
+            "check": ">= 0",
+        },
+    )
     dtype: str = field(
         default="float32",
         metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},

@@ -85,6 +85,7 @@ def train_policy(cfg: TrainConfig, args: TrainingArguments) -> dict:
         loss_kwargs=cfg.loss_kwargs(),
         shared_prompt=cfg.shared_prompt,
         packed_prompt=cfg.packed_prompt,
+        logps_chunk=cfg.logps_chunk_size,
         reference=cfg.reference,
     )
     summary = train_and_save(

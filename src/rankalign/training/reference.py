@@ -68,6 +68,7 @@ def attach_reference(
             args.per_device_eval_batch_size,
             cfg.shared_prompt,
             packed=cfg.packed_prompt,
+            chunk=cfg.logps_chunk_size,
         )
         if zero3:
             ref.destroy()  # removes ZeRO-3's parameter hooks

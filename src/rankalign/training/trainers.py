@@ -81,12 +81,13 @@ class RankTrainer(MetricsTrainer):
         shared_prompt: bool = True,
         packed_prompt: bool = False,
         reference: str = "precompute",
+        logps_chunk: int = 0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.loss_name, self.loss_fn, self.loss_kwargs = loss_name, L.LOSSES[loss_name], loss_kwargs
         self.shared_prompt, self.packed_prompt = shared_prompt, packed_prompt
-        self.reference = reference
+        self.reference, self.logps_chunk = reference, logps_chunk
         self.pair_mode = loss_kwargs.get("pair_mode", "all")
 
     def _get_train_sampler(self, train_dataset=None):
@@ -110,11 +111,12 @@ class RankTrainer(MetricsTrainer):
         return "packed" if self.packed_prompt or checkpointing(self.args) else "cached"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logp, lengths, mask = response_logps(model, inputs, self.shared_prompt, self.packed_prompt)
+        paths = (self.shared_prompt, self.packed_prompt, self.logps_chunk)
+        logp, lengths, mask = response_logps(model, inputs, *paths)
         ref = inputs.get("ref_logp")
         if self.reference == "adapters-off" and self.loss_name in L.NEEDS_REFERENCE:
             with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-                ref = response_logps(model, inputs, self.shared_prompt, self.packed_prompt)[0]
+                ref = response_logps(model, inputs, *paths)[0]
         batch = L.LossInputs(
             logp=logp, lengths=lengths, scores=inputs["scores"], mask=mask, ref_logp=ref
         )

@@ -1,0 +1,115 @@
+"""Chunked log-probs: the output head applied a chunk of positions at a time (forward and
+backward) gives the full-logits numbers, values and gradients, on every scorer path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import build_gpt2, build_llama
+
+from rankalign.logprobs import (
+    chunk_supported,
+    chunked_token_logps,
+    collate_lists,
+    hidden_states_out,
+    response_logps,
+    token_logps,
+)
+from rankalign.tokenization import encode_list
+
+LISTS = [
+    ("the movie was", ["great", "terrible and boring i think", "ok", "the film was terrible"]),
+    ("Human: what is a good movie? Assistant:", ["a great one"]),
+    ("hi", ["hello there, how are you today?", "fine"]),
+]
+PATHS = {"naive": (False, False), "cached": (True, False), "packed": (True, True)}
+
+
+def _batch(tokenizer):
+    enc = [encode_list(tokenizer, p, r, max_length=64, min_response_tokens=4) for p, r in LISTS]
+    return collate_lists(enc, tokenizer.pad_token_id)
+
+
+def _run(model, batch, path, chunk):
+    shared, packed = PATHS[path]
+    model.zero_grad()
+    logp, lengths, mask = response_logps(model, batch, shared, packed, chunk=chunk)
+    (logp[mask] / lengths[mask]).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logp.detach(), grads
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 10_000])  # 3 and 7 divide no length here
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
+def test_chunked_equals_full_logits_values_and_gradients(tokenizer, build, path, chunk):
+    model = build(len(tokenizer))  # eval mode: dropout off; gradients still flow
+    assert chunk_supported(model)
+    batch = _batch(tokenizer)
+    full, full_grads = _run(model, batch, path, chunk=0)
+    chunked, chunked_grads = _run(model, batch, path, chunk=chunk)
+    torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-5)
+    assert set(chunked_grads) == set(full_grads)  # the head's weight (tied in GPT-2) included
+    for name, g in full_grads.items():
+        torch.testing.assert_close(chunked_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_token_logps_equals_log_softmax_gather(bias):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=bias).double()
+    hidden = torch.randn(3, 11, 16, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 11))
+    out = chunked_token_logps(hidden, head, labels, chunk=4)
+    want = token_logps(head(hidden), labels)
+    torch.testing.assert_close(out, want)
+    weights = torch.randn(3, 11, dtype=torch.float64)
+    got = torch.autograd.grad((out * weights).sum(), [hidden, *head.parameters()])
+    expected = torch.autograd.grad((want * weights).sum(), [hidden, *head.parameters()])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_head_is_restored_and_unsupported_models_use_full_logits(tokenizer, monkeypatch):
+    model = build_llama(len(tokenizer))
+    head = model.get_output_embeddings()
+    with pytest.raises(RuntimeError), hidden_states_out(model) as h:
+        assert h is head and "forward" in head.__dict__
+        raise RuntimeError("a failing forward")
+    assert "forward" not in head.__dict__  # the class's forward again
+    batch = _batch(tokenizer)
+    with torch.no_grad():
+        full = response_logps(model, batch)[0]
+        monkeypatch.setattr(model.config, "model_type", "gemma2")  # soft-capped logits
+        assert not chunk_supported(model)
+        fallback = response_logps(model, batch, chunk=4)[0]
+    torch.testing.assert_close(fallback, full, rtol=0, atol=0)
+
+
+def test_a_lora_wrapped_head_is_not_chunked(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from rankalign.training.setup import quiet_peft
+
+    with quiet_peft():
+        model = get_peft_model(
+            build_llama(len(tokenizer)), LoraConfig(r=2, target_modules=["lm_head", "q_proj"])
+        )
+        plain = get_peft_model(
+            build_llama(len(tokenizer)), LoraConfig(r=2, target_modules=["q_proj"])
+        )
+    assert not chunk_supported(model)
+    assert chunk_supported(plain)
+
+
+def test_distributed_wrappers_use_the_full_logits(tokenizer):
+    """DDP / DeepSpeed / FSDP hold the model as `.module`; their gradient hooks expect the head
+    used inside the wrapped forward, so wrapped models are scored with the full logits."""
+
+    class Wrapper(torch.nn.Module):  # the shape of DistributedDataParallel
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    model = build_llama(len(tokenizer))
+    assert chunk_supported(model) and not chunk_supported(Wrapper(model))
