@@ -111,8 +111,14 @@ print("RESULT", json.dumps({"peak_above_weights": peak[0] - base, "step_s": stat
 
 def measure_scoring(model: str, chunk: int, device: str, steps: int) -> dict:
     spec = {"model": model, "chunk": chunk, "device": device, "steps": steps}
+    return json.loads(run_child(SCORING_CHILD, spec, "RESULT"))
+
+
+def run_child(code: str, arg, tag: str) -> str:
+    """Run `code` in a fresh process with `arg` (JSON) as argv[1]; the text after `tag` on the
+    line of its output that starts with it."""
     proc = subprocess.run(
-        [sys.executable, "-c", SCORING_CHILD, json.dumps(spec)],
+        [sys.executable, "-c", code, json.dumps(arg)],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -120,8 +126,8 @@ def measure_scoring(model: str, chunk: int, device: str, steps: int) -> dict:
     )
     if proc.returncode:
         raise SystemExit(proc.stderr[-2000:])
-    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line.split(" ", 1)[1])
+    line = next(line for line in proc.stdout.splitlines() if line.startswith(tag))
+    return line.split(" ", 1)[1]
 
 
 def scoring(args) -> None:
@@ -168,18 +174,7 @@ def measure(model: str, data: str, loss: str, extra: list[str]) -> float:
             "always",
             *extra,
         ]
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, json.dumps(argv)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            cwd=ROOT,
-        )
-        if proc.returncode:
-            raise SystemExit(proc.stderr[-2000:])
-        return float(
-            next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK"))
-        )
+        return float(run_child(CHILD, argv, "PEAK"))
 
 
 def main():

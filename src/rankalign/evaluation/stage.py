@@ -215,13 +215,6 @@ def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
     return r
 
 
-def run(cfg: EvaluateConfig, entries: list[Entry]) -> dict:
-    """All metrics the options ask for, then the report; returns the metrics dict.
-
-    Everything is validated (`prepare`) before the first file is written."""
-    return execute(prepare(cfg, entries))
-
-
 def execute(r: _Run) -> dict:
     """The evaluation proper, on validated inputs: writes into OUT."""
     cfg, entries = r.cfg, r.entries
