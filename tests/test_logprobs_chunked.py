@@ -11,7 +11,7 @@ from rankalign.logprobs import (
     chunk_supported,
     chunked_token_logps,
     collate_lists,
-    hidden_states_out,
+    head_returns_logps,
     response_logps,
     token_logps,
 )
@@ -73,8 +73,9 @@ def test_chunked_token_logps_equals_log_softmax_gather(bias):
 def test_head_is_restored_and_unsupported_models_use_full_logits(tokenizer, monkeypatch):
     model = build_llama(len(tokenizer))
     head = model.get_output_embeddings()
-    with pytest.raises(RuntimeError), hidden_states_out(model) as h:
-        assert h is head and "forward" in head.__dict__
+    labels = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(RuntimeError), head_returns_logps(model, lambda x: x, labels, 2):
+        assert "forward" in head.__dict__
         raise RuntimeError("a failing forward")
     assert "forward" not in head.__dict__  # the class's forward again
     batch = _batch(tokenizer)
@@ -102,14 +103,36 @@ def test_a_lora_wrapped_head_is_not_chunked(tokenizer):
     assert chunk_supported(plain)
 
 
-def test_distributed_wrappers_use_the_full_logits(tokenizer):
-    """DDP / DeepSpeed / FSDP hold the model as `.module`; their gradient hooks expect the head
-    used inside the wrapped forward, so wrapped models are scored with the full logits."""
+def test_a_wrapped_model_runs_the_chunked_head_inside_its_forward(tokenizer):
+    """DDP / DeepSpeed / FSDP hold the model as `.module` and expect every parameter used inside
+    their forward (DDP's gradient hooks; FSDP / ZeRO-3 gather a sharded head only there): the
+    chunked head must run within the wrapper's forward call, with the wrapper's numbers."""
+
+    calls = []
 
     class Wrapper(torch.nn.Module):  # the shape of DistributedDataParallel
         def __init__(self, module):
             super().__init__()
             self.module = module
 
+        def forward(self, *args, **kwargs):
+            head = self.module.get_output_embeddings()
+            calls.append("forward" in head.__dict__)  # swapped before the wrapped forward
+            out = self.module(*args, **kwargs)
+            calls.append(out.logits.dim())  # token log-probs (2-D), not logits (3-D)
+            return out
+
     model = build_llama(len(tokenizer))
-    assert chunk_supported(model) and not chunk_supported(Wrapper(model))
+    wrapped = Wrapper(model)
+    assert chunk_supported(wrapped)
+    batch = _batch(tokenizer)
+    for path in sorted(PATHS):
+        calls.clear()
+        full, full_grads = _run(model, batch, path, chunk=0)
+        chunked, chunked_grads = _run(wrapped, batch, path, chunk=3)
+        assert calls[-2:] == [True, 2], path
+        torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-5)
+        for name, g in full_grads.items():
+            torch.testing.assert_close(
+                chunked_grads["module." + name], g, rtol=1e-4, atol=1e-6, msg=name
+            )

@@ -13,11 +13,13 @@ Three paths give the same numbers (tested to 1e-5 in fp32):
   under activation checkpointing, which drops the KV cache in training passes.
 
 Token log-probs are `gathered label logit - logsumexp(logits)`: no full-vocabulary log_softmax
-copy is made. With `chunk > 0` (chunked log-probs) the full logits are never held at all: the
-model's own forward returns its final hidden states (its output head is switched to the identity
-for that call, so wrappers' hooks still run), and `chunked_token_logps` applies the head to
-`chunk` positions at a time, in the backward pass too (recomputed per chunk): memory grows with
-chunk x vocabulary, not with tokens x vocabulary.
+copy is made. With `chunk > 0` (chunked log-probs) the full logits are never held at all: for
+one forward the model's output head is switched to `chunked_token_logps`, which applies the head
+weight to `chunk` positions at a time, in the backward pass too (recomputed per chunk), and
+returns the token log-probs as the forward's `.logits`. The head still runs inside the model's
+own forward, so wrappers see every parameter used there: DDP's gradient hooks, and FSDP / ZeRO-3,
+which gather a sharded head weight only inside the forward. Memory grows with chunk x vocabulary,
+not with tokens x vocabulary.
 """
 
 from __future__ import annotations
@@ -72,52 +74,51 @@ PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
 
 
 def chunk_supported(model) -> bool:
-    """Can the output head run outside the model's forward, chunk by chunk? A plain Linear head
-    (not LoRA-wrapped, not quantized) of a known model type, whose weight is whole here (not
-    sharded by FSDP or ZeRO-3, which gather it only inside the forward), in a model that no
-    distributed wrapper holds: DDP's and DeepSpeed's gradient hooks expect every parameter used
-    inside the wrapped forward, so multi-process training uses the full logits for now."""
-    if hasattr(model, "module"):  # DistributedDataParallel, DeepSpeedEngine, FSDP
+    """Can the output head be swapped for chunked log-probs? A plain Linear head (not
+    LoRA-wrapped, not quantized) of a model type whose forward computes `lm_head(hidden)` and
+    nothing more, without accelerate hooks on the head (device maps and offloading wrap the
+    head's forward, which the swap would bypass). Distributed wrappers (DDP, DeepSpeed, FSDP)
+    are fine: the swapped head runs inside their forward (`head_returns_logps`)."""
+    inner = getattr(model, "module", model)  # DDP / DeepSpeedEngine / FSDP hold the model here
+    config = getattr(inner, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS:
         return False
-    base = model
-    config = getattr(base, "config", None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if (
-        getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS
-        or type(head) is not torch.nn.Linear
-    ):
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear:
         return False
-    weight = head.weight
-    sharded = (  # FSDP keeps a flat (1-D) shard or an empty view outside the forward
-        weight.dim() != 2 or hasattr(weight, "ds_id") or type(weight).__name__ == "DTensor"
-    )
-    # accelerate's hooks (device maps, offloading) move the head's input inside its forward
-    hooked = hasattr(head, "_hf_hook") or "forward" in head.__dict__
-    return not (sharded or hooked) and type(model).__name__ != "FullyShardedDataParallel"
+    return not (hasattr(head, "_hf_hook") or "forward" in head.__dict__)
 
 
 @contextlib.contextmanager
-def hidden_states_out(model, enabled: bool = True):
-    """Within this context the model's forward returns its final hidden states (post-norm) as
-    `.logits`, and yields the output head (None when not enabled): the forward runs as usual
-    (wrappers' hooks included), only the vocabulary projection is left to the caller."""
-    if not enabled:
-        yield None
-        return
+def head_returns_logps(model, select, labels: torch.Tensor, chunk: int):
+    """Within this context the model's forward returns, as `.logits`, the token log-probs of
+    `labels` at the head-input rows `select(hidden)` (shape of `labels` + (H,)), computed
+    `chunk` positions at a time: the rest of the forward (and every wrapper's hooks, the head's
+    own included) runs as usual; only the vocabulary projection changes."""
     head = getattr(model, "module", model).get_output_embeddings()
-    before = head.__dict__.get("forward")  # an instance-level forward someone set (kept)
-    head.forward = _identity  # an instance attribute shadows the class's forward
+
+    def forward(hidden):  # the head's weight is whole here, even when sharded outside
+        return chunked_token_logps(select(hidden), head, labels, chunk)
+
+    head.forward = forward  # an instance attribute shadows the class's forward
     try:
-        yield head
+        yield
     finally:
-        if before is None:
-            del head.forward
-        else:
-            head.forward = before
+        del head.forward
 
 
 def _identity(x):
     return x
+
+
+def scored_forward(model, select, labels: torch.Tensor, chunk: int, **inputs) -> torch.Tensor:
+    """log p(labels) from one forward of `model(**inputs)`: `select` picks, from what the output
+    head sees (..., H) or the logits it makes (..., V), the rows that predict `labels`. Chunked
+    (inside the forward, `head_returns_logps`) when chunk > 0, else from the full logits."""
+    if chunk > 0:
+        with head_returns_logps(model, select, labels, chunk):
+            return model(**inputs).logits
+    return token_logps(select(model(**inputs).logits), labels)
 
 
 class _ChunkedTokenLogps(torch.autograd.Function):
@@ -193,14 +194,6 @@ def chunked_token_logps(
     return flat.view(labels.shape)
 
 
-def _token_logps(out, labels: torch.Tensor, head, chunk: int) -> torch.Tensor:
-    """Token log-probs from a forward's output: `out` holds logits, or hidden states when `head`
-    is given (inside `hidden_states_out`)."""
-    if head is None:
-        return token_logps(out, labels)
-    return chunked_token_logps(out, head, labels, chunk)
-
-
 def _to_lists(values: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scatter per-response-row values (N,) into (B, K) with a validity mask."""
     B = batch["num_responses"].shape[0]
@@ -231,9 +224,15 @@ def naive_response_logps(model, batch: dict, chunk: int = 0):
     ids = pad_sequence(rows, batch_first=True, padding_value=0)
     attn = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
     is_label = pad_sequence(labels_mask, batch_first=True, padding_value=False)
-    with hidden_states_out(model, chunk > 0) as head:
-        out = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
-    tok = _token_logps(out, ids[:, 1:], head, chunk)
+    tok = scored_forward(
+        model,
+        lambda x: x[:, :-1],
+        ids[:, 1:],
+        chunk,
+        input_ids=ids,
+        attention_mask=attn,
+        use_cache=False,
+    )
     values = torch.where(is_label[:, 1:], tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)
 
@@ -274,15 +273,17 @@ def shared_response_logps(model, batch: dict, chunk: int = 0):
     past_mask = (torch.arange(Lp, device=device).unsqueeze(0) < (plen[li] - 1).unsqueeze(1)).long()
     attn = torch.cat([past_mask, torch.ones(N, Lr, dtype=torch.long, device=device)], dim=1)
     pos = (plen[li] - 1).unsqueeze(1) + steps.unsqueeze(0)
-    with hidden_states_out(model, chunk > 0) as head:
-        out = model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=pos,
-            use_cache=Lp > 0,
-            **{kwarg: cache if Lp > 0 else None},
-        )
-    tok = _token_logps(out.logits, resp, head, chunk)
+    tok = scored_forward(
+        model,
+        _identity,
+        resp,
+        chunk,
+        input_ids=ids,
+        attention_mask=attn,
+        position_ids=pos,
+        use_cache=Lp > 0,
+        **{kwarg: cache if Lp > 0 else None},
+    )
     values = torch.where(steps.unsqueeze(0) < rlen.unsqueeze(1), tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)
 
@@ -329,14 +330,6 @@ def packed_response_logps(model, batch: dict, chunk: int = 0):
         mask = allowed.unsqueeze(1)
     # logits only from the last prompt token on: earlier prompt positions predict nothing we score
     first = min(plen) - 1
-    with hidden_states_out(model, chunk > 0) as head:
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            use_cache=False,
-            logits_to_keep=T - first,
-        ).logits  # (B, T - first, V or H) for sequence positions first .. T - 1
     Lr = resp.shape[1]
     steps = torch.arange(Lr, device=device)
     # response n's token t is predicted at the position of the token before it
@@ -344,8 +337,19 @@ def packed_response_logps(model, batch: dict, chunk: int = 0):
     src[:, 0] = torch.tensor([plen[b] - 1 for b in li], device=device)
     valid = steps.unsqueeze(0) < rlen.unsqueeze(1)
     src = torch.where(valid, src, torch.full_like(src, first)) - first
-    rows = logits[torch.tensor(li, device=device).unsqueeze(1), src]  # (N, Lr, V or H)
-    tok = _token_logps(rows, resp, head, chunk)
+    lists = torch.tensor(li, device=device).unsqueeze(1)
+    # the head's input covers sequence positions first .. T - 1; (N, Lr) rows picked from it
+    tok = scored_forward(
+        model,
+        lambda x: x[lists, src],
+        resp,
+        chunk,
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=pos,
+        use_cache=False,
+        logits_to_keep=T - first,
+    )
     values = torch.where(valid, tok, torch.zeros_like(tok)).sum(-1)
     return _to_lists(values, batch)
 
