@@ -317,17 +317,17 @@ def packed_response_logps(model, batch: dict, chunk: int = 0):
         ids[b, s : s + m] = resp[n, :m]
         pos[b, s : s + m] = torch.arange(plen[b], plen[b] + m, device=device)
         seg[b, s : s + m] = n + 1
-    q, k = seg.unsqueeze(2), seg.unsqueeze(1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-    allowed = causal & (k >= 0) & ((k == 0) | (k == q))
-    allowed |= torch.eye(T, dtype=torch.bool, device=device)  # pads see themselves: no empty row
     impl = getattr(getattr(model, "module", model).config, "_attn_implementation", "sdpa")
-    if impl == "eager":  # eager adds the mask to the scores
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(B, 1, T, T, dtype=dtype, device=device)
-        mask = mask.masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
-    else:  # sdpa: True = attend
-        mask = allowed.unsqueeze(1)
+    if impl == "flex_attention":  # a block mask: the kernel skips the fully masked blocks
+        mask = packed_block_mask(seg)
+    else:
+        allowed = packed_visible(seg)
+        if impl == "eager":  # eager adds the mask to the scores
+            dtype = next(model.parameters()).dtype
+            mask = torch.zeros(B, 1, T, T, dtype=dtype, device=device)
+            mask = mask.masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+        else:  # sdpa: True = attend
+            mask = allowed.unsqueeze(1)
     # logits only from the last prompt token on: earlier prompt positions predict nothing we score
     first = min(plen) - 1
     Lr = resp.shape[1]
@@ -354,8 +354,41 @@ def packed_response_logps(model, batch: dict, chunk: int = 0):
     return _to_lists(values, batch)
 
 
+def packed_visible(seg: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) query-key visibility of the packed layout, from each position's segment
+    (-1 pad, 0 prompt, n + 1 response n): causal, and a key is visible when it is the prompt or
+    the query's own response; pads see themselves (no empty row, no NaN)."""
+    T = seg.shape[1]
+    q, k = seg.unsqueeze(2), seg.unsqueeze(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
+    allowed = causal & (k >= 0) & ((k == 0) | (k == q))
+    return allowed | torch.eye(T, dtype=torch.bool, device=seg.device)
+
+
+def packed_block_mask(seg: torch.Tensor):
+    """`packed_visible` as FlexAttention's block mask (the same rule per query-key pair, tested
+    equal). Blocks that are wholly masked (one response's keys for another's queries) are
+    skipped by the kernel instead of computed and discarded, as the dense 4D mask must."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def visible(b, h, q, kv):
+        key = seg[b, kv]
+        same = (key == 0) | (key == seg[b, q])
+        return ((kv <= q) & (key >= 0) & same) | (q == kv)
+
+    B, T = seg.shape
+    return create_block_mask(visible, B, None, T, T, device=seg.device)
+
+
 def packed_supported(model) -> bool:
-    impl = getattr(getattr(model, "module", model).config, "_attn_implementation", None)
+    """Does the attention take the packed layout's mask? sdpa and eager a dense 4D one;
+    FlexAttention a block mask, on a GPU only: torch has no CPU backward for it, and its
+    compiled CPU forward (torch 2.13) is wrong for some rows of a batch when transformers'
+    score_mod is present (checked against sdpa: one list of three off by ~1.6)."""
+    inner = getattr(model, "module", model)
+    impl = getattr(inner.config, "_attn_implementation", None)
+    if impl == "flex_attention":
+        return next(inner.parameters()).device.type == "cuda"
     return impl in ("sdpa", "eager")
 
 

@@ -276,16 +276,20 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     device: str | None = None,
+    attn_implementation: str | None = None,
 ):
     from transformers import AutoModelForCausalLM
 
     check_weights_format(path, allow_pickle)
+    # None leaves the choice to transformers (passing the keyword as None is not the same)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=torch_dtype(dtype),
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
+            **extra,
         )
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: weights that do not fit
         # the config (sizes, a nonsensical dimension)

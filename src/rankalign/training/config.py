@@ -20,6 +20,8 @@ from rankalign.losses import MARGIN_MODES, PAIR_MODES
 
 REWARD_MODEL_LOSSES = ("bt-reward", "preference")
 ALL_LOSSES = (*L.LOSSES, *REWARD_MODEL_LOSSES)
+# None: transformers' default for the model (sdpa where it is supported)
+ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flex_attention", "flash_attention_2")
 
 # Loss hyperparameters: option name -> the loss function's keyword. None (the option's default)
 # means "the loss function's own default" (losses.py).
@@ -279,14 +281,22 @@ class TrainConfig:
         metadata={
             "help": "chunked log-probs: the output head runs on this many positions at a time "
             "(forward and backward), so the full tokens x vocabulary logits never exist; 0 = "
-            "full logits. Plain-head models (llama, mistral, qwen2/3, gpt2) in single-process runs; "
-            "others use the full logits",
+            "full logits. Plain-head models (llama, mistral, qwen2/3, gpt2), DDP/FSDP/ZeRO "
+            "included; others (or a LoRA-wrapped head) use the full logits",
             "check": ">= 0",
         },
     )
     dtype: str = field(
         default="float32",
         metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "attention kernel: eager | sdpa | flex_attention | flash_attention_2 "
+            "(default: transformers' choice, sdpa). flex_attention runs the packed scorer's "
+            "block mask as a fused kernel, GPU only (torch has no CPU backward for it)"
+        },
     )
     use_lora: bool = False
     lora_r: int = field(default=16, metadata={"help": "LoRA rank", "check": ">= 1"})
@@ -335,6 +345,11 @@ class TrainConfig:
             raise ValueError("margin, center_rewards_coefficient and format are bt-reward options")
         elif self.loss == "bt-reward" and (self.template or self.orders != "random"):
             raise ValueError("template and orders are preference-model options")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            shown = ", ".join(a for a in ATTN_IMPLEMENTATIONS if a)
+            raise ValueError(f"attn_implementation must be one of {shown}")
+        if self.attn_implementation == "flex_attention" and not torch.cuda.is_available():
+            raise ValueError("attn_implementation flex_attention trains only on a GPU")
         if self.reference not in ("precompute", "adapters-off"):
             raise ValueError(
                 f"reference must be precompute or adapters-off, got '{self.reference}'"

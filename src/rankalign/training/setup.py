@@ -25,6 +25,7 @@ def load_options(cfg) -> dict:
         "dtype": cfg.dtype,
         "trust_remote_code": cfg.trust_remote_code,
         "allow_pickle": cfg.allow_pickle,
+        "attn_implementation": cfg.attn_implementation,
     }
 
 
