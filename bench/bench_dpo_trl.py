@@ -29,6 +29,7 @@ whole wall time is printed too. rankalign's final model save is skipped in the c
     python bench/bench_dpo_trl.py                 # embedded SmolLM2-135M, 24 pairs, batch 4
     python bench/bench_dpo_trl.py --tiny          # random tiny Llama, a few seconds
     python bench/bench_dpo_trl.py --model PATH --bf16
+    python bench/bench_dpo_trl.py --shape smollm2-1.7b --bf16   # random weights, real shape
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import append_record, machine_info
+from common import SHAPES, append_record, llama_config, machine_info
 
 ROOT = Path(__file__).parents[1]
 DEFAULT_DATA = ROOT / "examples" / "data" / "preferences_train.jsonl"
@@ -89,11 +90,13 @@ def make_pairs(path: str, n: int) -> list[dict]:
     return rows
 
 
-def build_tiny(folder: Path, texts: list[str]) -> None:
-    """A random tiny Llama + a byte-level BPE tokenizer (adds BOS), as tests/conftest.py builds."""
+def build_random(folder: Path, texts: list[str], shape: str) -> None:
+    """A random Llama of one of common.SHAPES + a byte-level BPE tokenizer trained on `texts`
+    (adds BOS), as tests/conftest.py builds: the tokenizer uses the first 400 ids of the shape's
+    vocabulary, the model computes over all of it (the compute and memory of the real shape)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -115,19 +118,7 @@ def build_tiny(folder: Path, texts: list[str]) -> None:
         unk_token="<unk>",
     )
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
+    cfg = llama_config(shape, vocab_size=max(SHAPES[shape]["vocab_size"], len(fast)))
     LlamaForCausalLM(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
 
@@ -309,6 +300,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2", help="reference model (policy = perturbed copy)")
     ap.add_argument("--tiny", action="store_true", help="a random tiny Llama instead (fast check)")
+    ap.add_argument(
+        "--shape", choices=sorted(SHAPES), help="a random Llama of this shape instead (GPU check)"
+    )
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="ranked-list or pairwise JSONL")
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--batch_size", type=int, default=4, help="pairs per device batch")
@@ -340,11 +334,12 @@ def main():
     pairs = make_pairs(args.data, args.pairs)
     with tempfile.TemporaryDirectory(prefix="bench-dpo-trl-") as tmp:
         work = Path(tmp)
-        if args.tiny:
-            ref = work / "tiny-ref"
+        shape = "tiny" if args.tiny else args.shape
+        if shape:
+            ref = work / "random-ref"
             texts = [r[k] for r in pairs for k in ("prompt", "chosen", "rejected")]
-            build_tiny(ref, texts)
-            ref, model_name = str(ref), "tiny-random-llama"
+            build_random(ref, texts, shape)
+            ref, model_name = str(ref), f"random-llama-{shape}"
         else:
             ref, model_name = resolve_model(args.model), args.model
         policy = work / "policy"

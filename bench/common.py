@@ -35,3 +35,54 @@ def append_record(path: str | os.PathLike, bench: str, record: dict) -> None:
             json.dumps({"bench": bench, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
             + "\n"
         )
+
+
+# Model shapes for random-initialised benchmarks (Llama architecture; SmolLM2 is a Llama). The
+# sizes are the released configs'; the weights are random, so no download is needed.
+SHAPES = {
+    "smollm2-1.7b": {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+        "rope_theta": 130000.0,
+    },
+    "llama3-8b": {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
+        "rope_theta": 500000.0,
+    },
+    # the CPU fallback's stand-in: the same code paths in seconds
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1024,
+        "tie_word_embeddings": False,
+        "rope_theta": 10000.0,
+    },
+}
+
+
+def llama_config(shape: str, **overrides):
+    """A LlamaConfig of one of SHAPES (pad 0, BOS 1, EOS 2, as the tests' tokenizers)."""
+    from transformers import LlamaConfig
+
+    fields = {
+        **SHAPES[shape],
+        "max_position_embeddings": 4096,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
+    return LlamaConfig(**{**fields, **overrides})
