@@ -82,10 +82,10 @@ SCORERS = {
 }
 
 
-def step(model, opt, batch, scores, scorer: str, device: str) -> float:
+def step(model, opt, batch, scores, scorer: str, device: str, chunk: int = 0) -> float:
     _sync(device)
     t = time.perf_counter()
-    logp, lengths, mask = SCORERS[scorer](model, batch)
+    logp, lengths, mask = SCORERS[scorer](model, batch, chunk)
     loss, _ = L.rrhf(L.LossInputs(logp, lengths, scores, mask))
     loss.backward()
     opt.step()
@@ -104,6 +104,13 @@ def main():
     ap.add_argument("--prompt_len", type=int, default=160)
     ap.add_argument("--resp_len", type=int, default=80)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per scorer (after 1 warm-up)")
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        default=0,
+        help="also time the shared scorer with chunked log-probs (positions per chunk), "
+        "alternating with the others; 0: full logits only",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "scorer.jsonl"))
     args = ap.parse_args()
 
@@ -131,16 +138,20 @@ def main():
             "shared": prompt_tokens + resp_tokens,
             "packed": prompt_tokens + resp_tokens,
         }
-        times = {name: [] for name in SCORERS}
+        variants = {name: (name, 0) for name in SCORERS}
+        if args.chunk:  # the training default: shared prompt, chunked log-probs
+            variants["shared_chunked"] = ("shared", args.chunk)
+            processed["shared_chunked"] = processed["shared"]
+        times = {name: [] for name in variants}
         for s in range(args.steps + 1):  # alternate, so both scorers see the same load
-            for name in SCORERS:
-                dt = step(model, opt, batch, scores, name, args.device)
+            for name, (scorer, chunk) in variants.items():
+                dt = step(model, opt, batch, scores, scorer, args.device, chunk)
                 if s > 0:
                     times[name].append(dt)
         med = {n: statistics.median(v) for n, v in times.items()}
         useful = 6 * n_params * (prompt_tokens + resp_tokens)
         row = {"k": k, "response_tokens": resp_tokens, "prompt_tokens": prompt_tokens}
-        for n in SCORERS:
+        for n in variants:
             row[f"{n}_s_per_step"] = med[n]
             row[f"{n}_resp_tok_per_s"] = resp_tokens / med[n]
             row[f"{n}_mfu_all_tokens"] = 6 * n_params * processed[n] / med[n] / peak
@@ -156,6 +167,14 @@ def main():
             f"{row['packed_mfu_useful']:.0%} (all tokens: naive {row['naive_mfu_all_tokens']:.0%})",
             flush=True,
         )
+        if args.chunk:
+            row["chunked_time_ratio"] = med["shared_chunked"] / med["shared"]
+            print(
+                f"      shared+chunked({args.chunk}) {row['shared_chunked_resp_tok_per_s']:.0f} "
+                f"resp tok/s, time x{row['chunked_time_ratio']:.2f} of shared; useful-work MFU "
+                f"{row['shared_chunked_mfu_useful']:.0%}",
+                flush=True,
+            )
     record = {
         "args": vars(args),
         "machine": machine_info(args.device),
