@@ -204,3 +204,27 @@ def test_undefined_metrics_print_as_n_a(monkeypatch, capsys):
     table = summary_table({"models": {"base": model, "rrhf": {"mean_reward": 0.25}}})
     assert "| base | n/a (n/a, n/a) | n/a | n/a |" in table
     assert "| rrhf | +0.250 (n/a, n/a) | n/a | n/a |" in table
+
+
+def test_summary_lines_start_at_the_base_policy():
+    from rankalign.workflows.loop import summary_lines
+
+    held = {"mean_reward": 0.2508, "ci_low": 0.03, "ci_high": 0.42}
+    lines = summary_lines(
+        {
+            "initial_heldout": {"mean_reward": 0.088, "ci_low": -0.1, "ci_high": 0.27},
+            "iterations": [
+                {
+                    "iteration": 1,
+                    "mean_reward": 0.2,
+                    "max_reward": 0.5,
+                    "dropped_ties": 0,
+                    "heldout": held,
+                    "heldout_reward": 0.2508,
+                }
+            ],
+        }
+    )
+    assert lines[0] == "iteration 0 (base policy): held-out +0.088 [-0.100, +0.270]"
+    assert "held-out +0.251 [+0.030, +0.420]" in lines[1]
+    assert lines[-1].startswith("held-out change over the base policy: +0.163")

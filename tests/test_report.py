@@ -226,7 +226,12 @@ def test_plots_show_the_named_curves(report):
             "Reward margin",
             "reward_margin",
         ],
-        "loop.png": ["mean_reward", "max_reward", "heldout_reward", "pairs_dropped"],
+        "loop.png": [
+            "sample reward: mean",
+            "sample reward: mean of each prompt's best",
+            "heldout_reward",
+            "pairs_dropped",
+        ],
     }
     for file, names in expected.items():
         curves = _png_curves(out / file)
@@ -373,3 +378,93 @@ def test_loop_metrics_as_folders_or_a_list(tmp_path):
     assert read_loop_metrics(str(tmp_path / "b.json")) == [
         {"mean_reward": 1, "sample.max": 2, "iteration": 0}
     ]
+
+
+# ----------------------------------------------------------------------------- loop plot data
+
+
+def _loop_its() -> list[dict]:
+    """A loop run as `read_loop_metrics` returns it: iteration 0 is the base policy."""
+    its = [
+        {
+            "iteration": 0,
+            "heldout.mean_reward": 0.088,
+            "heldout.ci_low": -0.1,
+            "heldout.ci_high": 0.27,
+        }
+    ]
+    for t, (mean, held) in enumerate([(0.20, 0.2325), (0.25, 0.2508)], start=1):
+        its.append(
+            {
+                "iteration": t,
+                "mean_reward": mean,
+                "max_reward": mean + 0.3,
+                "prompts": 3,
+                "dropped_too_few": 0,
+                "heldout.mean_reward": held,
+                "heldout.ci_low": 0.03,
+                "heldout.ci_high": 0.42,
+                "heldout.n": 6,
+                "heldout_reward": held,
+                "heldout_reward_before": 0.088,
+            }
+        )
+    return its
+
+
+def test_loop_panels_show_iteration_0_with_error_bars_on_one_scale():
+    from rankalign.report import loop_panels
+
+    panels = {p["key"]: p for p in loop_panels(_loop_its())}
+    # constant counts, interval bounds and copies of a plotted value are not panels
+    assert set(panels) == {"heldout.mean_reward", "mean_reward", "max_reward"}
+    held = panels["heldout.mean_reward"]
+    assert held["x"] == [0, 1, 2] and held["y"] == [0.088, 0.2325, 0.2508]
+    below, above = held["yerr"]
+    assert below[1] == pytest.approx(0.2325 - 0.03) and above[2] == pytest.approx(0.42 - 0.2508)
+    # every reward panel on one y-range that holds every interval
+    assert len({p["ylim"] for p in panels.values()}) == 1
+    low, high = held["ylim"]
+    assert low < -0.1 and high > 0.55
+
+
+def test_loop_metrics_read_iteration_0_and_the_report_header(tmp_path):
+    from rankalign.report import build_blocks
+
+    run = tmp_path / "loop"
+    (run / "iter-1").mkdir(parents=True)
+    (run / "iter-0-heldout.json").write_text(
+        json.dumps({"mean_reward": 0.1, "ci_low": 0.0, "ci_high": 0.2})
+    )
+    (run / "iter-1" / "metrics.json").write_text(
+        json.dumps(
+            {"mean_reward": 0.3, "heldout": {"mean_reward": 0.2, "ci_low": 0.1, "ci_high": 0.3}}
+        )
+    )
+    its = read_loop_metrics(str(run))
+    assert [it["iteration"] for it in its] == [0, 1]
+    assert its[0]["heldout.mean_reward"] == 0.1 and its[0]["heldout.ci_high"] == 0.2
+    # nothing was generated: no prompts / generation header
+    blocks = build_blocks(
+        {
+            "config": {"prompts": None, "reward": [], "max_new_tokens": 128},
+            "num_prompts": 0,
+            "loop": {"iterations": its},
+        },
+        {},
+    )
+    text = " ".join(b.get("text", "") for b in blocks)
+    assert "Prompts" not in text and "new tokens" not in text and "None" not in text
+
+
+def test_two_runs_named_model_get_distinct_labels():
+    from rankalign.evaluation.logs import run_labels
+
+    assert run_labels(["runs/a/model", "runs/b/model/", "x/rrhf"]) == ["a/model", "b/model", "rrhf"]
+    assert run_labels(["r/rrhf", "r/rrhf"]) == ["rrhf", "rrhf'"]
+
+
+def test_html_report_hides_the_image_check(report):
+    out, _ = report
+    page = (out / "report.html").read_text()
+    assert "<p class='footer' hidden>images loaded" in page

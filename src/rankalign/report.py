@@ -171,26 +171,113 @@ def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
     return save_figure(fig, path, "Training curves")
 
 
+LOOP_REWARD_KEYS = ("heldout.mean_reward", "mean_reward", "max_reward")
+LOOP_TITLES = {
+    "heldout.mean_reward": "held-out reward (greedy, 95% CI)",
+    "mean_reward": "sample reward: mean",
+    "max_reward": "sample reward: mean of each prompt's best",
+    "std_reward": "sample reward: std",
+}
+
+
+def flatten_metrics(d: dict, prefix: str = "") -> dict:
+    """Nested metric dicts as one level, `a.b` keys (`heldout.mean_reward`)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_metrics(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def loop_panels(iterations: list[dict]) -> list[dict]:
+    """The data `plot_loop` draws, one dict per panel: `title`, `key`, `x`, `y`, `yerr` (None or
+    [below, above] lists from the `ci_low`/`ci_high` beside the key) and `ylim` (shared by
+    every reward panel, so one scale compares them, error bars included; None elsewhere).
+
+    `iterations` are flat per-iteration dicts (`flatten_metrics`), iteration 0 (the base
+    policy's held-out reward) included when the run has it. Left out: interval bounds (drawn as
+    error bars), copies of a plotted value (`heldout_reward`, `heldout_reward_before`) and series
+    that never change (counts that stay constant say nothing per iteration)."""
+    its = [flatten_metrics(it) for it in iterations]
+    if any("heldout.mean_reward" in it for it in its):
+        its = [
+            {k: v for k, v in it.items() if k not in ("heldout_reward", "heldout_reward_before")}
+            for it in its
+        ]
+    keys = [
+        k
+        for k in _numeric_keys(its)
+        if not k.endswith(("ci_low", "ci_high")) and k not in ("heldout.n", "heldout.std")
+    ]
+    keys.sort(key=lambda k: LOOP_REWARD_KEYS.index(k) if k in LOOP_REWARD_KEYS else 99)
+    panels = []
+    for key in keys:
+        pts = [(it.get("iteration", i), it) for i, it in enumerate(its) if _finite(it.get(key))]
+        ys = [it[key] for _, it in pts]
+        if len(set(ys)) < 2 and len(ys) > 1 or not ys:
+            continue
+        prefix = key[: -len("mean_reward")] if key.endswith("mean_reward") else None
+        yerr = None
+        if prefix is not None and any(_finite(it.get(prefix + "ci_low")) for _, it in pts):
+            yerr = [
+                [
+                    it[key] - it[prefix + "ci_low"] if _finite(it.get(prefix + "ci_low")) else 0.0
+                    for _, it in pts
+                ],
+                [
+                    it[prefix + "ci_high"] - it[key] if _finite(it.get(prefix + "ci_high")) else 0.0
+                    for _, it in pts
+                ],
+            ]
+        panels.append(
+            {
+                "key": key,
+                "title": LOOP_TITLES.get(key, key),
+                "x": [x for x, _ in pts],
+                "y": ys,
+                "yerr": yerr,
+                "ylim": None,
+            }
+        )
+    rewards = [p for p in panels if p["key"] in LOOP_REWARD_KEYS]
+    if rewards:
+        lows = [
+            y - (p["yerr"][0][i] if p["yerr"] else 0) for p in rewards for i, y in enumerate(p["y"])
+        ]
+        highs = [
+            y + (p["yerr"][1][i] if p["yerr"] else 0) for p in rewards for i, y in enumerate(p["y"])
+        ]
+        pad = 0.05 * ((max(highs) - min(lows)) or 1.0)
+        for p in rewards:
+            p["ylim"] = (min(lows) - pad, max(highs) + pad)
+    return panels
+
+
 def plot_loop(iterations: list[dict], path: Path) -> list[str]:
-    """One small panel per numeric key of the per-iteration metrics."""
+    """One small panel per varying per-iteration metric (`loop_panels`): intervals as error
+    bars, the reward panels on one y-range, iteration 0 = the base policy."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    keys = _numeric_keys(iterations)
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    xs = [it.get("iteration", i) for i, it in enumerate(iterations)]
-    for ax, key in zip(axes.flat, keys):
-        points = [(x, it[key]) for x, it in zip(xs, iterations) if _finite(it.get(key))]
-        ax.plot(*zip(*points), marker="o", label=key)
+    panels = loop_panels(iterations)
+    cols = max(1, min(3, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    # constrained layout keeps the figure title clear of the panels' titles
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4 * cols, 3 * rows + 0.4), squeeze=False, layout="constrained"
+    )
+    for ax, p in zip(axes.flat, panels):
+        ax.errorbar(p["x"], p["y"], yerr=p["yerr"], marker="o", capsize=4, label=p["title"])
+        if p["ylim"]:
+            ax.set_ylim(*p["ylim"])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("iteration")
-        ax.set_title(key)
-    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_xlabel("iteration (0 = base policy)" if 0 in p["x"] else "iteration")
+        ax.set_title(p["title"], fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("Per-iteration metrics")
-    fig.tight_layout()
     return save_figure(fig, path, "Per-iteration metrics")
 
 
@@ -276,15 +363,19 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
     """The report's content, in order; sections without data are left out."""
     b: list[dict] = [_heading("rankalign evaluation report", 1)]
     cfg = metrics.get("config", {})
-    if cfg:
-        b.append(
-            _text(
-                f"Prompts: `{cfg.get('prompts')}` ({metrics.get('num_prompts', '?')} prompts); "
-                f"reward: `{' + '.join(cfg.get('reward') or []) or '-'}`; generation: {cfg.get('strategy', 'greedy')}, "
-                f"{cfg.get('max_new_tokens')} new tokens."
-            )
-        )
     models = metrics.get("models") or {}
+    header = []  # only what this evaluation used: a --loop_run alone has no prompts
+    if cfg.get("prompts"):
+        header.append(f"Prompts: `{cfg['prompts']}` ({metrics.get('num_prompts', '?')} prompts)")
+    if cfg.get("reward"):
+        header.append(f"reward: `{' + '.join(map(str, cfg['reward']))}`")
+    if any(m.get("kind") == "model" for m in models.values()):
+        header.append(
+            f"generation: {cfg.get('strategy', 'greedy')}, {cfg.get('max_new_tokens')} new tokens"
+        )
+    if header:
+        header[0] = header[0][0].upper() + header[0][1:]
+        b.append(_text("; ".join(header) + "."))
     if models:
         explain = (
             "reward: mean over prompts with a 95% percentile-bootstrap interval "
@@ -557,7 +648,8 @@ def render_html(blocks: list[dict]) -> str:
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body>\n"
         + "\n".join(body)
-        + "\n<p class='footer'>images loaded: <span id='images-loaded'>?</span></p>"
+        # hidden: for headless-browser checks (--dump-dom), not for readers
+        + "\n<p class='footer' hidden>images loaded: <span id='images-loaded'>?</span></p>"
         + f"\n<script>{IMAGE_CHECK_JS}</script>\n</body></html>\n"
     )
 
@@ -584,7 +676,7 @@ def make_plots(metrics: dict, out_dir: str | os.PathLike) -> dict[str, list[str]
         jobs.append(("reward_length.png", plot_reward_length, metrics["reward_length"]))
     if metrics.get("training"):
         jobs.append(("training.png", plot_training, metrics["training"]))
-    if metrics.get("loop") and _numeric_keys(metrics["loop"]["iterations"]):
+    if metrics.get("loop") and loop_panels(metrics["loop"]["iterations"]):
         jobs.append(("loop.png", plot_loop, metrics["loop"]["iterations"]))
     from tqdm.auto import tqdm
 

@@ -56,7 +56,7 @@ from rankalign.evaluation.entries import (
     safe_name,
 )
 from rankalign.evaluation.generate import Generator, cached_generate
-from rankalign.evaluation.logs import read_loop_metrics, read_training_log
+from rankalign.evaluation.logs import read_loop_metrics, read_training_log, run_labels
 from rankalign.evaluation.reward_models import evaluate_reward_model, print_rm_summary
 from rankalign.evaluation.scoring import RewardSet, load_lm, perplexity, policy_scores
 from rankalign.metrics import (
@@ -187,10 +187,7 @@ def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
         if not cfg.reward and not all(row.get("scores") is not None for row in train_rows):
             raise UserError("training file has no scores (and no --reward to score it)", file=path)
         r.train_rows[path] = train_rows
-    for run_dir in cfg.train_runs:
-        name = Path(run_dir.rstrip("/")).name
-        while name in r.train_logs:
-            name += "'"
+    for name, run_dir in zip(run_labels(cfg.train_runs), cfg.train_runs):
         r.train_logs[name] = read_training_log(run_dir)
     if cfg.loop_run:
         r.loop_iterations = read_loop_metrics(cfg.loop_run)

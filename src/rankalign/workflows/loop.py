@@ -390,7 +390,8 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
     return prompts, pi0
 
 
-def run(cfg: LoopConfig) -> list[dict]:
+def run(cfg: LoopConfig) -> dict:
+    """Run (or resume) the loop; returns the summary written to OUT/metrics.json."""
     prompts, pi0 = validate(cfg)  # validate, then write
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -457,24 +458,23 @@ def run(cfg: LoopConfig) -> list[dict]:
         "reference_model": pi0,
     }
     write_json(out / "metrics.json", summary)
-    plot_iterations(all_metrics, out / "loop.png")
-    return all_metrics
+    plot_iterations(all_metrics, out / "loop.png", initial if cfg.heldout else None)
+    return summary
 
 
-def plot_iterations(metrics: list[dict], path: Path) -> None:
+def plot_iterations(metrics: list[dict], path: Path, initial: dict | None = None) -> None:
+    """loop.png: the per-iteration metrics, with iteration 0 (the base policy's held-out reward,
+    `initial`) first, so the plot shows the change the loop made (`report.loop_panels`)."""
     try:
         from rankalign.report import plot_loop
     except ImportError:
         return
-    keys = (
-        "mean_reward",
-        "max_reward",
-        "std_reward",
-        "heldout_reward",
-        "mean_response_chars",
-        "dropped_ties",
-    )
-    plot_loop([{k: m[k] for k in ("iteration", *keys) if k in m} for m in metrics], path)
+    plot_loop(with_initial(metrics, initial), path)
+
+
+def with_initial(metrics: list[dict], initial: dict | None) -> list[dict]:
+    """The per-iteration metrics preceded by iteration 0 when the base policy was evaluated."""
+    return ([{"iteration": 0, "heldout": initial}] if initial else []) + list(metrics)
 
 
 def loop_config(config=None, *, argv: tuple | list = (), **options) -> LoopConfig:
@@ -487,17 +487,52 @@ def loop(config=None, *, argv: tuple | list = (), **options) -> api.Result:
     """Online iterative alignment (sample -> score -> train, `iterations` times) in `out`;
     resumes a killed run. `result.metrics["iterations"]`: one dict per iteration."""
     cfg = loop_config(config, argv=argv, **options)
-    metrics = run(cfg)
-    return api.Result("loop", Path(cfg.out), {"iterations": metrics}, cfg)
+    summary = run(cfg)
+    return api.Result(
+        "loop",
+        Path(cfg.out),
+        {"iterations": summary["iterations"], "initial_heldout": summary["initial_heldout"]},
+        cfg,
+    )
+
+
+def _interval(m: dict) -> str:
+    return (
+        f"{number(m.get('mean_reward'), '+.3f')} "
+        f"[{number(m.get('ci_low'), '+.3f')}, {number(m.get('ci_high'), '+.3f')}]"
+    )
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The console summary: the base policy's held-out reward (iteration 0) first, then each
+    iteration's, all with their 95% intervals, so a change can be read against its noise."""
+    lines = []
+    if metrics.get("initial_heldout"):
+        lines.append(f"iteration 0 (base policy): held-out {_interval(metrics['initial_heldout'])}")
+    for m in metrics["iterations"]:
+        line = (
+            f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
+            f"best per prompt {number(m['max_reward'], '+.3f')}"
+        )
+        if m.get("heldout"):
+            line += f"; held-out {_interval(m['heldout'])}"
+        lines.append(line + f"; dropped ties {m['dropped_ties']}")
+    if metrics.get("initial_heldout") and metrics["iterations"]:
+        last = metrics["iterations"][-1].get("heldout") or {}
+        base = metrics["initial_heldout"].get("mean_reward")
+        if _finite(last.get("mean_reward")) and _finite(base):
+            lines.append(
+                f"held-out change over the base policy: {last['mean_reward'] - base:+.3f} "
+                "(compare the intervals above)"
+            )
+    return lines
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def print_summary(result: api.Result) -> None:
-    for m in result.metrics["iterations"]:
-        line = (
-            f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
-            f"max {number(m['max_reward'], '+.3f')}"
-        )
-        if "heldout_reward" in m:
-            line += f"; held-out {number(m['heldout_reward'], '+.3f')}"
-        print(line + f"; dropped ties {m['dropped_ties']}")
+    for line in summary_lines(result.metrics):
+        print(line)
     print(f"run: {result.output}  (plot: {result.output / 'loop.png'})")
