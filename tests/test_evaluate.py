@@ -658,3 +658,27 @@ def test_example_config_on_the_embedded_model(tmp_path, monkeypatch):
     assert set(metrics["models"]) == {"tiny", "base"}
     assert all(math.isfinite(m["perplexity"]) for m in metrics["models"].values())
     assert {"reward.png", "best_of_n.png"} <= set(metrics["plots"])
+
+
+def test_empty_responses_are_warned_about_with_the_template_mode(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    from rankalign.evaluation.config import EvaluateConfig
+    from rankalign.evaluation.entries import Entry
+    from rankalign.evaluation.stage import empty_note, print_summary
+    from rankalign.report import model_table
+
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_model_dir, trained)
+    (trained / "rankalign_config.yaml").write_text("rankalign:\n  chat_template: always\n")
+    entry = Entry("rrhf", str(trained), "model", str(trained))
+    cfg = EvaluateConfig(out=str(tmp_path / "e"), chat_template="never")
+    note = empty_note(entry, 1, 6, cfg)
+    assert note.startswith("rrhf: 1 of 6 responses are empty")
+    assert "chat_template never, but the model was trained with always" in note
+    assert "trained with" not in empty_note(entry, 1, 6, EvaluateConfig(out=str(tmp_path / "e")))
+    models = {"rrhf": {"mean_reward": 0.0, "empty_responses": 1}}
+    print_summary({"models": models, "notes": [note]}, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {note}"]
+    assert model_table(models)["header"][-1] == "empty responses"

@@ -349,6 +349,8 @@ def model_table(models: dict[str, dict]) -> dict:
         ("rougeL", "ROUGE-L"),
     ]
     cols = [(k, h) for k, h in optional if any(_finite(m.get(k)) for m in models.values())]
+    if any(m.get("empty_responses") for m in models.values()):  # a format mismatch shows here
+        cols.append(("empty_responses", "empty responses"))
     header = ["model", "n", "reward", "95% CI", "std"] + [h for _, h in cols]
     rows = []
     for name, m in models.items():

@@ -16,6 +16,7 @@ from rankalign.data import (
 from rankalign.evaluation.config import EvaluateConfig
 from rankalign.evaluation.entries import Entry
 from rankalign.models import default_device
+from rankalign.tokenization import resolve_chat_template
 
 
 class Generator:
@@ -98,7 +99,7 @@ class Generator:
             "stop": c.stop,
             "seed": c.seed,
             "max_prompt_length": c.max_prompt_length,
-            "chat_template": c.chat_template,
+            "chat_template": resolve_chat_template(c.chat_template, self.entry.path),
             "dtype": c.dtype,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
