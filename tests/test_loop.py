@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rankalign.cli import main
-from rankalign.workflows.loop import LoopConfig, build_training_rows, rso_pair
+from rankalign.workflows.loop import LoopConfig, build_training_rows, drop_weights, rso_pair
 
 REWARD = """
 def vowels(prompt, response):
@@ -75,8 +75,10 @@ def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
     tmp, cfg_path = setup
     full = tmp / "full"
     assert main(["loop", "--config", str(cfg_path), "--out", str(full)]) == 0
+    # keep_models: last: iteration 1's weights went once iteration 2 had trained; its config stays
+    assert not (full / "iter-1" / "model" / "model.safetensors").exists()
+    assert (full / "iter-2" / "model" / "model.safetensors").is_file()
     for it in ("iter-1", "iter-2"):
-        assert (full / it / "model" / "model.safetensors").is_file()
         # the reference of every iteration is pi_0, read back from the resolved train config
         train_cfg = yaml.safe_load((full / it / "model" / "rankalign_config.yaml").read_text())
         assert train_cfg["rankalign"]["ref_model"] == tiny_model_dir
@@ -228,3 +230,17 @@ def test_summary_lines_start_at_the_base_policy():
     assert lines[0] == "iteration 0 (base policy): held-out +0.088 [-0.100, +0.270]"
     assert "held-out +0.251 [+0.030, +0.420]" in lines[1]
     assert lines[-1].startswith("held-out change over the base policy: +0.163")
+
+
+def test_keep_models_last_drops_only_top_level_weights(tmp_path):
+    model = tmp_path / "model"
+    (model / "adapter").mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "train_summary.json"):
+        (model / name).write_text("x")
+    (model / "adapter" / "adapter_model.safetensors").write_text("x")
+    assert drop_weights(model) == ["model.safetensors"]
+    assert (model / "adapter" / "adapter_model.safetensors").is_file()
+    assert (model / "config.json").is_file() and drop_weights(model) == []
+    assert LoopConfig(prompts="p", keep_models="all").keep_models == "all"
+    with pytest.raises(ValueError, match="keep_models must be one of last, all"):
+        LoopConfig(prompts="p", keep_models="none")

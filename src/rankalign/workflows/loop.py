@@ -45,6 +45,9 @@ from rankalign.report import number
 from rankalign.tokenization import CHAT_TEMPLATE_MODES
 
 BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
+KEEP_MODELS = ("last", "all")
+# weight files of a saved model (top level only: a LoRA run's adapter/ folder is kept)
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
 
 
 def _opt(default, check: str | None = None, help: str | None = None, **kw):
@@ -88,6 +91,12 @@ class LoopConfig:
     beta: float | None = _opt(None, "> 0")
     max_length: int = _opt(512, ">= 2")
     use_lora: bool = False
+    keep_models: str = _opt(
+        "last",
+        help="last: only the newest iteration's model weights stay (earlier ones are removed once "
+        "the next iteration has trained; LoRA adapters, configs and logs stay) | all: every "
+        "iteration's",
+    )
     train_args: list[str] = field(
         default_factory=list, metadata={"help": "extra `rankalign train` flags"}
     )
@@ -102,6 +111,10 @@ class LoopConfig:
             raise ValueError(
                 f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
                 f"got '{self.chat_template}'"
+            )
+        if self.keep_models not in KEEP_MODELS:
+            raise ValueError(
+                f"keep_models must be one of {', '.join(KEEP_MODELS)}, got '{self.keep_models}'"
             )
         if isinstance(self.reward, str | dict):
             self.reward = [self.reward]
@@ -439,6 +452,8 @@ def run(cfg: LoopConfig) -> dict:
         model_dir = it / "model"
         if not _done(model_dir / "train_summary.json"):
             api.train(argv=cfg.train_args, **_train_options(cfg, data, current, model_dir, pi0))
+        if cfg.keep_models == "last" and t > 1:  # iteration t no longer needs t-1's weights
+            drop_weights(out / f"iter-{t - 1}" / "model")
         current = str(model_dir)
         metrics_path = it / "metrics.json"
         if not _done(metrics_path):
@@ -460,6 +475,25 @@ def run(cfg: LoopConfig) -> dict:
     write_json(out / "metrics.json", summary)
     plot_iterations(all_metrics, out / "loop.png", initial if cfg.heldout else None)
     return summary
+
+
+def drop_weights(model_dir: Path) -> list[str]:
+    """Remove a finished iteration's weight files (`keep_models: last`); returns their names.
+
+    Called only once the next iteration's training is complete (its train_summary.json exists),
+    so a resumed run never needs them: every stage that read this model is done and skipped.
+    Its config, tokenizer, logs and LoRA adapter stay (the adapters, applied in order to pi_0,
+    rebuild any iteration)."""
+    removed = sorted({f for pattern in WEIGHT_PATTERNS for f in model_dir.glob(pattern)})
+    for f in removed:
+        f.unlink()
+    if removed:
+        print(
+            f"[loop] removed {model_dir}'s weights ({len(removed)} files; keep_models: last)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return [f.name for f in removed]
 
 
 def plot_iterations(metrics: list[dict], path: Path, initial: dict | None = None) -> None:
