@@ -462,8 +462,8 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                         "responses",
                         "mean",
                         "std",
-                        "max (mean per prompt)",
-                        "max",
+                        "mean best",
+                        "best",
                     ],
                     [
                         [
@@ -482,7 +482,8 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
         b.append(
             _text(
                 "RRHF paper Table 6 columns: mean and std over all responses of a source; "
-                "max = the average over prompts of the best response's reward."
+                "mean best (the paper's max) = the average over prompts of the best response's "
+                "reward; best = the highest reward."
             )
         )
     if metrics.get("reward_length"):
