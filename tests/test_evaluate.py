@@ -216,11 +216,17 @@ def test_best_of_n_equals_brute_force_over_subsets():
         M.expected_best_of_n([1.0, 2.0], 3)
 
 
+def test_best_of_n_grid_is_every_n_up_to_16_then_powers_of_two():
+    assert [p["n"] for p in M.best_of_n_curve([[0.0] * 3, [1.0] * 4])] == [1, 2, 3, 4]
+    ns = [p["n"] for p in M.best_of_n_curve([[0.0] * 70])]
+    assert ns == [*range(1, 17), 32, 64, 70]
+
+
 def test_best_of_n_curve_counts_prompts_with_enough_samples():
     lists = [[0.0, 1.0, 2.0], [5.0], [1.0, 1.0, 3.0, 0.0, 2.0]]
     curve = M.best_of_n_curve(lists)
-    assert [p["n"] for p in curve] == [1, 2, 4, 5]
-    assert [p["prompts"] for p in curve] == [3, 2, 1, 1]
+    assert [p["n"] for p in curve] == [1, 2, 3, 4, 5]  # every n up to 16
+    assert [p["prompts"] for p in curve] == [3, 2, 2, 1, 1]
     n2 = np.mean(
         [
             np.mean([max(s) for s in itertools.combinations(lst, 2)])

@@ -152,6 +152,7 @@ def _metrics() -> dict:
                 "id": "p0",
                 "prompt": [{"role": "user", "content": "Hi <there>"}],
                 "responses": {"rrhf": "Hello! | a pipe", "base": "hi"},
+                "rewards": {"rrhf": 0.9, "base": -0.1},
             }
         ],
         "notes": ["a note with `code`"],
@@ -468,3 +469,38 @@ def test_html_report_hides_the_image_check(report):
     out, _ = report
     page = (out / "report.html").read_text()
     assert "<p class='footer' hidden>images loaded" in page
+
+
+def test_training_panels_split_losses_by_scale_and_add_the_learning_rate():
+    """RRHF's SFT term (~40) and ranking term (~0.2) on separate axes, each labelled."""
+    from rankalign.report import training_panels
+
+    log = [
+        {
+            "step": s,
+            "loss": 40.0 + s,
+            "loss_sft": 40.0 - s,
+            "loss_rank": 0.2 / s,
+            "rank_accuracy": 0.5,
+            "learning_rate": 2e-5 * (1 - s / 4),
+        }
+        for s in range(1, 4)
+    ]
+    panels = training_panels({"run": log})
+    losses = [p for p in panels if p["ylabel"] == "loss"]
+    assert [list(p["series"]) for p in losses] == [["loss", "loss_sft"], ["loss_rank"]]
+    assert losses[1]["series"]["loss_rank"] == ([1, 2, 3], [0.2, 0.1, pytest.approx(0.2 / 3)])
+    lr = next(p for p in panels if p["title"] == "Learning rate")
+    assert lr["ylabel"] == "learning rate"
+    assert lr["series"]["learning_rate"][1][0] == pytest.approx(1.5e-5)
+    assert {p["title"] for p in panels} >= {"Ranking accuracy", "Learning rate"}
+    # one scale: one loss panel; two runs: labels name the run
+    two = training_panels({"a": log, "b": log})
+    assert "a: loss_rank" in two[1]["series"] and "b: loss_rank" in two[1]["series"]
+
+
+def test_example_generations_show_each_response_reward(report):
+    out, _ = report
+    md = (out / "report.md").read_text()
+    assert "*rrhf (reward 0.9000)*" in md and "*base (reward -0.1000)*" in md
+    assert "<i>rrhf (reward 0.9000)</i>" in (out / "report.html").read_text()

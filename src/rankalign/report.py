@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rankalign.data import atomic_write_text, write_json
 
 PLOT_FILES = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
@@ -138,36 +140,83 @@ def plot_reward_length(sets: dict[str, dict], path: Path) -> list[str]:
 
 
 TRAIN_PANELS = (
-    (
-        "Training loss",
-        ("loss", "loss_rank", "loss_sft", "eval_loss", "eval_loss_rank", "eval_loss_sft"),
-    ),
-    ("Ranking accuracy", ("rank_accuracy", "eval_rank_accuracy")),
-    ("Reward margin", ("reward_margin", "eval_reward_margin")),
+    ("Ranking accuracy", "pair accuracy", ("rank_accuracy", "eval_rank_accuracy")),
+    ("Reward margin", "margin (w - l)", ("reward_margin", "eval_reward_margin")),
+    ("Learning rate", "learning rate", ("learning_rate",)),
 )
+LOSS_SCALE_RATIO = 10.0  # loss curves further apart than this get panels of their own
 
 
-def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
-    """Trainer `log_history` curves against the global step, one panel per quantity group."""
-    plt = pyplot()
-    panels = [
-        (title, keys)
-        for title, keys in TRAIN_PANELS
-        if any(k in e for log in runs.values() for e in log for k in keys)
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels):
+def _is_loss(key: str) -> bool:
+    return key.removeprefix("eval_") == "loss" or key.removeprefix("eval_").startswith("loss_")
+
+
+def training_panels(runs: dict[str, list[dict]]) -> list[dict]:
+    """The data `plot_training` draws, one dict per panel: `title`, `ylabel` and `series`
+    ({label: (steps, values)}). Losses are grouped by scale: curves whose typical size (median
+    |value|) is within LOSS_SCALE_RATIO of the panel's largest share a panel, so RRHF's SFT term
+    (~40) does not flatten its ranking term (~0.2). Then pair accuracy, reward margin and the
+    learning rate, each where logged."""
+
+    def series(keys) -> dict[str, tuple[list, list]]:
+        out = {}
         for run, log in runs.items():
             for key in keys:
                 points = [(e["step"], e[key]) for e in log if _finite(e.get(key)) and "step" in e]
                 if points:
-                    prefix = f"{run}: " if len(runs) > 1 else ""
-                    ax.plot(
-                        *zip(*points), marker="." if len(points) < 40 else None, label=prefix + key
-                    )
+                    steps, values = zip(*points)
+                    out[f"{run}: {key}" if len(runs) > 1 else key] = (list(steps), list(values))
+        return out
+
+    loss_keys = list(
+        dict.fromkeys(k for log in runs.values() for e in log for k in e if _is_loss(k))
+    )
+    losses = series(loss_keys)
+    size = {
+        label: float(np.median(np.abs(values))) or 1e-12 for label, (_, values) in losses.items()
+    }
+    groups: list[list[str]] = []
+    for label in sorted(losses, key=lambda lb: -size[lb]):
+        if groups and size[groups[-1][0]] / size[label] <= LOSS_SCALE_RATIO:
+            groups[-1].append(label)
+        else:
+            groups.append([label])
+    groups.sort(key=lambda g: min(loss_keys.index(lb.split(": ")[-1]) for lb in g))
+    panels = [
+        {
+            "title": "Training loss" if len(groups) == 1 else f"Training loss: {', '.join(g)}",
+            "ylabel": "loss",
+            "series": {label: losses[label] for label in sorted(g, key=list(losses).index)},
+        }
+        for g in groups
+    ]
+    for title, ylabel, keys in TRAIN_PANELS:
+        if data := series(keys):
+            panels.append({"title": title, "ylabel": ylabel, "series": data})
+    return panels
+
+
+def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
+    """Trainer `log_history` curves against the global step (`training_panels`): losses in
+    panels by scale, then pair accuracy, reward margin and learning rate; axes labelled."""
+    plt = pyplot()
+    panels = training_panels(runs)
+    cols = max(1, min(3, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, panel in zip(axes.flat, panels):
+        for label, (steps, values) in panel["series"].items():
+            ax.plot(steps, values, marker="." if len(steps) < 40 else None, label=label)
         ax.set_xlabel("step")
-        ax.set_title(title)
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=9)
+        if panel["ylabel"] == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         ax.legend(loc="best", fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
     return save_figure(fig, path, "Training curves")
 
 
@@ -557,6 +606,7 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                     "id": ex["id"],
                     "prompt": ex["prompt"],
                     "responses": ex["responses"],
+                    "rewards": ex.get("rewards") or {},
                 }
             )
     notes = metrics.get("notes")
@@ -568,6 +618,14 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- renderers
+
+
+def _response_label(example: dict, name: str) -> str:
+    """An example response's heading: the entry's name and, when scored, its reward."""
+    rewards = example.get("rewards") or {}
+    if name not in rewards:
+        return name
+    return f"{name} (reward {_fmt(rewards[name], 4)})"
 
 
 def _md_cell(s: str) -> str:
@@ -593,7 +651,7 @@ def render_markdown(blocks: list[dict]) -> str:
         elif kind == "example":
             out.append(f"**{blk['id']}** — prompt:\n\n```text\n{_prompt_str(blk['prompt'])}\n```")
             for name, text in blk["responses"].items():
-                out.append(f"*{name}*:\n\n```text\n{text}\n```")
+                out.append(f"*{_response_label(blk, name)}*:\n\n```text\n{text}\n```")
         out.append("")
     return "\n".join(out)
 
@@ -645,7 +703,8 @@ def render_html(blocks: list[dict]) -> str:
                 f"<pre>{html.escape(_prompt_str(blk['prompt']))}</pre>",
             ]
             for name, text in blk["responses"].items():
-                parts.append(f"<p><i>{html.escape(name)}</i>:</p><pre>{html.escape(text)}</pre>")
+                label = html.escape(_response_label(blk, name))
+                parts.append(f"<p><i>{label}</i>:</p><pre>{html.escape(text)}</pre>")
             body.append("".join(parts) + "</div>")
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

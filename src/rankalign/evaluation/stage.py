@@ -456,7 +456,8 @@ def _per_prompt_outputs(r: _Run, out: Path) -> None:
     ]
     write_jsonl(out / "per_prompt.jsonl", per_prompt)
     r.metrics["examples"] = [
-        {k: p[k] for k in ("id", "prompt", "responses")} for p in per_prompt[: r.cfg.examples]
+        {k: p[k] for k in ("id", "prompt", "responses", "rewards")}
+        for p in per_prompt[: r.cfg.examples]
     ]
 
 
