@@ -194,14 +194,18 @@ def test_undefined_metrics_print_as_n_a(monkeypatch, capsys):
     from rankalign.workflows.demo import summary_table
 
     undefined = {"iteration": 1, "mean_reward": None, "max_reward": float("nan")}
+    iterations = [undefined | {"heldout_reward": None, "dropped_ties": 0}]
     monkeypatch.setattr(
-        loop, "run", lambda cfg: [undefined | {"heldout_reward": None, "dropped_ties": 0}]
+        loop, "run", lambda cfg: {"iterations": iterations, "initial_heldout": None}
     )
     from rankalign.cli import main as cli_main
 
     assert cli_main(["loop", "--prompts", "p.jsonl"]) == 0
     out = capsys.readouterr().out
-    assert "iteration 1: sample reward mean n/a max n/a; held-out n/a; dropped ties 0" in out
+    assert (
+        "iteration 1: sample reward mean n/a best per prompt n/a; held-out n/a; dropped ties 0"
+        in out
+    )
     model = {"mean_reward": None, "ci_low": None, "ci_high": None, "perplexity": None}
     table = summary_table({"models": {"base": model, "rrhf": {"mean_reward": 0.25}}})
     assert "| base | n/a (n/a, n/a) | n/a | n/a |" in table

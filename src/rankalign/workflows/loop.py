@@ -548,8 +548,10 @@ def summary_lines(metrics: dict) -> list[str]:
             f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
             f"best per prompt {number(m['max_reward'], '+.3f')}"
         )
-        if m.get("heldout"):
+        if isinstance(m.get("heldout"), dict):
             line += f"; held-out {_interval(m['heldout'])}"
+        elif "heldout_reward" in m:
+            line += f"; held-out {number(m['heldout_reward'], '+.3f')}"
         lines.append(line + f"; dropped ties {m['dropped_ties']}")
     if metrics.get("initial_heldout") and metrics["iterations"]:
         last = metrics["iterations"][-1].get("heldout") or {}
