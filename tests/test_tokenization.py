@@ -305,3 +305,21 @@ def test_trained_chat_template_is_read_from_the_model_folder(tmp_path):
     (tmp_path / "rankalign_config.yaml").write_text("rankalign:\n  chat_template: often\n")
     with pytest.raises(UserError, match="rankalign_config.yaml.*often"):
         trained_chat_template(str(tmp_path))
+
+
+def test_ultrafeedback_rows_get_the_template_under_auto(tokenizer):
+    """UltraFeedback-style rows: a string prompt with message-list responses."""
+    from rankalign.data import normalize
+
+    conv = [{"role": "user", "content": "hi"}]
+    row = normalize(
+        {
+            "prompt": "hi",
+            "chosen": [*conv, {"role": "assistant", "content": "hello"}],
+            "rejected": [*conv, {"role": "assistant", "content": "go"}],
+        },
+        {"file": "uf.jsonl", "line": 1},
+        0,
+    )
+    assert row["responses"] == ["hello", "go"]
+    assert prompt_text(tokenizer, row["prompt"]) == prompt_text(tokenizer, conv)
