@@ -53,6 +53,10 @@ class Generator:
             self._policy = HFPolicy(self.entry.path, sample_cfg, default_device(c.device))
         return self._policy
 
+    def load(self) -> None:
+        """Load the model now (it is otherwise loaded on first use)."""
+        _ = self.policy
+
     @property
     def model(self):
         return self.policy.model
@@ -159,6 +163,7 @@ def cached_generate(
 
     if not todo:
         return [done[row["id"]] for row in rows]
+    gen.load()  # the model's own loading bar must not nest inside ours (`[A` in logs)
     with tqdm(total=len(todo), desc=desc, unit="prompt") as bar:
         for b, (idx, responses) in enumerate(gen.generate(todo, num)):
             for i, resp in zip(idx, responses):
