@@ -200,6 +200,8 @@ def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
     """Trainer `log_history` curves against the global step (`training_panels`): losses in
     panels by scale, then pair accuracy, reward margin and learning rate; axes labelled."""
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     panels = training_panels(runs)
     cols = max(1, min(3, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
@@ -209,6 +211,7 @@ def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
     for ax, panel in zip(axes.flat, panels):
         for label, (steps, values) in panel["series"].items():
             ax.plot(steps, values, marker="." if len(steps) < 40 else None, label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step")
         ax.set_ylabel(panel["ylabel"])
         ax.set_title(panel["title"], fontsize=9)
@@ -317,10 +320,13 @@ def plot_loop(iterations: list[dict], path: Path) -> list[str]:
     fig, axes = plt.subplots(
         rows, cols, figsize=(4 * cols, 3 * rows + 0.4), squeeze=False, layout="constrained"
     )
+    xs = [x for p in panels for x in p["x"]]
     for ax, p in zip(axes.flat, panels):
         ax.errorbar(p["x"], p["y"], yerr=p["yerr"], marker="o", capsize=4, label=p["title"])
         if p["ylim"]:
             ax.set_ylim(*p["ylim"])
+            ax.set_ylabel("reward")
+        ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)  # every panel on the same iterations
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("iteration (0 = base policy)" if 0 in p["x"] else "iteration")
         ax.set_title(p["title"], fontsize=9)
