@@ -239,12 +239,13 @@ def test_summary_lines_start_at_the_base_policy():
 def test_keep_models_last_drops_only_top_level_weights(tmp_path):
     model = tmp_path / "model"
     (model / "adapter").mkdir(parents=True)
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "train_summary.json"):
+    keep = ("config.json", "tokenizer.json", "train_summary.json", "training_args.bin")
+    for name in ("model.safetensors", *keep):
         (model / name).write_text("x")
     (model / "adapter" / "adapter_model.safetensors").write_text("x")
     assert drop_weights(model) == ["model.safetensors"]
     assert (model / "adapter" / "adapter_model.safetensors").is_file()
-    assert (model / "config.json").is_file() and drop_weights(model) == []
+    assert all((model / name).is_file() for name in keep) and drop_weights(model) == []
     assert LoopConfig(prompts="p", keep_models="all").keep_models == "all"
     with pytest.raises(ValueError, match="keep_models must be one of last, all"):
         LoopConfig(prompts="p", keep_models="none")

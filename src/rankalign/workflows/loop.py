@@ -47,7 +47,12 @@ from rankalign.tokenization import CHAT_TEMPLATE_MODES
 BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
 KEEP_MODELS = ("last", "all")
 # weight files of a saved model (top level only: a LoRA run's adapter/ folder is kept)
-WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
+WEIGHT_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model*.bin.index.json",
+)
 
 
 def _opt(default, check: str | None = None, help: str | None = None, **kw):
