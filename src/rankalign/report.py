@@ -592,8 +592,10 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
         if "training.png" in plots:
             b.append(_image("training.png", "Training loss and ranking accuracy"))
     if metrics.get("loop"):
-        its = metrics["loop"]["iterations"]
+        its = [flatten_metrics(it) for it in metrics["loop"]["iterations"]]
         keys = _numeric_keys(its)
+        if "heldout.mean_reward" in keys:  # copies of it, kept in metrics.json for old readers
+            keys = [k for k in keys if k not in ("heldout_reward", "heldout_reward_before")]
         b += [
             _heading("Iterations"),
             _table(
