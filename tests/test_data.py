@@ -1013,3 +1013,48 @@ def test_shipped_layout_files(name):
         (row,) = loaded.rows
         assert row["prompt"].endswith("\n\nHuman: and a bad one?\n\nAssistant:")
         assert row["responses"] == [" a boring one.", " i loved it."]
+
+
+def test_sharegpt_rows_sft_and_ranking():
+    """LLaMA-Factory's sharegpt layout: `conversations` of {from, value} turns (+ `system`)."""
+    loc = {"file": "sharegpt.json", "row": 3}
+    sft = {
+        "conversations": [
+            {"from": "human", "value": "hi"},
+            {"from": "gpt", "value": "hello"},
+        ],
+        "system": "be brief",
+    }
+    row = normalize(sft, loc, 2)
+    assert row["prompt"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+    ]
+    assert row["responses"] == ["hello"] and "conversations" not in row and "system" not in row
+    ranking = {
+        "conversations": [{"from": "human", "value": "hi"}],
+        "chosen": {"from": "gpt", "value": "good"},
+        "rejected": {"from": "gpt", "value": "bad"},
+    }
+    row = normalize(ranking, loc, 2)
+    assert row["prompt"] == [{"role": "user", "content": "hi"}]
+    assert row["responses"] == ["good", "bad"] and row["scores"] == [1.0, 0.0]
+    # {from, value} turns are accepted wherever message lists are
+    row = normalize({"prompt": [{"from": "human", "value": "q"}], "responses": ["a"]}, loc, 0)
+    assert row["prompt"] == [{"role": "user", "content": "q"}]
+
+
+def test_sharegpt_bad_speaker_names_file_row_and_field():
+    bad = {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "x"}]}
+    with pytest.raises(UserError) as e:
+        normalize(bad, {"file": "sharegpt.json", "row": 3}, 2)
+    text = str(e.value)
+    assert "sharegpt.json" in text and "3" in text and "conversations[1].from" in text
+    assert "'bot'" in text and "\n" not in text
+    ends_with_reply = {
+        "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}],
+        "chosen": "a",
+        "rejected": "b",
+    }
+    with pytest.raises(UserError, match="must end with a prompt turn"):
+        normalize(ends_with_reply, {"file": "f", "row": 1}, 0)

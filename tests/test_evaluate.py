@@ -216,11 +216,17 @@ def test_best_of_n_equals_brute_force_over_subsets():
         M.expected_best_of_n([1.0, 2.0], 3)
 
 
+def test_best_of_n_grid_is_every_n_up_to_16_then_powers_of_two():
+    assert [p["n"] for p in M.best_of_n_curve([[0.0] * 3, [1.0] * 4])] == [1, 2, 3, 4]
+    ns = [p["n"] for p in M.best_of_n_curve([[0.0] * 70])]
+    assert ns == [*range(1, 17), 32, 64, 70]
+
+
 def test_best_of_n_curve_counts_prompts_with_enough_samples():
     lists = [[0.0, 1.0, 2.0], [5.0], [1.0, 1.0, 3.0, 0.0, 2.0]]
     curve = M.best_of_n_curve(lists)
-    assert [p["n"] for p in curve] == [1, 2, 4, 5]
-    assert [p["prompts"] for p in curve] == [3, 2, 1, 1]
+    assert [p["n"] for p in curve] == [1, 2, 3, 4, 5]  # every n up to 16
+    assert [p["prompts"] for p in curve] == [3, 2, 2, 1, 1]
     n2 = np.mean(
         [
             np.mean([max(s) for s in itertools.combinations(lst, 2)])
@@ -411,7 +417,7 @@ def test_best_of_n_and_reward_length_from_samples(evaluated, files):
     rows = files["samples_rows"]
     curve = {p["n"]: p for p in metrics["best_of_n"]["samples"]}
     kmax = max(len(r["scores"]) for r in rows)
-    assert set(curve) == {n for n in (1, 2, 4, kmax) if n <= kmax}
+    assert set(curve) == set(range(1, kmax + 1))  # every n up to 16
     for n, point in curve.items():
         brute = [
             np.mean([max(s) for s in itertools.combinations(r["scores"], n)])
@@ -658,3 +664,27 @@ def test_example_config_on_the_embedded_model(tmp_path, monkeypatch):
     assert set(metrics["models"]) == {"tiny", "base"}
     assert all(math.isfinite(m["perplexity"]) for m in metrics["models"].values())
     assert {"reward.png", "best_of_n.png"} <= set(metrics["plots"])
+
+
+def test_empty_responses_are_warned_about_with_the_template_mode(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    from rankalign.evaluation.config import EvaluateConfig
+    from rankalign.evaluation.entries import Entry
+    from rankalign.evaluation.stage import empty_note, print_summary
+    from rankalign.report import model_table
+
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_model_dir, trained)
+    (trained / "rankalign_config.yaml").write_text("rankalign:\n  chat_template: always\n")
+    entry = Entry("rrhf", str(trained), "model", str(trained))
+    cfg = EvaluateConfig(out=str(tmp_path / "e"), chat_template="never")
+    note = empty_note(entry, 1, 6, cfg)
+    assert note.startswith("rrhf: 1 of 6 responses are empty")
+    assert "chat_template never, but the model was trained with always" in note
+    assert "trained with" not in empty_note(entry, 1, 6, EvaluateConfig(out=str(tmp_path / "e")))
+    models = {"rrhf": {"mean_reward": 0.0, "empty_responses": 1}}
+    print_summary({"models": models, "notes": [note]}, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {note}"]
+    assert model_table(models)["header"][-1] == "empty responses"

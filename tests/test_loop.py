@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rankalign.cli import main
-from rankalign.workflows.loop import LoopConfig, build_training_rows, rso_pair
+from rankalign.workflows.loop import LoopConfig, build_training_rows, drop_weights, rso_pair
 
 REWARD = """
 def vowels(prompt, response):
@@ -75,8 +75,10 @@ def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
     tmp, cfg_path = setup
     full = tmp / "full"
     assert main(["loop", "--config", str(cfg_path), "--out", str(full)]) == 0
+    # keep_models: last: iteration 1's weights went once iteration 2 had trained; its config stays
+    assert not (full / "iter-1" / "model" / "model.safetensors").exists()
+    assert (full / "iter-2" / "model" / "model.safetensors").is_file()
     for it in ("iter-1", "iter-2"):
-        assert (full / it / "model" / "model.safetensors").is_file()
         # the reference of every iteration is pi_0, read back from the resolved train config
         train_cfg = yaml.safe_load((full / it / "model" / "rankalign_config.yaml").read_text())
         assert train_cfg["rankalign"]["ref_model"] == tiny_model_dir
@@ -192,15 +194,58 @@ def test_undefined_metrics_print_as_n_a(monkeypatch, capsys):
     from rankalign.workflows.demo import summary_table
 
     undefined = {"iteration": 1, "mean_reward": None, "max_reward": float("nan")}
+    iterations = [undefined | {"heldout_reward": None, "dropped_ties": 0}]
     monkeypatch.setattr(
-        loop, "run", lambda cfg: [undefined | {"heldout_reward": None, "dropped_ties": 0}]
+        loop, "run", lambda cfg: {"iterations": iterations, "initial_heldout": None}
     )
     from rankalign.cli import main as cli_main
 
     assert cli_main(["loop", "--prompts", "p.jsonl"]) == 0
     out = capsys.readouterr().out
-    assert "iteration 1: sample reward mean n/a max n/a; held-out n/a; dropped ties 0" in out
+    assert (
+        "iteration 1: sample reward mean n/a best per prompt n/a; held-out n/a; dropped ties 0"
+        in out
+    )
     model = {"mean_reward": None, "ci_low": None, "ci_high": None, "perplexity": None}
     table = summary_table({"models": {"base": model, "rrhf": {"mean_reward": 0.25}}})
     assert "| base | n/a (n/a, n/a) | n/a | n/a |" in table
     assert "| rrhf | +0.250 (n/a, n/a) | n/a | n/a |" in table
+
+
+def test_summary_lines_start_at_the_base_policy():
+    from rankalign.workflows.loop import summary_lines
+
+    held = {"mean_reward": 0.2508, "ci_low": 0.03, "ci_high": 0.42}
+    lines = summary_lines(
+        {
+            "initial_heldout": {"mean_reward": 0.088, "ci_low": -0.1, "ci_high": 0.27},
+            "iterations": [
+                {
+                    "iteration": 1,
+                    "mean_reward": 0.2,
+                    "max_reward": 0.5,
+                    "dropped_ties": 0,
+                    "heldout": held,
+                    "heldout_reward": 0.2508,
+                }
+            ],
+        }
+    )
+    assert lines[0] == "iteration 0 (base policy): held-out +0.088 [-0.100, +0.270]"
+    assert "held-out +0.251 [+0.030, +0.420]" in lines[1]
+    assert lines[-1].startswith("held-out change over the base policy: +0.163")
+
+
+def test_keep_models_last_drops_only_top_level_weights(tmp_path):
+    model = tmp_path / "model"
+    (model / "adapter").mkdir(parents=True)
+    keep = ("config.json", "tokenizer.json", "train_summary.json", "training_args.bin")
+    for name in ("model.safetensors", *keep):
+        (model / name).write_text("x")
+    (model / "adapter" / "adapter_model.safetensors").write_text("x")
+    assert drop_weights(model) == ["model.safetensors"]
+    assert (model / "adapter" / "adapter_model.safetensors").is_file()
+    assert all((model / name).is_file() for name in keep) and drop_weights(model) == []
+    assert LoopConfig(prompts="p", keep_models="all").keep_models == "all"
+    with pytest.raises(ValueError, match="keep_models must be one of last, all"):
+        LoopConfig(prompts="p", keep_models="none")

@@ -152,6 +152,7 @@ def _metrics() -> dict:
                 "id": "p0",
                 "prompt": [{"role": "user", "content": "Hi <there>"}],
                 "responses": {"rrhf": "Hello! | a pipe", "base": "hi"},
+                "rewards": {"rrhf": 0.9, "base": -0.1},
             }
         ],
         "notes": ["a note with `code`"],
@@ -226,7 +227,12 @@ def test_plots_show_the_named_curves(report):
             "Reward margin",
             "reward_margin",
         ],
-        "loop.png": ["mean_reward", "max_reward", "heldout_reward", "pairs_dropped"],
+        "loop.png": [
+            "sample reward: mean",
+            "sample reward: mean of each prompt's best",
+            "heldout_reward",
+            "pairs_dropped",
+        ],
     }
     for file, names in expected.items():
         curves = _png_curves(out / file)
@@ -373,3 +379,128 @@ def test_loop_metrics_as_folders_or_a_list(tmp_path):
     assert read_loop_metrics(str(tmp_path / "b.json")) == [
         {"mean_reward": 1, "sample.max": 2, "iteration": 0}
     ]
+
+
+# ----------------------------------------------------------------------------- loop plot data
+
+
+def _loop_its() -> list[dict]:
+    """A loop run as `read_loop_metrics` returns it: iteration 0 is the base policy."""
+    its = [
+        {
+            "iteration": 0,
+            "heldout.mean_reward": 0.088,
+            "heldout.ci_low": -0.1,
+            "heldout.ci_high": 0.27,
+        }
+    ]
+    for t, (mean, held) in enumerate([(0.20, 0.2325), (0.25, 0.2508)], start=1):
+        its.append(
+            {
+                "iteration": t,
+                "mean_reward": mean,
+                "max_reward": mean + 0.3,
+                "prompts": 3,
+                "dropped_too_few": 0,
+                "heldout.mean_reward": held,
+                "heldout.ci_low": 0.03,
+                "heldout.ci_high": 0.42,
+                "heldout.n": 6,
+                "heldout_reward": held,
+                "heldout_reward_before": 0.088,
+            }
+        )
+    return its
+
+
+def test_loop_panels_show_iteration_0_with_error_bars_on_one_scale():
+    from rankalign.report import loop_panels
+
+    panels = {p["key"]: p for p in loop_panels(_loop_its())}
+    # constant counts, interval bounds and copies of a plotted value are not panels
+    assert set(panels) == {"heldout.mean_reward", "mean_reward", "max_reward"}
+    held = panels["heldout.mean_reward"]
+    assert held["x"] == [0, 1, 2] and held["y"] == [0.088, 0.2325, 0.2508]
+    below, above = held["yerr"]
+    assert below[1] == pytest.approx(0.2325 - 0.03) and above[2] == pytest.approx(0.42 - 0.2508)
+    # every reward panel on one y-range that holds every interval
+    assert len({p["ylim"] for p in panels.values()}) == 1
+    low, high = held["ylim"]
+    assert low < -0.1 and high > 0.55
+
+
+def test_loop_metrics_read_iteration_0_and_the_report_header(tmp_path):
+    from rankalign.report import build_blocks
+
+    run = tmp_path / "loop"
+    (run / "iter-1").mkdir(parents=True)
+    (run / "iter-0-heldout.json").write_text(
+        json.dumps({"mean_reward": 0.1, "ci_low": 0.0, "ci_high": 0.2})
+    )
+    (run / "iter-1" / "metrics.json").write_text(
+        json.dumps(
+            {"mean_reward": 0.3, "heldout": {"mean_reward": 0.2, "ci_low": 0.1, "ci_high": 0.3}}
+        )
+    )
+    its = read_loop_metrics(str(run))
+    assert [it["iteration"] for it in its] == [0, 1]
+    assert its[0]["heldout.mean_reward"] == 0.1 and its[0]["heldout.ci_high"] == 0.2
+    # nothing was generated: no prompts / generation header
+    blocks = build_blocks(
+        {
+            "config": {"prompts": None, "reward": [], "max_new_tokens": 128},
+            "num_prompts": 0,
+            "loop": {"iterations": its},
+        },
+        {},
+    )
+    text = " ".join(b.get("text", "") for b in blocks)
+    assert "Prompts" not in text and "new tokens" not in text and "None" not in text
+
+
+def test_two_runs_named_model_get_distinct_labels():
+    from rankalign.evaluation.logs import run_labels
+
+    assert run_labels(["runs/a/model", "runs/b/model/", "x/rrhf"]) == ["a/model", "b/model", "rrhf"]
+    assert run_labels(["r/rrhf", "r/rrhf"]) == ["rrhf", "rrhf'"]
+
+
+def test_html_report_hides_the_image_check(report):
+    out, _ = report
+    page = (out / "report.html").read_text()
+    assert "<p class='footer' hidden>images loaded" in page
+
+
+def test_training_panels_split_losses_by_scale_and_add_the_learning_rate():
+    """RRHF's SFT term (~40) and ranking term (~0.2) on separate axes, each labelled."""
+    from rankalign.report import training_panels
+
+    log = [
+        {
+            "step": s,
+            "loss": 40.0 + s,
+            "loss_sft": 40.0 - s,
+            "loss_rank": 0.2 / s,
+            "rank_accuracy": 0.5,
+            "learning_rate": 2e-5 * (1 - s / 4),
+        }
+        for s in range(1, 4)
+    ]
+    panels = training_panels({"run": log})
+    losses = [p for p in panels if p["ylabel"] == "loss"]
+    assert [list(p["series"]) for p in losses] == [["loss", "loss_sft"], ["loss_rank"]]
+    assert losses[1]["series"]["loss_rank"] == ([1, 2, 3], [0.2, 0.1, pytest.approx(0.2 / 3)])
+    lr = next(p for p in panels if p["title"] == "Learning rate")
+    assert lr["ylabel"] == "learning rate"
+    assert lr["series"]["learning_rate"][1][0] == pytest.approx(1.5e-5)
+    assert {p["title"] for p in panels} >= {"Ranking accuracy", "Learning rate"}
+    # one scale: one loss panel; two runs: labels name the run
+    two = training_panels({"a": log, "b": log})
+    assert "a: loss_rank" in two[1]["series"] and "b: loss_rank" in two[1]["series"]
+
+
+def test_example_generations_show_each_response_reward(report):
+    out, _ = report
+    md = (out / "report.md").read_text()
+    assert "*rrhf (reward 0.9000)*" in md and "*base (reward -0.1000)*" in md
+    assert "<i>rrhf (reward 0.9000)</i>" in (out / "report.html").read_text()

@@ -763,3 +763,34 @@ def test_vllm_backend_requests_and_answers(tmp_path, monkeypatch, tiny_model_dir
         assert beams == ["beam0", "beam1"]  # the prompt's tokens cut off, the best `num` kept
     with pytest.raises(ValueError, match="tensor_parallel_size > 1 needs backend: vllm"):
         SampleConfig(prompts=str(prompts), out=str(out), preset="SP", tensor_parallel_size=2)
+
+
+def test_prompts_are_encoded_as_the_model_was_trained(tmp_path, tiny_model_dir, tokenizer):
+    """A model trained by rankalign records its chat_template mode; sample (and evaluate, which
+    generates through the same policy class) use it unless --chat_template is given."""
+    import shutil
+
+    from rankalign.sampling.backends import HFPolicy
+
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_model_dir, trained)
+    (trained / "rankalign_config.yaml").write_text("rankalign:\n  chat_template: never\n")
+    greedy = [{"kind": "policy", "strategy": "greedy", "num": 1}]
+
+    def policy(model, **kw):
+        cfg = SampleConfig(
+            prompts="p.jsonl", out=str(tmp_path / "o.jsonl"), model=model, sources=greedy, **kw
+        )
+        return HFPolicy(model, cfg, "cpu")
+
+    prompt = "hello there"
+    raw = tokenizer(prompt).input_ids
+    assert policy(str(trained)).chat_template == "never"
+    assert policy(str(trained)).encode(prompt)[0] == raw
+    assert policy(str(trained), chat_template="always").chat_template == "always"
+    base = policy(tiny_model_dir)  # not trained here: auto, and its template applies
+    assert base.chat_template == "auto"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+    assert base.encode(prompt)[0] == tokenizer(text, add_special_tokens=False).input_ids

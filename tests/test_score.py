@@ -710,3 +710,32 @@ def test_two_processes_split_and_merge_in_order(tmp_path, tiny_model_dir):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
     assert not (tmp_path / "two.jsonl.parts").exists()
     assert json.loads((tmp_path / "two.summary.json").read_text())["rows"] == len(rows)
+
+
+def test_summary_names_the_mean_best_column_and_keeps_long_sources(tmp_path):
+    from rankalign.scoring.stage import summarize, summary_lines
+
+    long_source = "policy:diverse-beam(beams=4,groups=4,penalty=1.0,temperature=0.8)"
+    rows = [
+        {
+            "id": "a",
+            "prompt": "p",
+            "responses": ["x", "y"],
+            "scores": [0.2, 0.8],
+            "sources": [long_source, "dataset:chosen"],
+        },
+        {
+            "id": "b",
+            "prompt": "p",
+            "responses": ["x", "y"],
+            "scores": [0.6, 0.4],
+            "sources": [long_source, "dataset:chosen"],
+        },
+    ]
+    lines = summary_lines(summarize(rows, []), tmp_path / "o.jsonl", tmp_path / "f.jsonl")
+    assert "mean best" in lines[1] and lines[1].split()[-1] == "best"
+    row = next(line for line in lines if long_source in line)  # the whole name, not cut
+    assert row.split()[-2:] == ["0.4000", "0.6000"]  # mean best (one list each), best
+    every = next(line for line in lines if line.split()[0] == "all")
+    assert every.split()[-2:] == ["0.7000", "0.8000"]  # (0.8 + 0.6) / 2, max
+    assert any("mean over lists of each list's best score" in line for line in lines)

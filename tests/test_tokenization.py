@@ -13,7 +13,10 @@ from rankalign.tokenization import (
     encode_prompt,
     encode_response,
     fit_to_length,
+    is_transcript,
     prompt_text,
+    resolve_chat_template,
+    trained_chat_template,
 )
 
 MESSAGES = [
@@ -247,10 +250,15 @@ def test_encode_list_property_with_tokenizer(tokenizer):
 
 
 def test_truncated_prompt_keeps_bos(tokenizer):
-    long_prompt = "the movie was great and i loved it " * 60
-    full = encode_prompt(tokenizer, long_prompt)
+    long_prompt = "the movie was great and i loved it " * 60  # raw text: the tokenizer's BOS
+    full = encode_prompt(tokenizer, long_prompt, chat_template="never")
     enc = encode_list(
-        tokenizer, long_prompt, [" fine", " bad"], max_length=48, min_response_tokens=8
+        tokenizer,
+        long_prompt,
+        [" fine", " bad"],
+        max_length=48,
+        min_response_tokens=8,
+        chat_template="never",
     )
     assert enc.prompt_truncated
     assert enc.prompt_ids[0] == tokenizer.bos_token_id
@@ -268,3 +276,50 @@ def test_response_never_truncated_to_nothing():
     except UserError:
         return  # rejecting the option is a fine fix too
     assert all(len(r) >= 1 for r in enc.response_ids), enc.response_ids
+
+
+def test_auto_applies_the_template_except_to_raw_transcripts(tokenizer):
+    """`auto`: a plain string prompt gets the model's chat template (what an Instruct model
+    expects); an HH transcript stays raw text; a tokenizer without a template leaves it raw."""
+    plain = "what is a good movie?"
+    assert prompt_text(tokenizer, plain) == prompt_text(tokenizer, plain, chat_template="always")
+    assert "<|assistant|>" in prompt_text(tokenizer, plain)
+    for transcript in (HH_PROMPT, "Human: hi there\n\nAssistant:", "a\nAssistant: b"):
+        assert is_transcript(transcript)
+        assert prompt_text(tokenizer, transcript) == transcript
+    for not_one in ("what does a Human: label mean?", plain, MESSAGES):
+        assert not is_transcript(not_one)
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    assert prompt_text(bare, plain) == plain
+    assert encode_prompt(bare, plain) == bare(plain).input_ids
+
+
+def test_trained_chat_template_is_read_from_the_model_folder(tmp_path):
+    assert trained_chat_template(str(tmp_path)) is None
+    assert trained_chat_template("smollm2") is None and resolve_chat_template(None, None) == "auto"
+    (tmp_path / "rankalign_config.yaml").write_text("rankalign:\n  chat_template: always\n")
+    assert trained_chat_template(str(tmp_path)) == "always"
+    assert resolve_chat_template(None, str(tmp_path)) == "always"
+    assert resolve_chat_template("never", str(tmp_path)) == "never"  # an explicit mode wins
+    (tmp_path / "rankalign_config.yaml").write_text("rankalign:\n  chat_template: often\n")
+    with pytest.raises(UserError, match="rankalign_config.yaml.*often"):
+        trained_chat_template(str(tmp_path))
+
+
+def test_ultrafeedback_rows_get_the_template_under_auto(tokenizer):
+    """UltraFeedback-style rows: a string prompt with message-list responses."""
+    from rankalign.data import normalize
+
+    conv = [{"role": "user", "content": "hi"}]
+    row = normalize(
+        {
+            "prompt": "hi",
+            "chosen": [*conv, {"role": "assistant", "content": "hello"}],
+            "rejected": [*conv, {"role": "assistant", "content": "go"}],
+        },
+        {"file": "uf.jsonl", "line": 1},
+        0,
+    )
+    assert row["responses"] == ["hello", "go"]
+    assert prompt_text(tokenizer, row["prompt"]) == prompt_text(tokenizer, conv)

@@ -16,6 +16,7 @@ normalize them into this unit; any other field of a row is kept as is.
 | Anthropic-HH transcript | `chosen`, `rejected` full dialogues, split at the last `\\n\\nAssistant:` |
 | PRO | `prefix`, `suffix`, `reward` |
 | conversation | `messages` (the last assistant message is the response) |
+| ShareGPT (LLaMA-Factory) | `conversations` of `{from, value}` turns (+ optional `system`): SFT, or the prompt of a `chosen`/`rejected` pair |
 | prompt only | `prompt` (or `query` / `instruction` / `question`) |
 """
 
@@ -42,6 +43,17 @@ from rankalign.errors import UserError
 HH_ASSISTANT = "\n\nAssistant:"
 PROMPT_KEYS = ("prompt", "query", "instruction", "question")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
+# ShareGPT turns (`{"from": ..., "value": ...}`, LLaMA-Factory's sharegpt format) as chat roles;
+# accepted wherever a message list is
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "function_call": "assistant",
+}
 # A prompt or response longer than this is an input error, not text to tokenize for minutes
 # (1M characters is ~250K tokens, beyond any context window).
 MAX_TEXT_CHARS = 1_000_000
@@ -382,9 +394,27 @@ def _check_encodable(text: str, loc: dict, path: tuple, what: str = "text") -> N
         ) from None
 
 
+def _sharegpt_turn(m: Any, loc: dict, field_name: str) -> Any:
+    """A ShareGPT turn `{from, value}` as a `{role, content}` message (anything else as is)."""
+    if not (isinstance(m, dict) and "from" in m and "role" not in m):
+        return m
+    role = SHAREGPT_ROLES.get(m["from"]) if isinstance(m["from"], str) else None
+    if role is None:
+        raise _err(
+            loc,
+            f"{field_name}.from",
+            f"unknown ShareGPT speaker {m['from']!r} (use {', '.join(SHAREGPT_ROLES)})",
+        )
+    if "value" not in m:
+        raise _err(loc, field_name, "a ShareGPT turn needs 'from' and 'value'")
+    return {"role": role, "content": m["value"]}
+
+
 def _check_messages(value: Any, loc: dict, field_name: str) -> list[dict]:
     if not value:
         raise _err(loc, field_name, "empty message list")
+    if isinstance(value, list):
+        value = [_sharegpt_turn(m, loc, f"{field_name}[{i}]") for i, m in enumerate(value)]
     for m in value:
         if not (isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m):
             raise _err(loc, field_name, "each message needs 'role' and 'content'")
@@ -413,6 +443,7 @@ def _response(value: Any, loc: dict, field_name: str) -> str:
     """A response is a string, or a single assistant message (or a list ending in one)."""
     if isinstance(value, str):
         return value
+    value = _sharegpt_turn(value, loc, field_name)
     if (
         isinstance(value, dict)
         and value.get("role") == "assistant"
@@ -493,6 +524,32 @@ def pro_prefix(turns: list[str]) -> tuple[str, bool]:
     return text.rstrip(), True
 
 
+def _from_sharegpt(rec: dict, loc: dict) -> dict:
+    """A LLaMA-Factory sharegpt row (`conversations`, optional `system`) in the `messages`
+    layout (SFT), or with `chosen`/`rejected` (its ranking layout) as a pair whose prompt is the
+    conversation."""
+    rec = dict(rec)
+    turns = _check_messages(rec.pop("conversations"), loc, "conversations")
+    system = rec.pop("system", None)
+    if system is not None:
+        if not isinstance(system, str):
+            raise _err(loc, "system", f"must be a string, got {type(system).__name__}")
+        if system.strip() and turns[0]["role"] != "system":
+            turns = [{"role": "system", "content": system}, *turns]
+    if "chosen" in rec or "rejected" in rec:
+        if turns[-1]["role"] == "assistant":
+            raise _err(
+                loc,
+                "conversations",
+                "with chosen/rejected the conversation must end with a "
+                "prompt turn (human), not an assistant one",
+            )
+        rec["prompt"] = turns
+    else:
+        rec["messages"] = turns
+    return rec
+
+
 def normalize(rec: dict, loc: dict, index: int) -> dict:
     """Turn one record of any supported layout into a ranked-list row (validated)."""
     known = {
@@ -512,6 +569,10 @@ def normalize(rec: dict, loc: dict, index: int) -> dict:
         "messages",
         "sft_index",
     }
+    if "conversations" in rec and not any(
+        k in rec for k in ("messages", "responses", *PROMPT_KEYS)
+    ):
+        rec = _from_sharegpt(rec, loc)
     extra = {k: v for k, v in rec.items() if k not in known}
     row_id = rec.get("id", rec.get("_id"))
     row: dict[str, Any] = {"id": str(row_id) if row_id is not None else f"row-{index:06d}"}

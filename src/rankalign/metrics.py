@@ -72,11 +72,13 @@ def expected_best_of_n(rewards, n: int) -> float:
 
 
 def best_of_n_curve(score_lists: list[list[float]]) -> list[dict]:
-    """Mean over prompts of expected_best_of_n for n = 1, 2, 4, ... and the largest k.
+    """Mean over prompts of expected_best_of_n for every n up to 16, then n = 32, 64, ... and
+    the largest k. Every n a sample set can give is there up to 16, so sets of different k
+    (3 samples in a file, 4 drawn per model) share their columns in the report's table.
 
     At each n only prompts with k >= n count (their number is reported)."""
     kmax = max((len(s) for s in score_lists), default=0)
-    ns = [2**j for j in range(kmax.bit_length()) if 2**j <= kmax]
+    ns = list(range(1, min(kmax, 16) + 1)) + [2**j for j in range(5, kmax.bit_length())]
     if kmax and kmax not in ns:
         ns.append(kmax)
     curve = []

@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rankalign.data import atomic_write_text, write_json
 
 PLOT_FILES = ("reward.png", "best_of_n.png", "reward_length.png", "training.png", "loop.png")
@@ -138,59 +140,199 @@ def plot_reward_length(sets: dict[str, dict], path: Path) -> list[str]:
 
 
 TRAIN_PANELS = (
-    (
-        "Training loss",
-        ("loss", "loss_rank", "loss_sft", "eval_loss", "eval_loss_rank", "eval_loss_sft"),
-    ),
-    ("Ranking accuracy", ("rank_accuracy", "eval_rank_accuracy")),
-    ("Reward margin", ("reward_margin", "eval_reward_margin")),
+    ("Ranking accuracy", "pair accuracy", ("rank_accuracy", "eval_rank_accuracy")),
+    ("Reward margin", "margin (w - l)", ("reward_margin", "eval_reward_margin")),
+    ("Learning rate", "learning rate", ("learning_rate",)),
 )
+LOSS_SCALE_RATIO = 10.0  # loss curves further apart than this get panels of their own
 
 
-def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
-    """Trainer `log_history` curves against the global step, one panel per quantity group."""
-    plt = pyplot()
-    panels = [
-        (title, keys)
-        for title, keys in TRAIN_PANELS
-        if any(k in e for log in runs.values() for e in log for k in keys)
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels):
+def _is_loss(key: str) -> bool:
+    return key.removeprefix("eval_") == "loss" or key.removeprefix("eval_").startswith("loss_")
+
+
+def training_panels(runs: dict[str, list[dict]]) -> list[dict]:
+    """The data `plot_training` draws, one dict per panel: `title`, `ylabel` and `series`
+    ({label: (steps, values)}). Losses are grouped by scale: curves whose typical size (median
+    |value|) is within LOSS_SCALE_RATIO of the panel's largest share a panel, so RRHF's SFT term
+    (~40) does not flatten its ranking term (~0.2). Then pair accuracy, reward margin and the
+    learning rate, each where logged."""
+
+    def series(keys) -> dict[str, tuple[list, list]]:
+        out = {}
         for run, log in runs.items():
             for key in keys:
                 points = [(e["step"], e[key]) for e in log if _finite(e.get(key)) and "step" in e]
                 if points:
-                    prefix = f"{run}: " if len(runs) > 1 else ""
-                    ax.plot(
-                        *zip(*points), marker="." if len(points) < 40 else None, label=prefix + key
-                    )
-        ax.set_xlabel("step")
-        ax.set_title(title)
-        ax.legend(loc="best", fontsize=7)
-    return save_figure(fig, path, "Training curves")
+                    steps, values = zip(*points)
+                    out[f"{run}: {key}" if len(runs) > 1 else key] = (list(steps), list(values))
+        return out
+
+    loss_keys = list(
+        dict.fromkeys(k for log in runs.values() for e in log for k in e if _is_loss(k))
+    )
+    losses = series(loss_keys)
+    size = {
+        label: float(np.median(np.abs(values))) or 1e-12 for label, (_, values) in losses.items()
+    }
+    groups: list[list[str]] = []
+    for label in sorted(losses, key=lambda lb: -size[lb]):
+        if groups and size[groups[-1][0]] / size[label] <= LOSS_SCALE_RATIO:
+            groups[-1].append(label)
+        else:
+            groups.append([label])
+    groups.sort(key=lambda g: min(loss_keys.index(lb.split(": ")[-1]) for lb in g))
+    panels = [
+        {
+            "title": "Training loss" if len(groups) == 1 else f"Training loss: {', '.join(g)}",
+            "ylabel": "loss",
+            "series": {label: losses[label] for label in sorted(g, key=list(losses).index)},
+        }
+        for g in groups
+    ]
+    for title, ylabel, keys in TRAIN_PANELS:
+        if data := series(keys):
+            panels.append({"title": title, "ylabel": ylabel, "series": data})
+    return panels
 
 
-def plot_loop(iterations: list[dict], path: Path) -> list[str]:
-    """One small panel per numeric key of the per-iteration metrics."""
+def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
+    """Trainer `log_history` curves against the global step (`training_panels`): losses in
+    panels by scale, then pair accuracy, reward margin and learning rate; axes labelled."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    keys = _numeric_keys(iterations)
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    xs = [it.get("iteration", i) for i, it in enumerate(iterations)]
-    for ax, key in zip(axes.flat, keys):
-        points = [(x, it[key]) for x, it in zip(xs, iterations) if _finite(it.get(key))]
-        ax.plot(*zip(*points), marker="o", label=key)
+    panels = training_panels(runs)
+    cols = max(1, min(3, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, panel in zip(axes.flat, panels):
+        for label, (steps, values) in panel["series"].items():
+            ax.plot(steps, values, marker="." if len(steps) < 40 else None, label=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("iteration")
-        ax.set_title(key)
-    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_xlabel("step")
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=9)
+        if panel["ylabel"] == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        ax.legend(loc="best", fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    return save_figure(fig, path, "Training curves")
+
+
+LOOP_REWARD_KEYS = ("heldout.mean_reward", "mean_reward", "max_reward")
+LOOP_TITLES = {
+    "heldout.mean_reward": "held-out reward (greedy, 95% CI)",
+    "mean_reward": "sample reward: mean",
+    "max_reward": "sample reward: mean of each prompt's best",
+    "std_reward": "sample reward: std",
+}
+
+
+def flatten_metrics(d: dict, prefix: str = "") -> dict:
+    """Nested metric dicts as one level, `a.b` keys (`heldout.mean_reward`)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_metrics(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def loop_panels(iterations: list[dict]) -> list[dict]:
+    """The data `plot_loop` draws, one dict per panel: `title`, `key`, `x`, `y`, `yerr` (None or
+    [below, above] lists from the `ci_low`/`ci_high` beside the key) and `ylim` (shared by
+    every reward panel, so one scale compares them, error bars included; None elsewhere).
+
+    `iterations` are flat per-iteration dicts (`flatten_metrics`), iteration 0 (the base
+    policy's held-out reward) included when the run has it. Left out: interval bounds (drawn as
+    error bars), copies of a plotted value (`heldout_reward`, `heldout_reward_before`) and series
+    that never change (counts that stay constant say nothing per iteration)."""
+    its = [flatten_metrics(it) for it in iterations]
+    if any("heldout.mean_reward" in it for it in its):
+        its = [
+            {k: v for k, v in it.items() if k not in ("heldout_reward", "heldout_reward_before")}
+            for it in its
+        ]
+    keys = [
+        k
+        for k in _numeric_keys(its)
+        if not k.endswith(("ci_low", "ci_high")) and k not in ("heldout.n", "heldout.std")
+    ]
+    keys.sort(key=lambda k: LOOP_REWARD_KEYS.index(k) if k in LOOP_REWARD_KEYS else 99)
+    panels = []
+    for key in keys:
+        pts = [(it.get("iteration", i), it) for i, it in enumerate(its) if _finite(it.get(key))]
+        ys = [it[key] for _, it in pts]
+        if len(set(ys)) < 2 and len(ys) > 1 or not ys:
+            continue
+        prefix = key[: -len("mean_reward")] if key.endswith("mean_reward") else None
+        yerr = None
+        if prefix is not None and any(_finite(it.get(prefix + "ci_low")) for _, it in pts):
+            yerr = [
+                [
+                    it[key] - it[prefix + "ci_low"] if _finite(it.get(prefix + "ci_low")) else 0.0
+                    for _, it in pts
+                ],
+                [
+                    it[prefix + "ci_high"] - it[key] if _finite(it.get(prefix + "ci_high")) else 0.0
+                    for _, it in pts
+                ],
+            ]
+        panels.append(
+            {
+                "key": key,
+                "title": LOOP_TITLES.get(key, key),
+                "x": [x for x, _ in pts],
+                "y": ys,
+                "yerr": yerr,
+                "ylim": None,
+            }
+        )
+    rewards = [p for p in panels if p["key"] in LOOP_REWARD_KEYS]
+    if rewards:
+        lows = [
+            y - (p["yerr"][0][i] if p["yerr"] else 0) for p in rewards for i, y in enumerate(p["y"])
+        ]
+        highs = [
+            y + (p["yerr"][1][i] if p["yerr"] else 0) for p in rewards for i, y in enumerate(p["y"])
+        ]
+        pad = 0.05 * ((max(highs) - min(lows)) or 1.0)
+        for p in rewards:
+            p["ylim"] = (min(lows) - pad, max(highs) + pad)
+    return panels
+
+
+def plot_loop(iterations: list[dict], path: Path) -> list[str]:
+    """One small panel per varying per-iteration metric (`loop_panels`): intervals as error
+    bars, the reward panels on one y-range, iteration 0 = the base policy."""
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = loop_panels(iterations)
+    cols = max(1, min(3, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    # constrained layout keeps the figure title clear of the panels' titles
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4 * cols, 3 * rows + 0.4), squeeze=False, layout="constrained"
+    )
+    xs = [x for p in panels for x in p["x"]]
+    for ax, p in zip(axes.flat, panels):
+        ax.errorbar(p["x"], p["y"], yerr=p["yerr"], marker="o", capsize=4, label=p["title"])
+        if p["ylim"]:
+            ax.set_ylim(*p["ylim"])
+            ax.set_ylabel("reward")
+        ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)  # every panel on the same iterations
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("iteration (0 = base policy)" if 0 in p["x"] else "iteration")
+        ax.set_title(p["title"], fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("Per-iteration metrics")
-    fig.tight_layout()
     return save_figure(fig, path, "Per-iteration metrics")
 
 
@@ -262,6 +404,8 @@ def model_table(models: dict[str, dict]) -> dict:
         ("rougeL", "ROUGE-L"),
     ]
     cols = [(k, h) for k, h in optional if any(_finite(m.get(k)) for m in models.values())]
+    if any(m.get("empty_responses") for m in models.values()):  # a format mismatch shows here
+        cols.append(("empty_responses", "empty responses"))
     header = ["model", "n", "reward", "95% CI", "std"] + [h for _, h in cols]
     rows = []
     for name, m in models.items():
@@ -276,15 +420,19 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
     """The report's content, in order; sections without data are left out."""
     b: list[dict] = [_heading("rankalign evaluation report", 1)]
     cfg = metrics.get("config", {})
-    if cfg:
-        b.append(
-            _text(
-                f"Prompts: `{cfg.get('prompts')}` ({metrics.get('num_prompts', '?')} prompts); "
-                f"reward: `{' + '.join(cfg.get('reward') or []) or '-'}`; generation: {cfg.get('strategy', 'greedy')}, "
-                f"{cfg.get('max_new_tokens')} new tokens."
-            )
-        )
     models = metrics.get("models") or {}
+    header = []  # only what this evaluation used: a --loop_run alone has no prompts
+    if cfg.get("prompts"):
+        header.append(f"Prompts: `{cfg['prompts']}` ({metrics.get('num_prompts', '?')} prompts)")
+    if cfg.get("reward"):
+        header.append(f"reward: `{' + '.join(map(str, cfg['reward']))}`")
+    if any(m.get("kind") == "model" for m in models.values()):
+        header.append(
+            f"generation: {cfg.get('strategy', 'greedy')}, {cfg.get('max_new_tokens')} new tokens"
+        )
+    if header:
+        header[0] = header[0][0].upper() + header[0][1:]
+        b.append(_text("; ".join(header) + "."))
     if models:
         explain = (
             "reward: mean over prompts with a 95% percentile-bootstrap interval "
@@ -369,8 +517,8 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                         "responses",
                         "mean",
                         "std",
-                        "max (mean per prompt)",
-                        "max",
+                        "mean best",
+                        "best",
                     ],
                     [
                         [
@@ -389,7 +537,8 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
         b.append(
             _text(
                 "RRHF paper Table 6 columns: mean and std over all responses of a source; "
-                "max = the average over prompts of the best response's reward."
+                "mean best (the paper's max) = the average over prompts of the best response's "
+                "reward; best = the highest reward."
             )
         )
     if metrics.get("reward_length"):
@@ -443,8 +592,10 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
         if "training.png" in plots:
             b.append(_image("training.png", "Training loss and ranking accuracy"))
     if metrics.get("loop"):
-        its = metrics["loop"]["iterations"]
+        its = [flatten_metrics(it) for it in metrics["loop"]["iterations"]]
         keys = _numeric_keys(its)
+        if "heldout.mean_reward" in keys:  # copies of it, kept in metrics.json for old readers
+            keys = [k for k in keys if k not in ("heldout_reward", "heldout_reward_before")]
         b += [
             _heading("Iterations"),
             _table(
@@ -463,6 +614,7 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
                     "id": ex["id"],
                     "prompt": ex["prompt"],
                     "responses": ex["responses"],
+                    "rewards": ex.get("rewards") or {},
                 }
             )
     notes = metrics.get("notes")
@@ -474,6 +626,14 @@ def build_blocks(metrics: dict, plots: dict[str, list[str]]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- renderers
+
+
+def _response_label(example: dict, name: str) -> str:
+    """An example response's heading: the entry's name and, when scored, its reward."""
+    rewards = example.get("rewards") or {}
+    if name not in rewards:
+        return name
+    return f"{name} (reward {_fmt(rewards[name], 4)})"
 
 
 def _md_cell(s: str) -> str:
@@ -499,7 +659,7 @@ def render_markdown(blocks: list[dict]) -> str:
         elif kind == "example":
             out.append(f"**{blk['id']}** — prompt:\n\n```text\n{_prompt_str(blk['prompt'])}\n```")
             for name, text in blk["responses"].items():
-                out.append(f"*{name}*:\n\n```text\n{text}\n```")
+                out.append(f"*{_response_label(blk, name)}*:\n\n```text\n{text}\n```")
         out.append("")
     return "\n".join(out)
 
@@ -551,13 +711,15 @@ def render_html(blocks: list[dict]) -> str:
                 f"<pre>{html.escape(_prompt_str(blk['prompt']))}</pre>",
             ]
             for name, text in blk["responses"].items():
-                parts.append(f"<p><i>{html.escape(name)}</i>:</p><pre>{html.escape(text)}</pre>")
+                label = html.escape(_response_label(blk, name))
+                parts.append(f"<p><i>{label}</i>:</p><pre>{html.escape(text)}</pre>")
             body.append("".join(parts) + "</div>")
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body>\n"
         + "\n".join(body)
-        + "\n<p class='footer'>images loaded: <span id='images-loaded'>?</span></p>"
+        # hidden: for headless-browser checks (--dump-dom), not for readers
+        + "\n<p class='footer' hidden>images loaded: <span id='images-loaded'>?</span></p>"
         + f"\n<script>{IMAGE_CHECK_JS}</script>\n</body></html>\n"
     )
 
@@ -584,7 +746,7 @@ def make_plots(metrics: dict, out_dir: str | os.PathLike) -> dict[str, list[str]
         jobs.append(("reward_length.png", plot_reward_length, metrics["reward_length"]))
     if metrics.get("training"):
         jobs.append(("training.png", plot_training, metrics["training"]))
-    if metrics.get("loop") and _numeric_keys(metrics["loop"]["iterations"]):
+    if metrics.get("loop") and loop_panels(metrics["loop"]["iterations"]):
         jobs.append(("loop.png", plot_loop, metrics["loop"]["iterations"]))
     from tqdm.auto import tqdm
 

@@ -1,33 +1,93 @@
 """Turning a ranked list into token ids: one prompt, k responses, fitted to a length budget.
 
 Rules (the released RRHF code's known tokenization bugs fixed):
-- a message-list prompt goes through the tokenizer's chat template with the generation prompt;
-  a string prompt is used as raw text (HH style) unless `chat_template="always"`;
+- `chat_template` chooses whether a prompt goes through the tokenizer's chat template (with the
+  generation prompt): `always`, `never`, or `auto` (the default), which applies it when the
+  tokenizer has one, except to a string prompt that is itself a raw transcript (`is_transcript`:
+  an Anthropic-HH style `Human:` / `Assistant:` turn at the start of a line), which stays raw
+  text. A message-list prompt always needs the template;
 - a response is tokenized without special tokens and ends with EOS, so no BOS is ever inserted
   between prompt and response;
 - when prompt + response exceed `max_length`, the prompt is cut from the left and every response
   keeps at least `min_response_tokens` (or its whole length, if shorter).
+
+A model trained by rankalign records its mode (`rankalign_config.yaml`); `trained_chat_template`
+reads it back, so `sample` and `evaluate` encode prompts as training did unless told otherwise.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from rankalign.errors import UserError
 
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+# a turn marker at the start of the text or of a line: "Human: hi\n\nAssistant:" (HH's layout)
+TRANSCRIPT_TURN = re.compile(r"(?:^|\n)\s*(?:Human|Assistant):")
+TRAINED_CONFIG = "rankalign_config.yaml"  # written by `rankalign train` into its output_dir
+CHAT_TEMPLATE_HELP = (
+    "auto | always | never (default: the mode the model was trained with, from its "
+    "rankalign_config.yaml, else auto: the model's chat template unless the prompt is a raw "
+    "Human:/Assistant: transcript)"
+)
 
 
-def prompt_text(tokenizer, prompt: str | list[dict], chat_template: str = "auto") -> str:
-    """The prompt as the text the model sees (chat template applied when it should be)."""
+def is_transcript(prompt) -> bool:
+    """A string prompt that already holds the dialogue's turns (Anthropic HH: "\\n\\nHuman: ...
+    \\n\\nAssistant:"). Such a prompt is the model's input as it is; wrapping it in a chat
+    template would nest one dialogue inside another."""
+    return isinstance(prompt, str) and TRANSCRIPT_TURN.search(prompt) is not None
+
+
+def uses_template(tokenizer, prompt: str | list[dict], chat_template: str = "auto") -> bool:
+    """Whether `prompt` goes through the chat template under `chat_template` (module rules)."""
     if chat_template not in CHAT_TEMPLATE_MODES:
         raise UserError(
             f"chat_template must be one of {CHAT_TEMPLATE_MODES}, got '{chat_template}'"
         )
-    use_template = isinstance(prompt, list) or chat_template == "always"
-    if chat_template == "never" and isinstance(prompt, list):
-        raise UserError("a message-list prompt needs a chat template (chat_template is 'never')")
-    if not use_template:
+    if isinstance(prompt, list):
+        if chat_template == "never":
+            raise UserError(
+                "a message-list prompt needs a chat template (chat_template is 'never')"
+            )
+        return True
+    if chat_template == "auto":
+        return bool(getattr(tokenizer, "chat_template", None)) and not is_transcript(prompt)
+    return chat_template == "always"
+
+
+def trained_chat_template(model_path: str | None) -> str | None:
+    """The `chat_template` mode a rankalign-trained model was trained with (its output_dir's
+    `rankalign_config.yaml`), or None (not a folder, or not trained by rankalign)."""
+    if not model_path:
+        return None
+    path = Path(model_path) / TRAINED_CONFIG
+    if not path.is_file():
+        return None
+    from rankalign.config import load_yaml
+
+    section = load_yaml(path).get("rankalign")
+    mode = section.get("chat_template") if isinstance(section, dict) else None
+    if mode is not None and mode not in CHAT_TEMPLATE_MODES:
+        raise UserError(
+            f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, got '{mode}'",
+            file=path,
+            field="rankalign.chat_template",
+        )
+    return mode
+
+
+def resolve_chat_template(chat_template: str | None, model_path: str | None) -> str:
+    """The mode to encode prompts for `model_path` with: the one given, else the one the model
+    was trained with, else `auto`."""
+    return chat_template or trained_chat_template(model_path) or "auto"
+
+
+def prompt_text(tokenizer, prompt: str | list[dict], chat_template: str = "auto") -> str:
+    """The prompt as the text the model sees (chat template applied when it should be)."""
+    if not uses_template(tokenizer, prompt, chat_template):
         return prompt
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(
@@ -39,7 +99,7 @@ def prompt_text(tokenizer, prompt: str | list[dict], chat_template: str = "auto"
 
 def encode_prompt(tokenizer, prompt: str | list[dict], chat_template: str = "auto") -> list[int]:
     text = prompt_text(tokenizer, prompt, chat_template)
-    if isinstance(prompt, list) or chat_template == "always":
+    if uses_template(tokenizer, prompt, chat_template):
         # the template already holds any BOS/special tokens it wants
         return tokenizer(text, add_special_tokens=False).input_ids
     return tokenizer(text).input_ids

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rankalign.tokenization import CHAT_TEMPLATE_MODES, HH_STOP
+from rankalign.tokenization import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, HH_STOP
 
 LENGTH_UNITS = ("tokens", "chars", "words")
 
@@ -76,8 +76,9 @@ class EvaluateConfig:
     batch_size: int = field(
         default=8, metadata={"help": "prompts per generation / scoring batch", "check": ">= 1"}
     )
-    chat_template: str = field(
-        default="auto", metadata={"help": "auto | always | never (with --rm: auto = as trained)"}
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": CHAT_TEMPLATE_HELP},
     )
     seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed", "check": ">= 0"})
     regenerate: bool = field(default=False, metadata={"help": "ignore cached generations"})
@@ -205,7 +206,7 @@ class EvaluateConfig:
             raise ValueError(f"strategy must be greedy or sample, got '{self.strategy}'")
         if self.length_unit not in LENGTH_UNITS:
             raise ValueError(f"length_unit must be one of {', '.join(LENGTH_UNITS)}")
-        if self.chat_template not in CHAT_TEMPLATE_MODES:
+        if self.chat_template is not None and self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
                 f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
                 f"got '{self.chat_template}'"

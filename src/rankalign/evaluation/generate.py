@@ -16,6 +16,7 @@ from rankalign.data import (
 from rankalign.evaluation.config import EvaluateConfig
 from rankalign.evaluation.entries import Entry
 from rankalign.models import default_device
+from rankalign.tokenization import resolve_chat_template
 
 
 class Generator:
@@ -51,6 +52,10 @@ class Generator:
             )
             self._policy = HFPolicy(self.entry.path, sample_cfg, default_device(c.device))
         return self._policy
+
+    def load(self) -> None:
+        """Load the model now (it is otherwise loaded on first use)."""
+        _ = self.policy
 
     @property
     def model(self):
@@ -98,7 +103,7 @@ class Generator:
             "stop": c.stop,
             "seed": c.seed,
             "max_prompt_length": c.max_prompt_length,
-            "chat_template": c.chat_template,
+            "chat_template": resolve_chat_template(c.chat_template, self.entry.path),
             "dtype": c.dtype,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -158,6 +163,7 @@ def cached_generate(
 
     if not todo:
         return [done[row["id"]] for row in rows]
+    gen.load()  # the model's own loading bar must not nest inside ours (`[A` in logs)
     with tqdm(total=len(todo), desc=desc, unit="prompt") as bar:
         for b, (idx, responses) in enumerate(gen.generate(todo, num)):
             for i, resp in zip(idx, responses):

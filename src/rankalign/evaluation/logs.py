@@ -11,6 +11,7 @@ from rankalign.data import (
     read_json_file,
 )
 from rankalign.errors import UserError
+from rankalign.report import flatten_metrics
 
 
 def read_training_log(run: str) -> list[dict]:
@@ -38,20 +39,11 @@ def read_training_log(run: str) -> list[dict]:
     return [e for e in state["log_history"] if isinstance(e, dict)]
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def read_loop_metrics(run: str) -> list[dict]:
     """Per-iteration metrics of a loop run: DIR/iter-*/metrics.json (one dict each, in iteration
     order), or one JSON file / DIR/metrics.json holding a list of per-iteration dicts. Nested
-    dicts are flattened (`heldout.mean_reward`)."""
+    dicts are flattened (`heldout.mean_reward`). The base policy's held-out reward (a loop's
+    DIR/iter-0-heldout.json, or `initial_heldout` in its metrics.json) is iteration 0."""
     path = Path(run)
     files = (
         sorted(
@@ -62,12 +54,18 @@ def read_loop_metrics(run: str) -> list[dict]:
         else []
     )
     its = []
+    base = path / "iter-0-heldout.json"
+    if path.is_dir() and base.is_file() and not any(f.parent.name == "iter-0" for f in files):
+        data = read_json_file(base)
+        if not isinstance(data, dict):
+            raise UserError("expected a JSON object of metrics", file=base)
+        its.append({"iteration": 0, **flatten_metrics({"heldout": data})})
     if files:
         for f in files:
             data = read_json_file(f)
             if not isinstance(data, dict):
                 raise UserError("expected a JSON object of metrics", file=f)
-            it = _flatten(data)
+            it = flatten_metrics(data)
             it.setdefault("iteration", int(re.sub(r"\D", "", f.parent.name) or len(its)))
             its.append(it)
         return its
@@ -75,8 +73,29 @@ def read_loop_metrics(run: str) -> list[dict]:
     if not single.is_file():
         raise UserError("no iter-*/metrics.json or metrics.json", file=run)
     data = read_json_file(single)
+    initial = None
     if isinstance(data, dict) and isinstance(data.get("iterations"), list):
+        initial = data.get("initial_heldout")
         data = data["iterations"]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
         raise UserError("expected a list of per-iteration objects", file=single)
-    return [_flatten(d) | {"iteration": d.get("iteration", i)} for i, d in enumerate(data)]
+    its = [flatten_metrics(d) | {"iteration": d.get("iteration", i)} for i, d in enumerate(data)]
+    if isinstance(initial, dict) and not any(it["iteration"] == 0 for it in its):
+        its.insert(0, {"iteration": 0, **flatten_metrics({"heldout": initial})})
+    return its
+
+
+def run_labels(paths: list[str]) -> list[str]:
+    """A label per run folder: its name, or the shortest path suffix that tells it apart from
+    the others (`a/model`, `b/model` for two folders named `model`)."""
+    parts = [Path(p.rstrip("/\\") or p).resolve().parts for p in paths]
+    labels = []
+    for own in parts:
+        for n in range(1, len(own) + 1):
+            label = "/".join(own[-n:])
+            if all(own == other or own[-n:] != other[-n:] for other in parts):
+                break
+        while label in labels:  # the same folder given twice
+            label += "'"
+        labels.append(label)
+    return labels

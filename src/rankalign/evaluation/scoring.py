@@ -11,6 +11,7 @@ from rankalign.evaluation.config import PAIRWISE_KINDS, EvaluateConfig
 from rankalign.logprobs import rows_logps
 from rankalign.models import default_device, load_tokenizer
 from rankalign.scoring.rewards.base import weighted_sum
+from rankalign.tokenization import resolve_chat_template
 
 
 class RewardSet:
@@ -85,7 +86,7 @@ def perplexity(
         batch_size=cfg.batch_size,
         desc=desc,
         eos=False,
-        **_encoding(cfg),
+        **_encoding(cfg, model),
     )
     total = sum(lp[0] for lp in logps)
     tokens = sum(n[0] for n in lengths)
@@ -108,17 +109,20 @@ def policy_scores(
         [r["responses"] for r in rows],
         batch_size=cfg.batch_size,
         desc=desc,
-        **_encoding(cfg),
+        **_encoding(cfg, model),
     )
     return [[lp / max(n, 1) for lp, n in zip(*row)] for row in zip(logps, lengths)]
 
 
-def _encoding(cfg: EvaluateConfig) -> dict:
-    """How evaluation fits a prompt and a response into max_length (responses keep up to half)."""
+def _encoding(cfg: EvaluateConfig, model) -> dict:
+    """How evaluation fits a prompt and a response into max_length (responses keep up to half);
+    prompts are encoded as `model` was trained unless --chat_template says otherwise."""
     return {
         "max_length": cfg.max_length,
         "min_response_tokens": min(512, cfg.max_length // 2),
-        "chat_template": cfg.chat_template,
+        "chat_template": resolve_chat_template(
+            cfg.chat_template, getattr(model, "name_or_path", None)
+        ),
     }
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ from rankalign.evaluation.entries import (
     safe_name,
 )
 from rankalign.evaluation.generate import Generator, cached_generate
-from rankalign.evaluation.logs import read_loop_metrics, read_training_log
+from rankalign.evaluation.logs import read_loop_metrics, read_training_log, run_labels
 from rankalign.evaluation.reward_models import evaluate_reward_model, print_rm_summary
 from rankalign.evaluation.scoring import RewardSet, load_lm, perplexity, policy_scores
 from rankalign.metrics import (
@@ -187,10 +188,7 @@ def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> _Run:
         if not cfg.reward and not all(row.get("scores") is not None for row in train_rows):
             raise UserError("training file has no scores (and no --reward to score it)", file=path)
         r.train_rows[path] = train_rows
-    for run_dir in cfg.train_runs:
-        name = Path(run_dir.rstrip("/")).name
-        while name in r.train_logs:
-            name += "'"
+    for name, run_dir in zip(run_labels(cfg.train_runs), cfg.train_runs):
         r.train_logs[name] = read_training_log(run_dir)
     if cfg.loop_run:
         r.loop_iterations = read_loop_metrics(cfg.loop_run)
@@ -301,6 +299,8 @@ def _score_entries(r: _Run) -> None:
         m, texts = r.models[e.name], r.responses[e.name]
         m["mean_length_chars"] = float(np.mean([len(t) for t in texts])) if texts else None
         m["empty_responses"] = sum(not t.strip() for t in texts)
+        if m["empty_responses"]:
+            r.notes.append(empty_note(e, m["empty_responses"], len(texts), r.cfg))
         if r.rewards is None:
             continue
         values = r.rewards.score_responses(r.rows, texts, f"reward {e.name}")
@@ -319,6 +319,22 @@ def _score_entries(r: _Run) -> None:
                 seed=r.cfg.seed,
             ),
         )
+
+
+def empty_note(entry: Entry, empty: int, total: int, cfg: EvaluateConfig) -> str:
+    """Why an entry has empty responses, as far as we can tell: a model that stops at once was
+    often prompted in another format than it was trained on."""
+    text = f"{entry.name}: {empty} of {total} responses are empty (scored as they are)"
+    if entry.kind == "model":
+        from rankalign.tokenization import resolve_chat_template, trained_chat_template
+
+        used = resolve_chat_template(cfg.chat_template, entry.path)
+        trained = trained_chat_template(entry.path)
+        text += f"; prompts were encoded with chat_template {used}"
+        if trained and trained != used:
+            text += f", but the model was trained with {trained}"
+        text += " (see --chat_template)"
+    return text
 
 
 def _perplexities(r: _Run) -> None:
@@ -440,7 +456,8 @@ def _per_prompt_outputs(r: _Run, out: Path) -> None:
     ]
     write_jsonl(out / "per_prompt.jsonl", per_prompt)
     r.metrics["examples"] = [
-        {k: p[k] for k in ("id", "prompt", "responses")} for p in per_prompt[: r.cfg.examples]
+        {k: p[k] for k in ("id", "prompt", "responses", "rewards")}
+        for p in per_prompt[: r.cfg.examples]
     ]
 
 
@@ -598,6 +615,9 @@ def print_summary(metrics: dict, cfg: EvaluateConfig) -> None:
         if "perplexity" in m:
             line += f", ppl {number(m['perplexity'], '.2f')}"
         print(line)
+    for note in metrics.get("notes") or []:  # one line each, in the report's notes too
+        if isinstance(note, str) and " responses are empty " in note:
+            print(f"warning: {note}", file=sys.stderr)
     print(f"rankalign evaluate: report in {Path(cfg.out) / 'report.html'}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from rankalign.errors import UserError
 from rankalign.sampling.config import SampleConfig, SourceConfig
+from rankalign.tokenization import resolve_chat_template
 
 
 def as_messages(prompt: str | list[dict]) -> list[dict]:
@@ -49,11 +50,13 @@ class HFPolicy:
         self.pad = pad if pad is not None else (self.eos[0] if self.eos else 0)
         self.stop_fn = make_stop_fn(self.tokenizer, cfg.stop)
         self.cfg = cfg
+        # prompts are encoded as this model was trained (unless chat_template is given)
+        self.chat_template = resolve_chat_template(cfg.chat_template, path)
 
     def encode(self, prompt) -> tuple[list[int], bool]:
         from rankalign.tokenization import encode_prompt
 
-        ids = encode_prompt(self.tokenizer, prompt, self.cfg.chat_template)
+        ids = encode_prompt(self.tokenizer, prompt, self.chat_template)
         keep = self.cfg.max_prompt_length
         return (ids[-keep:], True) if len(ids) > keep else (ids, False)
 
@@ -114,6 +117,7 @@ class VLLMPolicy:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.cfg = cfg
+        self.chat_template = resolve_chat_template(cfg.chat_template, resolve_model(name))
 
     encode = HFPolicy.encode
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rankalign.errors import UserError
 from rankalign.models import DTYPES
-from rankalign.tokenization import CHAT_TEMPLATE_MODES, HH_STOP
+from rankalign.tokenization import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, HH_STOP
 
 STRATEGIES = {
     "greedy": "greedy",
@@ -259,7 +259,10 @@ class SampleConfig:
     max_prompt_length: int = field(
         default=1024, metadata={"help": "prompt tokens kept (cut from the left)", "check": ">= 1"}
     )
-    chat_template: str = field(default="auto", metadata={"help": " | ".join(CHAT_TEMPLATE_MODES)})
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": CHAT_TEMPLATE_HELP},
+    )
     backend: str = field(default="hf", metadata={"help": "hf (transformers) | vllm"})
     tensor_parallel_size: int = field(
         default=1,
@@ -335,7 +338,7 @@ class SampleConfig:
             raise ValueError("tensor_parallel_size > 1 needs backend: vllm")
         if self.on_remote_error not in ("fail", "skip"):
             raise ValueError("on_remote_error must be fail or skip")
-        if self.chat_template not in CHAT_TEMPLATE_MODES:
+        if self.chat_template is not None and self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
                 f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
                 f"got '{self.chat_template}'"

@@ -178,7 +178,7 @@ def _check_prompts(cfg: SampleConfig, data, policies: dict[str, Any]) -> None:
     for name, policy in policies.items():
         for row, loc in zip(data.rows, data.locations):
             try:
-                prompt_text(policy.tokenizer, row["prompt"], cfg.chat_template)
+                prompt_text(policy.tokenizer, row["prompt"], policy.chat_template)
                 continue
             except UserError as e:
                 problem = f"{e} (model {name})"

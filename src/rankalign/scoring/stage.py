@@ -147,24 +147,41 @@ def summarize(rows: list[dict], failed_rows: list[dict]) -> dict:
         "lists_all_tied": all_tied,
         "failures": dict(failures),
         "note": "mean/std over responses; max = mean over lists of the list's best score "
-        "(RRHF Table 6)",
+        "(RRHF Table 6; 'mean best' in the console); best = the highest score",
     }
 
 
-def print_summary(s: dict, out: Path, failed_path: Path) -> None:
-    print(f"rankalign score: {s['rows']} rows, {s['responses']} responses -> {out}")
-    print(f"  {'source':<28} {'n':>7} {'mean':>9} {'std':>9} {'max':>9}")
-    for name, st in [("all", s["all"]), *s["per_source"].items()]:
-        if st["responses"]:
-            print(
-                f"  {name[:28]:<28} {st['responses']:>7} {st['mean']:>9.4f} {st['std']:>9.4f} "
-                f"{st['max']:>9.4f}"
-            )
-    print(f"  lists with ties: {s['lists_with_ties']} (all tied: {s['lists_all_tied']})")
+def summary_lines(s: dict, out: Path, failed_path: Path) -> list[str]:
+    """The console summary. `mean best` (JSON key `max`) is RRHF Table 6's max column: the mean
+    over lists of each list's best score, so it may be below a source's mean over responses;
+    `best` is the single highest score. Source names are shown whole (the column fits them)."""
+    rows = [("all", s["all"]), *s["per_source"].items()]
+    rows = [(name, st) for name, st in rows if st["responses"]]
+    width = max([len("source"), *(len(name) for name, _ in rows)])
+    lines = [
+        f"rankalign score: {s['rows']} rows, {s['responses']} responses -> {out}",
+        f"  {'source':<{width}} {'n':>7} {'mean':>9} {'std':>9} {'mean best':>9} {'best':>9}",
+    ]
+    for name, st in rows:
+        lines.append(
+            f"  {name:<{width}} {st['responses']:>7} {st['mean']:>9.4f} {st['std']:>9.4f} "
+            f"{st['max']:>9.4f} {st['best']:>9.4f}"
+        )
+    lines.append(
+        "  mean/std: over responses; mean best: mean over lists of each list's best score "
+        "(RRHF Table 6 'max'); best: the highest score"
+    )
+    lines.append(f"  lists with ties: {s['lists_with_ties']} (all tied: {s['lists_all_tied']})")
     for name, f in s["failures"].items():
-        print(f"  {name} failures: {f['responses']} responses in {f['rows']} rows")
+        lines.append(f"  {name} failures: {f['responses']} responses in {f['rows']} rows")
     if s["rows_skipped"]:
-        print(f"  {s['rows_skipped']} rows skipped (unscored) -> {failed_path}")
+        lines.append(f"  {s['rows_skipped']} rows skipped (unscored) -> {failed_path}")
+    return lines
+
+
+def print_summary(s: dict, out: Path, failed_path: Path) -> None:
+    for line in summary_lines(s, out, failed_path):
+        print(line)
 
 
 def _remove_empty(folders: list[Path]) -> None:

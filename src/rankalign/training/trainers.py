@@ -5,13 +5,48 @@ metrics every step (`MetricsTrainer`).
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from rankalign import losses as L
 from rankalign.logprobs import list_length, response_logps
 from rankalign.losses import bradley_terry_loss
+
+
+def log_numbers(logs: dict) -> dict:
+    """A Trainer log line for the console: floats rounded to 4 significant digits but still
+    numbers (transformers' own callbacks print them as strings: {'loss': '1.234'})."""
+    return {
+        k: float(f"{v:.4g}") if isinstance(v, float) else v
+        for k, v in logs.items()
+        if k != "total_flos"
+    }
+
+
+class NumberPrinterCallback(PrinterCallback):
+    """PrinterCallback (disable_tqdm) printing numbers as numbers."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_local_process_zero and logs is not None:
+            print(log_numbers(logs))
+
+
+class NumberProgressCallback(ProgressCallback):
+    """ProgressCallback printing numbers as numbers, and without a nested evaluation bar when
+    the output is not a terminal (a log file would get its cursor-up codes, `[A`)."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.training_bar is not None and not sys.stderr.isatty():
+            return
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs is not None:
+            self.training_bar.write(str(log_numbers(logs)))
 
 
 class MetricsTrainer(Trainer):
@@ -32,6 +67,28 @@ class MetricsTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         # split -> key -> [weighted sum, total weight]
         self._metrics = {"train": {}, "eval": {}}
+        for theirs, ours in (
+            (ProgressCallback, NumberProgressCallback),
+            (PrinterCallback, NumberPrinterCallback),
+        ):
+            if any(type(c) is theirs for c in self.callback_handler.callbacks):
+                self.remove_callback(theirs)
+                self.add_callback(ours)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Resuming a model with tied input/output embeddings: the checkpoint holds the shared
+        weight once, so its tied copy (lm_head.weight) is "missing" by design. Tie it and say
+        nothing; any other missing key is still reported."""
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+        missing = set(load_result.missing_keys)
+        if missing and missing <= tied:
+            self.model.tie_weights()
+            if load_result.unexpected_keys:
+                super()._issue_warnings_after_load(
+                    type(load_result)([], load_result.unexpected_keys)
+                )
+            return
+        super()._issue_warnings_after_load(load_result)
 
     def _record(self, model, stats: dict) -> None:
         metrics = self._metrics["train" if model.training else "eval"]

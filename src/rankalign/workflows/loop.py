@@ -45,6 +45,14 @@ from rankalign.report import number
 from rankalign.tokenization import CHAT_TEMPLATE_MODES
 
 BUILDERS = ("best-worst", "all-pairs", "list", "rso", "raft")
+KEEP_MODELS = ("last", "all")
+# weight files of a saved model (top level only: a LoRA run's adapter/ folder is kept)
+WEIGHT_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model*.bin.index.json",
+)
 
 
 def _opt(default, check: str | None = None, help: str | None = None, **kw):
@@ -88,6 +96,12 @@ class LoopConfig:
     beta: float | None = _opt(None, "> 0")
     max_length: int = _opt(512, ">= 2")
     use_lora: bool = False
+    keep_models: str = _opt(
+        "last",
+        help="last: only the newest iteration's model weights stay (earlier ones are removed once "
+        "the next iteration has trained; LoRA adapters, configs and logs stay) | all: every "
+        "iteration's",
+    )
     train_args: list[str] = field(
         default_factory=list, metadata={"help": "extra `rankalign train` flags"}
     )
@@ -102,6 +116,10 @@ class LoopConfig:
             raise ValueError(
                 f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
                 f"got '{self.chat_template}'"
+            )
+        if self.keep_models not in KEEP_MODELS:
+            raise ValueError(
+                f"keep_models must be one of {', '.join(KEEP_MODELS)}, got '{self.keep_models}'"
             )
         if isinstance(self.reward, str | dict):
             self.reward = [self.reward]
@@ -390,7 +408,8 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
     return prompts, pi0
 
 
-def run(cfg: LoopConfig) -> list[dict]:
+def run(cfg: LoopConfig) -> dict:
+    """Run (or resume) the loop; returns the summary written to OUT/metrics.json."""
     prompts, pi0 = validate(cfg)  # validate, then write
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -438,6 +457,8 @@ def run(cfg: LoopConfig) -> list[dict]:
         model_dir = it / "model"
         if not _done(model_dir / "train_summary.json"):
             api.train(argv=cfg.train_args, **_train_options(cfg, data, current, model_dir, pi0))
+        if cfg.keep_models == "last" and t > 1:  # iteration t no longer needs t-1's weights
+            drop_weights(out / f"iter-{t - 1}" / "model")
         current = str(model_dir)
         metrics_path = it / "metrics.json"
         if not _done(metrics_path):
@@ -457,24 +478,42 @@ def run(cfg: LoopConfig) -> list[dict]:
         "reference_model": pi0,
     }
     write_json(out / "metrics.json", summary)
-    plot_iterations(all_metrics, out / "loop.png")
-    return all_metrics
+    plot_iterations(all_metrics, out / "loop.png", initial if cfg.heldout else None)
+    return summary
 
 
-def plot_iterations(metrics: list[dict], path: Path) -> None:
+def drop_weights(model_dir: Path) -> list[str]:
+    """Remove a finished iteration's weight files (`keep_models: last`); returns their names.
+
+    Called only once the next iteration's training is complete (its train_summary.json exists),
+    so a resumed run never needs them: every stage that read this model is done and skipped.
+    Its config, tokenizer, logs and LoRA adapter stay (the adapters, applied in order to pi_0,
+    rebuild any iteration)."""
+    removed = sorted({f for pattern in WEIGHT_PATTERNS for f in model_dir.glob(pattern)})
+    for f in removed:
+        f.unlink()
+    if removed:
+        print(
+            f"[loop] removed {model_dir}'s weights ({len(removed)} files; keep_models: last)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return [f.name for f in removed]
+
+
+def plot_iterations(metrics: list[dict], path: Path, initial: dict | None = None) -> None:
+    """loop.png: the per-iteration metrics, with iteration 0 (the base policy's held-out reward,
+    `initial`) first, so the plot shows the change the loop made (`report.loop_panels`)."""
     try:
         from rankalign.report import plot_loop
     except ImportError:
         return
-    keys = (
-        "mean_reward",
-        "max_reward",
-        "std_reward",
-        "heldout_reward",
-        "mean_response_chars",
-        "dropped_ties",
-    )
-    plot_loop([{k: m[k] for k in ("iteration", *keys) if k in m} for m in metrics], path)
+    plot_loop(with_initial(metrics, initial), path)
+
+
+def with_initial(metrics: list[dict], initial: dict | None) -> list[dict]:
+    """The per-iteration metrics preceded by iteration 0 when the base policy was evaluated."""
+    return ([{"iteration": 0, "heldout": initial}] if initial else []) + list(metrics)
 
 
 def loop_config(config=None, *, argv: tuple | list = (), **options) -> LoopConfig:
@@ -487,17 +526,54 @@ def loop(config=None, *, argv: tuple | list = (), **options) -> api.Result:
     """Online iterative alignment (sample -> score -> train, `iterations` times) in `out`;
     resumes a killed run. `result.metrics["iterations"]`: one dict per iteration."""
     cfg = loop_config(config, argv=argv, **options)
-    metrics = run(cfg)
-    return api.Result("loop", Path(cfg.out), {"iterations": metrics}, cfg)
+    summary = run(cfg)
+    return api.Result(
+        "loop",
+        Path(cfg.out),
+        {"iterations": summary["iterations"], "initial_heldout": summary["initial_heldout"]},
+        cfg,
+    )
+
+
+def _interval(m: dict) -> str:
+    return (
+        f"{number(m.get('mean_reward'), '+.3f')} "
+        f"[{number(m.get('ci_low'), '+.3f')}, {number(m.get('ci_high'), '+.3f')}]"
+    )
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The console summary: the base policy's held-out reward (iteration 0) first, then each
+    iteration's, all with their 95% intervals, so a change can be read against its noise."""
+    lines = []
+    if metrics.get("initial_heldout"):
+        lines.append(f"iteration 0 (base policy): held-out {_interval(metrics['initial_heldout'])}")
+    for m in metrics["iterations"]:
+        line = (
+            f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
+            f"best per prompt {number(m['max_reward'], '+.3f')}"
+        )
+        if isinstance(m.get("heldout"), dict):
+            line += f"; held-out {_interval(m['heldout'])}"
+        elif "heldout_reward" in m:
+            line += f"; held-out {number(m['heldout_reward'], '+.3f')}"
+        lines.append(line + f"; dropped ties {m['dropped_ties']}")
+    if metrics.get("initial_heldout") and metrics["iterations"]:
+        last = metrics["iterations"][-1].get("heldout") or {}
+        base = metrics["initial_heldout"].get("mean_reward")
+        if _finite(last.get("mean_reward")) and _finite(base):
+            lines.append(
+                f"held-out change over the base policy: {last['mean_reward'] - base:+.3f} "
+                "(compare the intervals above)"
+            )
+    return lines
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def print_summary(result: api.Result) -> None:
-    for m in result.metrics["iterations"]:
-        line = (
-            f"iteration {m['iteration']}: sample reward mean {number(m['mean_reward'], '+.3f')} "
-            f"max {number(m['max_reward'], '+.3f')}"
-        )
-        if "heldout_reward" in m:
-            line += f"; held-out {number(m['heldout_reward'], '+.3f')}"
-        print(line + f"; dropped ties {m['dropped_ties']}")
+    for line in summary_lines(result.metrics):
+        print(line)
     print(f"run: {result.output}  (plot: {result.output / 'loop.png'})")

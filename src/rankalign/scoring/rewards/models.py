@@ -22,6 +22,7 @@ from rankalign.reward_inputs import (
     trained_with,
 )
 from rankalign.scoring.rewards.base import Reward, flat_index, length_batches, progress, unflat
+from rankalign.tokenization import resolve_chat_template
 
 
 class ModelReward(Reward):
@@ -255,7 +256,8 @@ class PreferenceReward(ModelReward):
         self.chat = (
             spec.options.get("chat_template")
             or meta.get("chat_template")
-            or self.opt.get("chat_template", "auto")
+            or self.opt.get("chat_template")
+            or "auto"
         )
         self.token_a, self.token_b = answer_tokens(self.tokenizer, self.path)
 
@@ -337,7 +339,8 @@ class PolicyLogprob(ModelReward):
             [r["responses"] for r in rows],
             max_length=self.max_length,
             min_response_tokens=int(self.opt.get("min_response_tokens", 64)),
-            chat_template=self.opt.get("chat_template", "auto"),
+            # given (spec, else the stage's option), else as the policy was trained
+            chat_template=resolve_chat_template(self.opt.get("chat_template"), self.path),
             batch_size=self.batch_size,
             desc=self.name,
         )
