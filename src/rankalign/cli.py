@@ -72,6 +72,9 @@ def _usage() -> str:
     lines = [
         "usage: rankalign <command> [--config FILE.yaml] [--flag value ...] [--debug]",
         "",
+        "--debug (no value): the traceback of an error; train's --debug underflow_overflow |",
+        "tpu_metrics_debug: TrainingArguments' debug features.",
+        "",
         "commands:",
     ]
     for name, (module, help_) in COMMANDS.items():
@@ -81,10 +84,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def split_debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """(traceback wanted, argv without our flag). A bare `--debug` is ours: the traceback of an
+    error. `--debug VALUE` (or `--debug=VALUE`) with one of TrainingArguments' debug features
+    (`underflow_overflow`, `tpu_metrics_debug`) stays in argv for `rankalign train`."""
+    from transformers.debug_utils import DebugOption
+
+    features = {o.value for o in DebugOption}
+    out, traceback = [], False
+    for i, a in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if a == "--debug" and following not in features:
+            traceback = True
+            continue
+        out.append(a)
+    return traceback, out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    debug, argv = split_debug(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
