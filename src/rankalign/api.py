@@ -97,6 +97,11 @@ def _python_data(command: str, options: dict) -> Iterator[dict]:
         for name, rows in inline.items():
             if hasattr(rows, "to_list"):  # a datasets.Dataset
                 rows = rows.to_list()
+            elif hasattr(rows, "column_names") and isinstance(rows, dict):  # DatasetDict
+                raise UserError(
+                    f"a DatasetDict: pass one split, e.g. {name}['{next(iter(rows), 'train')}']",
+                    field=name,
+                )
             if not isinstance(rows, list | tuple):
                 raise UserError(
                     f"expected a path or a list of dicts, got {type(rows).__name__}", field=name

@@ -61,8 +61,14 @@ PRINTERS = {"train": _print_train, "evaluate": _print_evaluate, "loop": _print_l
 
 def run_command(name: str, argv: list[str]):
     """`rankalign NAME ARGV...` in this process: parse, call the API function, print."""
+    from rankalign.config import COMMAND_LINE
+
     module, function = COMMANDS[name][0].split(":")
-    result = getattr(importlib.import_module(module), function)(argv=argv)
+    token = COMMAND_LINE.set([name, *argv])  # recorded in the run's config dump
+    try:
+        result = getattr(importlib.import_module(module), function)(argv=argv)
+    finally:
+        COMMAND_LINE.reset(token)
     if name in PRINTERS:
         PRINTERS[name](result)
     return result

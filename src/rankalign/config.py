@@ -8,10 +8,10 @@ rejects unknown YAML keys with a one-line error.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import dataclasses
 import os
 import re
-import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -574,12 +574,22 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
+# The `rankalign ...` command line being run (set by cli.run_command): a config dump records it.
+# Unset for a Python API call, whose options are the dump itself.
+COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "rankalign_command_line", default=None
+)
+
+
 def dump_config(path: str | os.PathLike, sections: dict[str, Any]) -> None:
     """Write the resolved configuration (secrets redacted) atomically as YAML."""
     from rankalign.data import atomic_write_text
 
     data = redact({name: _plain(v) for name, v in sections.items()})
-    data["command"] = " ".join(["rankalign", *redact_argv(sys.argv[1:])])
+    argv = COMMAND_LINE.get()
+    data["command"] = (
+        " ".join(["rankalign", *redact_argv(argv)]) if argv is not None else "(Python API call)"
+    )
     atomic_write_text(path, yaml.safe_dump(redact(data), sort_keys=False, allow_unicode=True))
 
 

@@ -137,9 +137,10 @@ def model_card(out: Path, summary: dict, log_history: list[dict], version: str) 
         f"rankalign train --config {out / 'rankalign_config.yaml'} --output_dir {out}-rerun",
         "```",
         "",
-        f"Command line of this run: `{resolved.get('command', '-')}`",
-        "",
     ]
+    command = str(resolved.get("command", ""))
+    if command.startswith("rankalign "):  # (a Python API call has none)
+        lines += [f"Command line of this run: `{command}`", ""]
     return "\n".join(lines)
 
 
