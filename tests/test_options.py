@@ -189,3 +189,8 @@ def test_resolved_config_reruns_with_the_same_values(tmp_path):
     assert dumped["rankalign"]["beta"] == 0.1
     again, args2 = rankalign.train_config(str(tmp_path / "c.yaml"))
     assert again.loss_kwargs()["beta"] == 0.1 and args2.learning_rate == args.learning_rate
+
+
+def test_misspelt_command_gets_a_suggestion(capsys):
+    assert main(["trian", "--data", "x"]) == 2
+    assert "unknown command 'trian' (did you mean 'train'?)" in capsys.readouterr().err

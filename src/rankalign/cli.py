@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS or importlib.util.find_spec(COMMANDS[name][0].split(":")[0]) is None:
-        print(f"rankalign: error: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        from rankalign.config import did_you_mean
+
+        hint = did_you_mean(name, COMMANDS)
+        print(f"rankalign: error: unknown command '{name}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
