@@ -101,14 +101,24 @@ def clear_run(out: Path) -> None:
 
 def start_outputs(out: Path, cfg, args, data_report: dict) -> None:
     """After validation, the first write of a training run: the output folder, its data report
-    and the resolved configuration (policy and reward-model training alike)."""
-    if cfg.overwrite and not cfg.resume:
-        clear_run(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "data_report.json", data_report)
-    # the values used: a loss option left unset is recorded as the loss's default
-    used = dataclasses.asdict(cfg) | cfg.effective_loss_options()
-    dump_config(out / "rankalign_config.yaml", {"rankalign": used, "training_args": args.to_dict()})
+    and the resolved configuration (policy and reward-model training alike), by the main
+    process once every process has checked the folder (`check_output_dir`: a process that
+    saw another's first files would refuse a non-empty folder)."""
+    _ = args.device  # sets up the processes' state (as the Trainer would)
+    state = args.distributed_state
+    if state is not None:
+        state.wait_for_everyone()
+    if state is None or state.is_main_process:
+        if cfg.overwrite and not cfg.resume:
+            clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "data_report.json", data_report)
+        # the values used: a loss option left unset is recorded as the loss's default
+        used = dataclasses.asdict(cfg) | cfg.effective_loss_options()
+        sections = {"rankalign": used, "training_args": args.to_dict()}
+        dump_config(out / "rankalign_config.yaml", sections)
+    if state is not None:
+        state.wait_for_everyone()
 
 
 def train_and_save(trainer: Trainer, cfg, tokenizer, out: Path, load_base) -> dict:
