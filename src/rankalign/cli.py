@@ -94,13 +94,17 @@ def split_debug(argv: list[str]) -> tuple[bool, list[str]]:
     """(traceback wanted, argv without our flag). A bare `--debug` is ours: the traceback of an
     error. `--debug VALUE` (or `--debug=VALUE`) with one of TrainingArguments' debug features
     (`underflow_overflow`, `tpu_metrics_debug`) stays in argv for `rankalign train`."""
-    from transformers.debug_utils import DebugOption
 
-    features = {o.value for o in DebugOption}
+    def feature(value: str | None) -> bool:
+        if value is None or value.startswith("-"):
+            return False
+        from transformers.debug_utils import DebugOption  # seconds: only when it can matter
+
+        return value in {o.value for o in DebugOption}
+
     out, traceback = [], False
     for i, a in enumerate(argv):
-        following = argv[i + 1] if i + 1 < len(argv) else None
-        if a == "--debug" and following not in features:
+        if a == "--debug" and not feature(argv[i + 1] if i + 1 < len(argv) else None):
             traceback = True
             continue
         out.append(a)
