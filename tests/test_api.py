@@ -157,5 +157,6 @@ def test_a_datasets_dataset_trains_with_the_required_trainer_settings(tiny_model
     assert result.metrics["global_step"] == 1 and (out / "model.safetensors").is_file()
     assert result.config[1].remove_unused_columns is False
     assert "(Python API call)" in (out / "rankalign_config.yaml").read_text()
+    assert "training data: rows passed from Python" in (out / "README.md").read_text()
     with pytest.raises(UserError, match=r"a DatasetDict: pass one split, e\.g\. data\['train'\]"):
         rankalign.train(data=datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}))

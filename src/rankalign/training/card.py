@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from rankalign.config import redact
-from rankalign.data import atomic_write_text
+from rankalign.data import atomic_write_text, python_rows_path
 
 LOSS_PLOT = "training_loss.png"
 CARD = "README.md"
@@ -108,11 +108,11 @@ def model_card(out: Path, summary: dict, log_history: list[dict], version: str) 
         "",
         "## Data",
         "",
-        f"- training data: `{ours.get('data')}`"
+        f"- training data: {_data_name(ours.get('data'))}"
         + (f" ({data['summary']})" if data.get("summary") else ""),
     ]
     if ours.get("eval_data"):
-        lines.append(f"- held-out data: `{ours['eval_data']}`")
+        lines.append(f"- held-out data: {_data_name(ours['eval_data'])}")
     lines += ["", f"## Loss: `{loss}`", ""]
     lines += _table(hyper) if hyper else ["(no hyperparameters)"]
     lines += ["", "## Training", ""]
@@ -143,6 +143,12 @@ def model_card(out: Path, summary: dict, log_history: list[dict], version: str) 
     if command.startswith("rankalign "):  # (a Python API call has none)
         lines += [f"Command line of this run: `{command}`", ""]
     return "\n".join(lines)
+
+
+def _data_name(path: str | None) -> str:
+    if python_rows_path(path):
+        return "rows passed from Python (not saved with the run; to rerun, save them to a file)"
+    return f"`{path}`"
 
 
 def _base_model(model: str) -> tuple[str | None, str]:
