@@ -15,6 +15,7 @@ import rankalign
 from rankalign.errors import UserError
 
 README = Path(__file__).parents[1] / "README.md"
+DATA = Path(__file__).parents[1] / "examples" / "data" / "tiny_lists.jsonl"
 
 
 def _readme_example() -> str:
@@ -135,3 +136,27 @@ def test_an_option_name_defined_twice_is_a_bug_caught_at_parse():
 
     with pytest.raises(RuntimeError, match="defined twice: x"):
         parse_config([], (A, B), prog="t")
+
+
+def test_a_datasets_dataset_trains_with_the_required_trainer_settings(tiny_model_dir, tmp_path):
+    """A `datasets.Dataset` (or a list of dicts) is training data; remove_unused_columns=False
+    (which our collators need) is applied without being asked for."""
+    import datasets
+
+    rows = [json.loads(line) for line in (DATA.read_text().splitlines())]
+    out = tmp_path / "run"
+    result = rankalign.train(
+        data=datasets.Dataset.from_list(rows),
+        model=tiny_model_dir,
+        output_dir=str(out),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    assert result.metrics["global_step"] == 1 and (out / "model.safetensors").is_file()
+    assert result.config[1].remove_unused_columns is False
+    assert "(Python API call)" in (out / "rankalign_config.yaml").read_text()
+    assert "training data: rows passed from Python" in (out / "README.md").read_text()
+    with pytest.raises(UserError, match=r"a DatasetDict: pass one split, e\.g\. data\['train'\]"):
+        rankalign.train(data=datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}))

@@ -471,3 +471,63 @@ def test_listwise_frontier_and_released_convention_options():
         kwargs("--loss", "nca", "--nca_alpha", "0")
     _, args = parse_args(["--data", DATA, "--loss", "lipo"])
     assert args.learning_rate == 1e-6  # the DPO family's default
+
+
+def test_non_empty_output_dir_needs_overwrite_or_resume(tiny_model_dir, tmp_path, capsys):
+    """As `sample` and `score` refuse an existing output: nothing written, one line."""
+    out = tmp_path / "out"
+    (out / "checkpoint-9").mkdir(parents=True)
+    (out / "train_summary.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    argv = ["train", "--model", tiny_model_dir, "--data", DATA, "--output_dir", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "output folder is not empty (pass --overwrite true" in err and "--resume" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint-9",
+        "notes.txt",
+        "train_summary.json",
+    ]
+    # --overwrite: the earlier run's checkpoints and summary go; files not ours stay
+    _train(tiny_model_dir, out, "--max_steps", "1", "--overwrite", "true")
+    assert not (out / "checkpoint-9").exists() and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "train_summary.json").read_text())["global_step"] == 1
+
+
+def test_train_writes_a_loss_plot_and_a_model_card(tiny_model_dir, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("HF_TOKEN", "")  # --hub_token moves there (training.setup); restored after
+    secret = "hf_" + "a" * 30
+    out = tmp_path / "run"
+    summary = _train(
+        tiny_model_dir, out, "--max_steps", "3", "--logging_steps", "1", "--hub_token", secret
+    )
+    # the plot is drawn from the Trainer's log rows: one loss per step, with its parts
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [row for row in state["log_history"] if "loss" in row]
+    assert [row["step"] for row in losses] == [1, 2, 3]
+    assert all("loss_rank" in row and "loss_sft" in row for row in losses)
+    plot = Image.open(out / "training_loss.png")
+    assert "loss_rank" in plot.info["Description"] and "loss_sft" in plot.info["Description"]
+    card = (out / "README.md").read_text()
+    assert f"from the local model `{tiny_model_dir}`" in card and "base_model:" not in card
+    assert DATA in card and "read 24 rows" in card
+    assert "## Loss: `rrhf`" in card and "| `rank_weight` | 1 |" in card
+    assert "| `learning_rate` | 0.001 |" in card and "| `max_steps` | 3 |" in card
+    assert f"| `train_loss` | {summary['train_loss']:.6g} |" in card
+    assert "![training loss](training_loss.png)" in card
+    assert "rankalign train --config" in card and "--hub_token <redacted>" in card
+    assert secret not in card
+    # the resolved configuration records the loss defaults used, not `null`
+    used = yaml.safe_load((out / "rankalign_config.yaml").read_text())["rankalign"]
+    assert used["rank_weight"] == 1.0 and used["sft_reduction"] == "sum" and used["beta"] is None
+
+
+def test_model_card_names_the_embedded_model_by_its_hub_id():
+    from rankalign.training.card import _base_model
+
+    hub, text = _base_model("smollm2")
+    assert hub == "HuggingFaceTB/SmolLM2-135M-Instruct" and "de-quantized" in text
+    assert _base_model("org/model") == ("org/model", "`org/model`")
+    assert _base_model("./runs/x")[0] is None

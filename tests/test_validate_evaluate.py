@@ -759,5 +759,8 @@ def test_train_reward_model_existing_output_dir_is_left_byte_identical(
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("an earlier run's file\n")
+    (out / "checkpoint-3").mkdir()  # what --overwrite would remove, once everything is checked
     argv = _train(tiny_model_dir, str(BAD / "bad_json_line.jsonl"), out)
+    _refused(argv, out, capfd, "train", ["output folder is not empty", "--overwrite true"])
+    argv = _train(tiny_model_dir, str(BAD / "bad_json_line.jsonl"), out, "--overwrite", "true")
     _refused(argv, out, capfd, "train", ["bad_json_line.jsonl", "line 2"])

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rankalign.config import parse_config
-from rankalign.data import write_jsonl
+from rankalign.data import PYTHON_ROWS_PREFIX, write_jsonl
 from rankalign.errors import UserError
 from rankalign.evaluation.config import EvaluateConfig
 from rankalign.evaluation.stage import evaluate as run_evaluate
@@ -92,11 +92,16 @@ def _python_data(command: str, options: dict) -> Iterator[dict]:
     if not inline:
         yield options
         return
-    with tempfile.TemporaryDirectory(prefix=f"rankalign-{command}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{PYTHON_ROWS_PREFIX}{command}-") as tmp:
         resolved = dict(options)
         for name, rows in inline.items():
             if hasattr(rows, "to_list"):  # a datasets.Dataset
                 rows = rows.to_list()
+            elif hasattr(rows, "column_names") and isinstance(rows, dict):  # DatasetDict
+                raise UserError(
+                    f"a DatasetDict: pass one split, e.g. {name}['{next(iter(rows), 'train')}']",
+                    field=name,
+                )
             if not isinstance(rows, list | tuple):
                 raise UserError(
                     f"expected a path or a list of dicts, got {type(rows).__name__}", field=name

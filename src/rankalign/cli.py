@@ -61,8 +61,14 @@ PRINTERS = {"train": _print_train, "evaluate": _print_evaluate, "loop": _print_l
 
 def run_command(name: str, argv: list[str]):
     """`rankalign NAME ARGV...` in this process: parse, call the API function, print."""
+    from rankalign.config import COMMAND_LINE
+
     module, function = COMMANDS[name][0].split(":")
-    result = getattr(importlib.import_module(module), function)(argv=argv)
+    token = COMMAND_LINE.set([name, *argv])  # recorded in the run's config dump
+    try:
+        result = getattr(importlib.import_module(module), function)(argv=argv)
+    finally:
+        COMMAND_LINE.reset(token)
     if name in PRINTERS:
         PRINTERS[name](result)
     return result
@@ -71,6 +77,9 @@ def run_command(name: str, argv: list[str]):
 def _usage() -> str:
     lines = [
         "usage: rankalign <command> [--config FILE.yaml] [--flag value ...] [--debug]",
+        "",
+        "--debug (no value): the traceback of an error; train's --debug underflow_overflow |",
+        "tpu_metrics_debug: TrainingArguments' debug features.",
         "",
         "commands:",
     ]
@@ -81,10 +90,30 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def split_debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """(traceback wanted, argv without our flag). A bare `--debug` is ours: the traceback of an
+    error. `--debug VALUE` (or `--debug=VALUE`) with one of TrainingArguments' debug features
+    (`underflow_overflow`, `tpu_metrics_debug`) stays in argv for `rankalign train`."""
+
+    def feature(value: str | None) -> bool:
+        if value is None or value.startswith("-"):
+            return False
+        from transformers.debug_utils import DebugOption  # seconds: only when it can matter
+
+        return value in {o.value for o in DebugOption}
+
+    out, traceback = [], False
+    for i, a in enumerate(argv):
+        if a == "--debug" and not feature(argv[i + 1] if i + 1 < len(argv) else None):
+            traceback = True
+            continue
+        out.append(a)
+    return traceback, out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    debug, argv = split_debug(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -95,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS or importlib.util.find_spec(COMMANDS[name][0].split(":")[0]) is None:
-        print(f"rankalign: error: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        from rankalign.config import did_you_mean
+
+        hint = did_you_mean(name, COMMANDS)
+        print(f"rankalign: error: unknown command '{name}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

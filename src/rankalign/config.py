@@ -7,10 +7,12 @@ rejects unknown YAML keys with a one-line error.
 
 from __future__ import annotations
 
+import argparse
+import contextvars
 import dataclasses
 import os
 import re
-import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,48 @@ def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
+# TRL's (and LLaMA-Factory's) names for our options: option -> our name, the first of the
+# candidates the command has. Accepted as flags (shown in --help beside ours), YAML keys and
+# Python keyword arguments.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "model_name_or_path": ("model",),
+    "dataset_name": ("data", "prompts", "input"),
+}
+
+
+def aliases_for(known: set[str]) -> dict[str, str]:
+    """alias -> option name, for a command whose options are `known`."""
+    out = {}
+    for alias, targets in ALIASES.items():
+        target = next((t for t in targets if t in known), None)
+        if target is not None and alias not in known:
+            out[alias] = target
+    return out
+
+
+def did_you_mean(name: str, choices) -> str:
+    """ " (did you mean 'x'?)" for the closest of `choices` to a misspelt `name`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_flags(rest: list[str], parser, *, prog: str) -> None:
+    """Refuse a flag the command does not have, with the closest name: argparse would accept a
+    prefix (`--learning_rat`) as the option it abbreviates, and HfArgumentParser reports the
+    rest as a raw list of "not used" strings."""
+    flags = {s for s in parser._option_string_actions if s.startswith("--")}
+    for arg in rest:
+        if arg == "--":  # what follows is positional
+            return
+        if not arg.startswith("--") or arg.split("=", 1)[0] in flags:
+            continue
+        name = arg.split("=", 1)[0]
+        hint = did_you_mean(name, {f for f in flags if "-" not in f[2:]} or flags)
+        raise UserError(f"unknown option '{name}'{hint} (see {prog} --help)")
+
+
 def parse_config(
     argv: list[str],
     types: tuple,
@@ -151,12 +195,15 @@ def parse_config(
         twice = sorted({n for n in names if names.count(n) > 1})
         raise RuntimeError(f"{prog}: option names defined twice: {', '.join(twice)}")
     known = set(names)
+    aliases = aliases_for(known)
     hints = {name: hint for t in types for name, hint in _type_hints(t).items()}
 
-    def check_keys(given: dict, source: str | None) -> None:
+    def check_keys(given: dict, source: str | None) -> dict:
+        given = _resolve_aliases(given, aliases, source)
         for key, value in given.items():
             if key not in known:
-                raise UserError(f"unknown option '{key}'", file=source, field=key)
+                hint = did_you_mean(key, known | set(aliases))
+                raise UserError(f"unknown option '{key}'{hint}", file=source, field=key)
             # argparse converts (and checks) string defaults itself; YAML numbers, booleans,
             # lists and mappings reach the dataclass as they are, so their type is checked here
             if not isinstance(value, str) and not _fits(value, hints.get(key)):
@@ -165,20 +212,21 @@ def parse_config(
                     file=source,
                     field=key,
                 )
+        return given
 
     if config_path:
-        loaded = _unwrap_dump(load_yaml(config_path), known)
-        check_keys(loaded, config_path)
+        loaded = check_keys(_unwrap_dump(load_yaml(config_path), known), config_path)
         values.update(loaded)
     if options:
-        check_keys(options, None)
+        options = check_keys(options, None)
         values.update(options)
-    parser = _parser_class()(types, prog=prog)
+    parser = _parser_class(aliases)(types, prog=prog, allow_abbrev=False)
 
     def one_line_error(message):  # argparse would print the whole usage first
         raise UserError(f"{message} (see {prog} --help)")
 
     parser.error = one_line_error
+    check_flags(rest, parser, prog=prog)
     # YAML values become argparse defaults: anything given as a flag overrides them.
     parser.set_defaults(**values)
     try:
@@ -187,6 +235,7 @@ def parse_config(
         raise UserError(str(e).strip().splitlines()[0]) from None
     # values that came from the YAML file (and no flag overrode) are reported with its name
     flagged = {a[2:].split("=", 1)[0].replace("-", "_") for a in rest if a.startswith("--")}
+    flagged |= {aliases[a] for a in flagged if a in aliases}
     from_file = {k: config_path for k in loaded if k not in flagged and k not in (options or {})}
     for obj in parsed:
         check_options(obj, files=from_file)
@@ -370,21 +419,89 @@ def check_options(obj: Any, *, files: dict[str, Any] | None = None) -> None:
             raise UserError(range_error(check, value), **where)
 
 
-def _parser_class():
+def _resolve_aliases(given: dict, aliases: dict[str, str], source: Any) -> dict:
+    """YAML keys / keyword arguments with TRL's names (`model_name_or_path`) under ours."""
+    out, keys = {}, {}
+    for key, value in given.items():
+        name = aliases.get(key, key)
+        if name in out:
+            first, second = sorted((keys[name], key), key=lambda k: k == name)
+            raise UserError(
+                f"'{first}' and '{second}' name the same option", file=source, field=name
+            )
+        out[name], keys[name] = value, key
+    return out
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, except where there is none to show (None: "not set",
+    the help says what happens then) or the help states it (per-loss defaults)."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if isinstance(action, argparse._StoreFalseAction):  # HfArgumentParser's `--no_X`
+            return f"same as {action.option_strings[0].replace('--no_', '--', 1)} false"
+        if action.default is None or "default:" in help_ or action.default is argparse.SUPPRESS:
+            return help_
+        return super()._get_help_string(action)
+
+    def _format_action_invocation(self, action):
+        # HfArgumentParser adds `--a-b` beside each `--a_b`: accepted, not listed twice
+        shown = [s for s in action.option_strings if "-" not in s[2:]]
+        if not shown or shown == action.option_strings:
+            return super()._format_action_invocation(action)
+        return super()._format_action_invocation(
+            argparse.Action(shown, action.dest, nargs=action.nargs, metavar=action.metavar)
+        )
+
+
+def _parser_class(aliases: dict[str, str] | None = None):
     """HfArgumentParser that reads our `check` metadata as a range for `check_options` (and
-    shows it in --help) instead of passing it on to argparse, which knows no such keyword."""
+    shows it in --help) instead of passing it on to argparse, which knows no such keyword;
+    accepts TRL's names of our options (`aliases`: alias -> option); and lists each class's
+    options under its own heading, ours first (classes that are not ours: by their name)."""
     import copy
     import types
 
     from transformers import HfArgumentParser
 
+    flags: dict[str, list[str]] = {}
+    for alias, name in (aliases or {}).items():
+        flags.setdefault(name, []).append(f"--{alias}")
+
     class Parser(HfArgumentParser):
+        def __init__(self, dataclass_types, **kwargs):
+            kwargs.setdefault("formatter_class", _HelpFormatter)
+            # argparse's usage would list every flag (hundreds, with TrainingArguments')
+            kwargs.setdefault("usage", "%(prog)s [--config FILE.yaml] [--option value ...]")
+            kwargs.setdefault(
+                "epilog",
+                "Options also come from `--config FILE.yaml` (same names as keys; flags win). "
+                "`--debug` (no value) shows the traceback of an error.",
+            )
+            super().__init__(dataclass_types, **kwargs)
+
+        def _add_dataclass_arguments(self, dtype):
+            # as HfArgumentParser's, with each class under its own heading
+            ours = dtype.__module__.split(".")[0] == "rankalign"
+            package = dtype.__module__.split(".")[0]
+            title = f"{self.prog} options" if ours else f"{dtype.__name__} options ({package})"
+            group = self.add_argument_group(title)
+            hints = typing.get_type_hints(dtype)
+            for f in dataclasses.fields(dtype):
+                if f.init:
+                    f.type = hints[f.name]
+                    self._parse_dataclass_field(group, f)
+
         @staticmethod
         def _parse_dataclass_field(parser, field):
-            if "check" in field.metadata:
-                meta = {k: v for k, v in field.metadata.items() if k != "check"}
-                help_ = meta.get("help", "")
-                meta["help"] = f"{help_} ({_check_text(field.metadata['check'])})".strip()
+            meta = dict(field.metadata)
+            if "check" in meta:
+                check = meta.pop("check")
+                meta["help"] = f"{meta.get('help', '')} ({_check_text(check)})".strip()
+            if field.name in flags:
+                meta["aliases"] = [*meta.get("aliases", ()), *flags[field.name]]
+            if meta != dict(field.metadata):
                 field = copy.copy(field)
                 field.metadata = types.MappingProxyType(meta)
             HfArgumentParser._parse_dataclass_field(parser, field)
@@ -457,12 +574,22 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
+# The `rankalign ...` command line being run (set by cli.run_command): a config dump records it.
+# Unset for a Python API call, whose options are the dump itself.
+COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "rankalign_command_line", default=None
+)
+
+
 def dump_config(path: str | os.PathLike, sections: dict[str, Any]) -> None:
     """Write the resolved configuration (secrets redacted) atomically as YAML."""
     from rankalign.data import atomic_write_text
 
     data = redact({name: _plain(v) for name, v in sections.items()})
-    data["command"] = " ".join(["rankalign", *redact_argv(sys.argv[1:])])
+    argv = COMMAND_LINE.get()
+    data["command"] = (
+        " ".join(["rankalign", *redact_argv(argv)]) if argv is not None else "(Python API call)"
+    )
     atomic_write_text(path, yaml.safe_dump(redact(data), sort_keys=False, allow_unicode=True))
 
 

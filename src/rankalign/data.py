@@ -61,6 +61,14 @@ MAX_TEXT_CHARS = 1_000_000
 # deep is an attack on recursive code (the parsers, deepcopy, json.dumps), not data.
 MAX_DEPTH = 100
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
+# Temporary folders holding rows given as Python data to the API (`api._python_data`): a
+# record of the run names them as such, not by a path that is gone once the call returns.
+PYTHON_ROWS_PREFIX = "rankalign-python-rows-"
+
+
+def python_rows_path(path: str | os.PathLike | None) -> bool:
+    """Is `path` a temporary file of rows given as Python data?"""
+    return path is not None and Path(path).parent.name.startswith(PYTHON_ROWS_PREFIX)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -86,7 +86,9 @@ class EvaluateConfig:
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 (default: cuda if available)"}
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "run the model repository's own Python code"}
+    )
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
     # reward statistics
     bootstrap_resamples: int = field(

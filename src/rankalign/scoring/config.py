@@ -62,7 +62,9 @@ class ScoreConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:0"})
     chat_template: str = field(default="auto", metadata={"help": " | ".join(CHAT_TEMPLATE_MODES)})
-    trust_remote_code: bool = False
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "run the model repository's own Python code"}
+    )
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
     empty_responses: str = field(default="error", metadata={"help": "error or drop"})
     max_rows: int | None = field(

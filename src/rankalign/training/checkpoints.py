@@ -18,10 +18,19 @@ from rankalign.errors import UserError
 from rankalign.training.setup import quiet_peft
 
 
-def check_output_dir(out: Path, model_path: str, *, checkpoints: bool) -> None:
+def check_output_dir(out: Path, model_path: str, *, checkpoints: bool, cfg) -> None:
     """Fail before any work (and without creating anything) when the output folder cannot be
-    written or the disk is too small."""
+    written, holds something already (unless `cfg.overwrite` replaces its run or `cfg.resume`
+    continues it: as `sample` and `score` refuse an existing output), or the disk is too
+    small."""
     missing = check_output_location(out, folder=True, field="output_dir")
+    if not (cfg.overwrite or cfg.resume) and out.is_dir() and any(out.iterdir()):
+        raise UserError(
+            "output folder is not empty (pass --overwrite true to replace its run, or "
+            "--resume true to continue it)",
+            file=out,
+            field="output_dir",
+        )
     base = missing[-1].parent if missing else out  # the folder that exists (for the disk check)
     folder = Path(model_path)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
@@ -74,12 +83,42 @@ def save_final(trainer: Trainer, cfg, tokenizer, out: Path, load_base) -> None:
     tokenizer.save_pretrained(str(out))
 
 
+# what an earlier run in the folder leaves that would mislead after `--overwrite`: checkpoints
+# a later `--resume` would continue, the LoRA adapter, the summary that marks a finished run
+STALE_RUN_FILES = ("checkpoint-*", "adapter", "train_summary.json")
+
+
+def clear_run(out: Path) -> None:
+    """Remove an earlier run's checkpoints, adapter and summary from `out` (`--overwrite`);
+    other files are replaced as the new run writes them, and files not ours are left alone."""
+    for pattern in STALE_RUN_FILES:
+        for path in out.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def start_outputs(out: Path, cfg, args, data_report: dict) -> None:
     """After validation, the first write of a training run: the output folder, its data report
-    and the resolved configuration (policy and reward-model training alike)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "data_report.json", data_report)
-    dump_config(out / "rankalign_config.yaml", {"rankalign": cfg, "training_args": args.to_dict()})
+    and the resolved configuration (policy and reward-model training alike), by the main
+    process once every process has checked the folder (`check_output_dir`: a process that
+    saw another's first files would refuse a non-empty folder)."""
+    _ = args.device  # sets up the processes' state (as the Trainer would)
+    state = args.distributed_state
+    if state is not None:
+        state.wait_for_everyone()
+    if state is None or state.is_main_process:
+        if cfg.overwrite and not cfg.resume:
+            clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "data_report.json", data_report)
+        # the values used: a loss option left unset is recorded as the loss's default
+        used = dataclasses.asdict(cfg) | cfg.effective_loss_options()
+        sections = {"rankalign": used, "training_args": args.to_dict()}
+        dump_config(out / "rankalign_config.yaml", sections)
+    if state is not None:
+        state.wait_for_everyone()
 
 
 def train_and_save(trainer: Trainer, cfg, tokenizer, out: Path, load_base) -> dict:

@@ -87,6 +87,55 @@ LOSS_DEFAULTS = {
 }
 
 
+# The reward models' loss defaults (bt-reward: -log sigmoid(r_w - r_l - m) over every pair);
+# the preference model reads the pairs of a list as bt-reward does.
+REWARD_MODEL_LOSS_DEFAULTS = {
+    "bt-reward": {"margin": 0.0, "pair_mode": "all"},
+    "preference": {"pair_mode": "all"},
+}
+
+
+def loss_defaults(loss: str) -> dict:
+    """option -> the value a run of `loss` uses when the option is not set (the loss
+    function's keyword default, losses.py); options the loss does not take are absent."""
+    if loss in REWARD_MODEL_LOSS_DEFAULTS:
+        return dict(REWARD_MODEL_LOSS_DEFAULTS[loss])
+    params = inspect.signature(L.LOSSES[loss]).parameters
+    return {
+        name: params[keyword].default
+        for name, keyword in LOSS_OPTIONS.items()
+        if keyword in params and params[keyword].default is not inspect.Parameter.empty
+    }
+
+
+def loss_default_help(option: str) -> str:
+    """`default: 1.0 (rrhf, pro), 0.1 (slic)`: the option's effective default per loss, for
+    --help (None in the option means "the loss's own default")."""
+    by_value: dict[str, list[str]] = {}
+    for loss in ALL_LOSSES:
+        value = loss_defaults(loss).get(option)
+        if value is not None:
+            by_value.setdefault(str(value), []).append(loss)
+    parts = [f"{value} ({', '.join(losses)})" for value, losses in by_value.items()]
+    return f"default: {'; '.join(parts)}; other losses do not take it" if parts else ""
+
+
+def _loss_option(help_: str, option: str, check: str | None = None):
+    """A loss hyperparameter: None until set, then the loss's default (shown in --help)."""
+    meta = {"help": f"{help_} ({loss_default_help(option)})"}
+    if check:
+        meta["check"] = check
+    return field(default=None, metadata=meta)
+
+
+def _per_loss_text(option: str) -> str:
+    """`learning_rate 2e-05 (rrhf, pro); 1e-06 (dpo, ...)` from LOSS_DEFAULTS, for --help."""
+    by_value: dict[str, list[str]] = {}
+    for loss, defaults in LOSS_DEFAULTS.items():
+        by_value.setdefault(str(defaults[option]), []).append(loss)
+    return f"{option} " + "; ".join(f"{v} ({', '.join(ls)})" for v, ls in by_value.items())
+
+
 def machine_defaults() -> dict:
     """TrainingArguments defaults that depend on this machine."""
     cuda = torch.cuda.is_available()
@@ -129,76 +178,62 @@ class TrainConfig:
         default="rrhf",
         metadata={
             "help": f"policy: {', '.join(L.LOSSES)}; reward model: bt-reward (Bradley-Terry "
-            "scalar head) | preference (A/B preference model). Per-loss defaults: "
-            "training/config.py LOSS_DEFAULTS"
+            "scalar head) | preference (A/B preference model). The TrainingArguments defaults "
+            "below are the chosen loss's (`--loss X --help` shows X's): "
+            + _per_loss_text("learning_rate")
+            + "; "
+            + _per_loss_text("num_train_epochs")
+            + " (default: rrhf)"
         },
     )
-    # loss hyperparameters (None = the loss's default; see losses.py)
-    beta: float | None = field(
-        default=None,
-        metadata={
-            "help": "inverse temperature of the implicit reward (dpo family)",
-            "check": "> 0",
-        },
+    # loss hyperparameters (None = the loss's default; see losses.py and `loss_defaults`)
+    beta: float | None = _loss_option(
+        "inverse temperature of the implicit reward (dpo family; simpo's reward scale)",
+        "beta",
+        "> 0",
     )
-    margin: float | None = field(
-        default=None,
-        metadata={
-            "help": "slic: hinge margin; bt-reward: m in -log sigmoid(r_w - r_l - m) (default 0)",
-            "check": ">= 0",
-        },
+    margin: float | None = _loss_option(
+        "rrhf: margin in the ranking hinge; slic: hinge margin; bt-reward: m in "
+        "-log sigmoid(r_w - r_l - m)",
+        "margin",
+        ">= 0",
     )
-    rank_weight: float | None = field(
-        default=None, metadata={"help": "weight of the ranking term", "check": ">= 0"}
+    rank_weight: float | None = _loss_option("weight of the ranking term", "rank_weight", ">= 0")
+    sft_weight: float | None = _loss_option("weight of the SFT term", "sft_weight", ">= 0")
+    sft_reduction: str | None = _loss_option(
+        "sum | mean: the SFT term over the response's tokens", "sft_reduction"
     )
-    sft_weight: float | None = field(
-        default=None, metadata={"help": "weight of the SFT term", "check": ">= 0"}
+    pair_mode: str | None = _loss_option(
+        "all | best-worst: the pairs of a list of k > 2 (pairwise losses, reward models)",
+        "pair_mode",
     )
-    sft_reduction: str | None = field(default=None, metadata={"help": "sum | mean"})
-    pair_mode: str | None = field(
-        default=None,
-        metadata={
-            "help": "all | best-worst: the pairs of a list of k > 2 (pairwise losses, "
-            "reward models; default all)"
-        },
+    gamma: float | None = _loss_option("target reward margin (simpo)", "gamma", ">= 0")
+    label_smoothing: float | None = _loss_option(
+        "conservative DPO's label smoothing", "label_smoothing", "[0, 0.5]"
     )
-    gamma: float | None = field(
-        default=None, metadata={"help": "target reward margin (simpo)", "check": ">= 0"}
+    pro_temperature: str | None = _loss_option(
+        "pro: none | reward-gap (the released PRO code's)", "pro_temperature"
     )
-    label_smoothing: float | None = field(
-        default=None, metadata={"help": "label smoothing (dpo)", "check": "[0, 0.5]"}
+    pro_sft_scale: str | None = _loss_option(
+        "pro: none | n-1-squared (SFT weight x (n-1)^2 for n responses, the released code's; "
+        "with --sft_reduction sum and --sft_weight 0.05 it is released PRO)",
+        "pro_sft_scale",
     )
-    pro_temperature: str | None = field(
-        default=None, metadata={"help": "pro: none | reward-gap (the released PRO code's)"}
+    ipo_log_ratio: str | None = _loss_option(
+        "ipo: sequence (sum log-ratios, the paper as printed) | token (per-token means, TRL's "
+        "loss_type ipo)",
+        "ipo_log_ratio",
     )
-    pro_sft_scale: str | None = field(
-        default=None,
-        metadata={
-            "help": "pro: none | n-1-squared (SFT weight x (n-1)^2 for n responses, the released "
-            "code's; with --sft_reduction sum and --sft_weight 0.05 it is released PRO)"
-        },
+    lipo_labels: str | None = _loss_option(
+        "lipo: normalized (each list's scores mapped onto [0, 1]) | raw (scores as gains' "
+        "labels as given)",
+        "lipo_labels",
     )
-    ipo_log_ratio: str | None = field(
-        default=None,
-        metadata={
-            "help": "ipo: sequence (sum log-ratios, the paper as printed; default) | token "
-            "(per-token means, TRL's loss_type ipo)"
-        },
-    )
-    lipo_labels: str | None = field(
-        default=None,
-        metadata={
-            "help": "lipo: normalized (each list's scores mapped onto [0, 1]; default) | raw "
-            "(scores as gains' labels as given)"
-        },
-    )
-    nca_alpha: float | None = field(
-        default=None,
-        metadata={
-            "help": "infonca, nca: temperature of the target softmax(scores / alpha) (default "
-            "1e-4, the released code's: near one-hot on the best response)",
-            "check": "> 0",
-        },
+    nca_alpha: float | None = _loss_option(
+        "infonca, nca: temperature of the target softmax(scores / alpha) (1e-4, the released "
+        "code's: near one-hot on the best response)",
+        "nca_alpha",
+        "> 0",
     )
     # reward models (bt-reward, preference)
     margin_mode: str = field(
@@ -298,7 +333,9 @@ class TrainConfig:
             "block mask as a fused kernel, GPU only (torch has no CPU backward for it)"
         },
     )
-    use_lora: bool = False
+    use_lora: bool = field(
+        default=False, metadata={"help": "train LoRA adapters (PEFT) instead of every weight"}
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank", "check": ">= 1"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha", "check": "> 0"})
     lora_dropout: float = field(
@@ -314,10 +351,19 @@ class TrainConfig:
     merge_lora: bool = field(
         default=True, metadata={"help": "save the final model with adapters merged"}
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "run the model repository's own Python code"}
+    )
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) checkpoints"})
     resume: bool = field(
         default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "train into a non-empty output_dir, replacing its run (its checkpoints are "
+            "removed first); without it (or --resume) a non-empty output_dir is refused"
+        },
     )
 
     def __post_init__(self):
@@ -361,6 +407,16 @@ class TrainConfig:
     def reward_model(self) -> bool:
         """Does this run train a reward / preference model (not a policy)?"""
         return self.loss in REWARD_MODEL_LOSSES
+
+    def effective_loss_options(self) -> dict:
+        """option -> the value this run uses: the one set, else the loss's default; None for
+        options the loss does not take (`rankalign_config.yaml` records these)."""
+        defaults = loss_defaults(self.loss)
+        out = {}
+        for name in LOSS_OPTIONS:
+            value = getattr(self, name)
+            out[name] = value if value is not None else defaults.get(name)
+        return out
 
     def loss_kwargs(self) -> dict:
         """The loss function's keyword arguments; an option the loss does not take is an error."""

@@ -19,6 +19,7 @@ from rankalign.models import (
     load_tokenizer,
     resolve_model,
 )
+from rankalign.training.card import write_run_files
 from rankalign.training.checkpoints import (
     check_output_dir,
     start_outputs,
@@ -47,7 +48,7 @@ def train_policy(cfg: TrainConfig, args: TrainingArguments) -> dict:
     for path in {model_path, ref_path}:
         check_weights_format(path, cfg.allow_pickle)
     out = Path(args.output_dir)
-    check_output_dir(out, model_path, checkpoints=args.save_strategy != "no")
+    check_output_dir(out, model_path, checkpoints=args.save_strategy != "no", cfg=cfg)
     if precompute and cfg.ref_cache_dir:
         check_output_location(cfg.ref_cache_dir, folder=True, field="ref_cache_dir")
     check_model_skeleton(cfg, model_path)
@@ -93,4 +94,5 @@ def train_policy(cfg: TrainConfig, args: TrainingArguments) -> dict:
     )
     summary |= {"reference_cache": ref_cache, "data": data_report}
     write_json(out / "train_summary.json", summary)
+    write_run_files(trainer, out, summary)
     return summary

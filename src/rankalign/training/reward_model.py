@@ -49,6 +49,7 @@ from rankalign.reward_inputs import (
     prepare_rm_tokenizer,
     read_template,
 )
+from rankalign.training.card import write_run_files
 from rankalign.training.checkpoints import check_output_dir, start_outputs, train_and_save
 from rankalign.training.config import (
     TrainConfig,
@@ -119,7 +120,7 @@ def _setup(cfg: TrainConfig, args: TrainingArguments):
 
     set_seed(args.seed)  # the new head's initialization is part of the run
     path = resolve_backbone(cfg.model)
-    check_output_dir(Path(args.output_dir), path, checkpoints=args.save_strategy != "no")
+    check_output_dir(Path(args.output_dir), path, checkpoints=args.save_strategy != "no", cfg=cfg)
     check_trainer_options(args, eval_data=bool(cfg.eval_data))
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
     return path, tokenizer, Path(args.output_dir)
@@ -132,9 +133,10 @@ def _with_eval(trainer: Trainer, summary: dict) -> dict:
     return summary
 
 
-def _write_outputs(out: Path, metadata: dict, summary: dict) -> None:
+def _write_outputs(trainer: Trainer, out: Path, metadata: dict, summary: dict) -> None:
     write_json(out / METADATA_FILE, metadata)
     write_json(out / "train_summary.json", summary)
+    write_run_files(trainer, out, summary)
     print(f"rankalign: score with --reward {metadata['score_with']}", file=sys.stderr)
 
 
@@ -156,11 +158,12 @@ def train_reward_model(cfg: TrainConfig, args: TrainingArguments) -> dict:
         print(notice, file=sys.stderr)
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
     start_outputs(out, cfg, args, data_report)  # everything is validated: the first write
+    used = cfg.effective_loss_options()  # the options set, else the bt-reward defaults
     loss_kwargs = {
-        "margin": cfg.margin or 0.0,
+        "margin": used["margin"],
         "margin_mode": cfg.margin_mode,
         "center_coefficient": cfg.center_rewards_coefficient or 0.0,
-        "pair_mode": cfg.pair_mode or "all",
+        "pair_mode": used["pair_mode"],
     }
     trainer = BTRewardTrainer(
         model=model,
@@ -186,7 +189,7 @@ def train_reward_model(cfg: TrainConfig, args: TrainingArguments) -> dict:
         "max_positions": limit,
         "score_with": spec,
     }
-    _write_outputs(out, metadata, summary)
+    _write_outputs(trainer, out, metadata, summary)
     return summary
 
 
@@ -230,5 +233,5 @@ def train_preference_model(cfg: TrainConfig, args: TrainingArguments) -> dict:
         "max_length": cfg.max_length,
         "score_with": spec,
     }
-    _write_outputs(out, metadata, summary)
+    _write_outputs(trainer, out, metadata, summary)
     return summary

@@ -55,9 +55,8 @@ def with_lora(model, cfg, task_type: str = "CAUSAL_LM"):
 
 def check_trainer_options(args: TrainingArguments, *, eval_data: bool) -> None:
     """What the Trainer would refuse only once it starts (after outputs exist), checked first:
-    evaluation without data, logging integrations that are not installed, the optimizer and
-    its arguments, the learning-rate schedule and its kwargs."""
-    from transformers.integrations import get_reporting_integration_callbacks
+    evaluation without data, the optimizer and its arguments, the learning-rate schedule and
+    its kwargs (logging integrations: `check_report_to`, when the options are parsed)."""
     from transformers.optimization import get_scheduler
 
     def refuse(field_name: str, e: Exception):
@@ -70,11 +69,6 @@ def check_trainer_options(args: TrainingArguments, *, eval_data: bool) -> None:
             f"eval_strategy {strategy} needs held-out data: pass --eval_data FILE",
             field="eval_strategy",
         )
-    try:
-        for callback in get_reporting_integration_callbacks(args.report_to):
-            callback()  # the integration's own check that its package is installed
-    except (ImportError, RuntimeError, ValueError) as e:
-        raise refuse("report_to", e) from None
     try:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, RuntimeError, ValueError, TypeError) as e:
@@ -90,6 +84,49 @@ def check_trainer_options(args: TrainingArguments, *, eval_data: bool) -> None:
         )
     except (RuntimeError, ValueError, TypeError) as e:
         raise refuse("lr_scheduler_kwargs", e) from None
+
+
+# report_to integrations -> (modules, any of which is enough; what to pip install). The
+# `logging` extra installs the two most used; the others are named as their packages.
+REPORT_TO_PACKAGES = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "'rankalign[logging]'"),
+    "wandb": (("wandb",), "'rankalign[logging]'"),
+    "mlflow": (("mlflow",), "mlflow"),
+    "comet_ml": (("comet_ml",), "comet-ml"),
+    "neptune": (("neptune",), "neptune"),
+    "clearml": (("clearml",), "clearml"),
+    "dagshub": (("dagshub",), "dagshub"),
+    "codecarbon": (("codecarbon",), "codecarbon"),
+    "dvclive": (("dvclive",), "dvclive"),
+    "swanlab": (("swanlab",), "swanlab"),
+    "trackio": (("trackio",), "trackio"),
+    "azure_ml": (("azureml",), "azureml-core"),
+    "flyte": (("flytekit",), "flytekit"),
+}
+
+
+def check_report_to(args: TrainingArguments) -> None:
+    """A logging integration (`--report_to tensorboard`) whose package is missing: one line with
+    what to install, when the options are parsed (the Trainer would fail after outputs exist)."""
+    import importlib.util
+
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    names = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+    names = [n for n in names if n not in ("none", "all")]  # "all": the installed ones
+    for name in names:
+        modules, pip = REPORT_TO_PACKAGES.get(name, ((), None))
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise UserError(
+                f"report_to {name}: the {modules[0]} package is not installed (pip install {pip})",
+                field="report_to",
+            )
+    try:
+        for callback in get_reporting_integration_callbacks(names):
+            callback()  # the integration's own check (a version it cannot use, ...)
+    except (ImportError, RuntimeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(msg, field="report_to") from None
 
 
 def check_model_skeleton(cfg, model_path: str) -> None:

@@ -21,7 +21,7 @@ from rankalign.errors import UserError
 from rankalign.training.config import TrainConfig, defaults_for
 from rankalign.training.policy import train_policy
 from rankalign.training.reward_model import train_preference_model, train_reward_model
-from rankalign.training.setup import keep_token_off_disk
+from rankalign.training.setup import check_report_to, keep_token_off_disk
 from rankalign.training.trainers import sampling_strategy
 
 
@@ -40,6 +40,14 @@ def parse_args(
         options=options,
     )
     keep_token_off_disk(args)
+    check_report_to(args)
+    if args.remove_unused_columns:
+        # the collators read our tokenized columns (prompt_ids, response_ids, ...), which the
+        # Trainer would drop as "unused" by the model's forward
+        raise UserError(
+            "remove_unused_columns must be false for rankalign's datasets (its default here)",
+            field="remove_unused_columns",
+        )
     if not cfg.data:
         raise UserError("no training data: pass --data FILE (or `data:` in the config)")
     cfg.loss_kwargs()  # options that do not apply to the loss fail before any work starts

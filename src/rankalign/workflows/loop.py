@@ -66,36 +66,41 @@ class LoopConfig:
     prompts: str | None = _opt(None, help="prompt set (any layout); split across iterations")
     out: str = _opt("runs/loop", help="run folder (rerun to resume)")
     model: str = _opt("smollm2", help="initial policy pi_0 (also the reference)")
-    iterations: int = _opt(3, ">= 1")
+    iterations: int = _opt(3, ">= 1", "sample -> score -> train rounds")
     prompts_per_iteration: int | None = _opt(None, ">= 1", "default: the prompt set split evenly")
     heldout: str | None = _opt(None, help="held-out prompts for the per-iteration reward")
-    max_heldout: int | None = _opt(None, ">= 1")
+    max_heldout: int | None = _opt(None, ">= 1", "use the first N held-out prompts")
     # sampling (through `rankalign sample`)
-    num_samples: int = _opt(8, ">= 1")
-    temperature: float = _opt(0.8, "> 0")
-    top_p: float = _opt(1.0, "(0, 1]")
+    num_samples: int = _opt(8, ">= 1", "responses sampled per prompt")
+    temperature: float = _opt(0.8, "> 0", "sampling temperature")
+    top_p: float = _opt(1.0, "(0, 1]", "nucleus sampling: keep this probability mass")
     strategy: str = _opt("sample", help="sample | diverse-beam (RRHF DP)")
-    max_new_tokens: int = _opt(128, ">= 1")
+    max_new_tokens: int = _opt(128, ">= 1", "tokens generated per response")
     chat_template: str = _opt("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
     # scoring (through `rankalign score`)
-    reward: list[str] = field(default_factory=lambda: ["sentiment"])
+    reward: list[str] = field(
+        default_factory=lambda: ["sentiment"],
+        metadata={"help": "reward specs of `rankalign score` (summed)"},
+    )
     char_penalty: float = _opt(
         0.0, help="lambda in r - lambda*|y| (|y| in characters) when ranking a list's samples"
     )
     kl_coef: float = _opt(0.0, ">= 0", "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)")
     # data and training (through `rankalign train`)
     builder: str = _opt("best-worst", help=" | ".join(BUILDERS))
-    rso_beta: float = _opt(0.5, "> 0")
-    loss: str = "dpo"
+    rso_beta: float = _opt(0.5, "> 0", "rso builder: temperature of the rejection sampling")
+    loss: str = _opt("dpo", help="`rankalign train` loss of each iteration")
     hybrid: bool = _opt(False, help="train each iteration on all data so far")
     offline_data: str | None = _opt(None, help="ranked lists added to every iteration (hybrid)")
     steps_per_iteration: int | None = _opt(None, ">= 1", "OP-k: optimizer steps per iteration")
-    epochs: float = _opt(1.0, "> 0")
-    learning_rate: float = _opt(5e-7, "> 0")
-    batch_size: int = _opt(4, ">= 1")
-    beta: float | None = _opt(None, "> 0")
-    max_length: int = _opt(512, ">= 2")
-    use_lora: bool = False
+    epochs: float = _opt(1.0, "> 0", "training epochs per iteration")
+    learning_rate: float = _opt(5e-7, "> 0", "training learning rate")
+    batch_size: int = _opt(4, ">= 1", "lists per training step (per device)")
+    beta: float | None = _opt(
+        None, "> 0", "the loss's beta (default: the loss's own, see train --help)"
+    )
+    max_length: int = _opt(512, ">= 2", "prompt + response tokens in training")
+    use_lora: bool = _opt(False, help="train LoRA adapters instead of every weight")
     keep_models: str = _opt(
         "last",
         help="last: only the newest iteration's model weights stay (earlier ones are removed once "
@@ -105,7 +110,7 @@ class LoopConfig:
     train_args: list[str] = field(
         default_factory=list, metadata={"help": "extra `rankalign train` flags"}
     )
-    seed: int = _opt(42, ">= 0")
+    seed: int = _opt(42, ">= 0", "seed of sampling, prompt split and training")
 
     def __post_init__(self):
         if self.builder not in BUILDERS:
@@ -335,6 +340,8 @@ def _train_options(cfg: LoopConfig, data: Path, model: str, model_dir: Path, pi0
         "seed": cfg.seed,
         "use_lora": cfg.use_lora,
         "ref_cache_dir": str(Path(cfg.out) / "ref_cache"),
+        # an iteration without train_summary.json did not finish: its folder is retrained
+        "overwrite": True,
     }
     if cfg.loss in NEEDS_REFERENCE:
         options["ref_model"] = pi0  # reference = pi_0 in every iteration
