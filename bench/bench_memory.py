@@ -10,6 +10,7 @@ CPU, or torch.cuda.max_memory_allocated on GPU.
     python bench/bench_memory.py                  # embedded SmolLM2-135M, CPU
     python bench/bench_memory.py --model PATH --device cuda
     python bench/bench_memory.py --scoring        # chunked vs full logits (SmolLM2, random 128k vocab)
+    python bench/bench_memory.py --scoring --checkpointing   # the same under activation checkpointing
 
 `--scoring`: one RRHF step (forward + backward) on one list, prompt 64 tokens, k = 8 responses of
 256 tokens, on the embedded SmolLM2-135M (49k vocabulary) and on the same architecture with a
@@ -69,6 +70,8 @@ if spec["model"] == "random-128k":
 else:
     model = load_causal_lm(resolve_model(spec["model"]))
 model.to(device).train()
+if spec["checkpointing"]:  # layers keep only their inputs; the scorer packs (no KV cache)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 V = model.config.vocab_size
 g = torch.Generator().manual_seed(0)
 lists = [EncodedList(torch.randint(3, V, (64,), generator=g).tolist(),
@@ -109,8 +112,14 @@ print("RESULT", json.dumps({"peak_above_weights": peak[0] - base, "step_s": stat
 """
 
 
-def measure_scoring(model: str, chunk: int, device: str, steps: int) -> dict:
-    spec = {"model": model, "chunk": chunk, "device": device, "steps": steps}
+def measure_scoring(model: str, chunk: int, device: str, steps: int, checkpointing: bool) -> dict:
+    spec = {
+        "model": model,
+        "chunk": chunk,
+        "device": device,
+        "steps": steps,
+        "checkpointing": checkpointing,
+    }
     return json.loads(run_child(SCORING_CHILD, spec, "RESULT"))
 
 
@@ -133,8 +142,9 @@ def run_child(code: str, arg, tag: str) -> str:
 def scoring(args) -> None:
     results = {}
     for model in ("smollm2", "random-128k"):
-        rows = {"full": measure_scoring(model, 0, args.device, args.steps)}
-        rows["chunked"] = measure_scoring(model, 1024, args.device, args.steps)
+        ckpt = args.checkpointing
+        rows = {"full": measure_scoring(model, 0, args.device, args.steps, ckpt)}
+        rows["chunked"] = measure_scoring(model, 1024, args.device, args.steps, ckpt)
         full, chunked = rows["full"], rows["chunked"]
         print(
             f"{model:12s} peak above weights: full {full['peak_above_weights'] / 2**30:.2f} GiB, "
@@ -145,7 +155,13 @@ def scoring(args) -> None:
         )
         results[model] = rows
     append_record(
-        args.out, "scoring_memory", {"machine": machine_info(args.device), "results": results}
+        args.out,
+        "scoring_memory",
+        {
+            "machine": machine_info(args.device),
+            "checkpointing": args.checkpointing,
+            "results": results,
+        },
     )
 
 
@@ -185,6 +201,11 @@ def main():
     ap.add_argument("--scoring", action="store_true", help="chunked vs full logits instead")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=2, help="timed scoring steps (after 1 warm-up)")
+    ap.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="--scoring under activation checkpointing (the packed scorer)",
+    )
     args = ap.parse_args()
     if args.scoring:
         return scoring(args)
