@@ -100,6 +100,11 @@ class CompareConfig:
     heldout: str | None = _opt(None, help="held-out prompts (default: split heldout of --prompts)")
     train_prompts: int = _opt(24, ">= 1", "train prompts sampled (without --data)")
     heldout_prompts: int = _opt(24, ">= 1", "held-out prompts evaluated")
+    sources: list | str | None = _opt(
+        None,
+        help="candidate sources of `rankalign sample` (YAML list); default: the demo's 4 diverse "
+        "beam + 2 top-p",
+    )
     reward: str = _opt("sentiment", help="reward spec of `rankalign score`")
     max_new_tokens: int = _opt(24, ">= 1", "sampling and evaluation")
     chat_template: str = _opt("always", help=" | ".join(CHAT_TEMPLATE_MODES))
@@ -124,6 +129,12 @@ class CompareConfig:
                 f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
                 f"got '{self.chat_template}'"
             )
+        if self.sources is None:
+            self.sources = [dict(x) for x in demo_workflow.SOURCES]
+        elif isinstance(self.sources, str):
+            self.sources = load_yaml_text(self.sources, "sources")
+        if not isinstance(self.sources, list) or not all(isinstance(x, dict) for x in self.sources):
+            raise ValueError("sources must be a list of source mappings (see rankalign sample)")
         if self.eval_every is not None and self.eval_every >= self.max_steps:
             raise ValueError(f"eval_every ({self.eval_every}) must be below max_steps")
 
@@ -236,6 +247,11 @@ def _train_options(cfg: CompareConfig, m: Method, data: Path, out: Path, seed: i
     return {**options, **m.overrides}
 
 
+def candidates_per_prompt(cfg: CompareConfig) -> int:
+    """Responses sampled per train prompt (each source's `num`, 1 when not given)."""
+    return sum(int(x.get("num", 1)) for x in cfg.sources)
+
+
 def _loop_options(cfg: CompareConfig, m: Method, prompts: Path, out: Path, seed: int) -> dict:
     from rankalign.training.config import defaults_for
 
@@ -255,7 +271,7 @@ def _loop_options(cfg: CompareConfig, m: Method, prompts: Path, out: Path, seed:
         "out": str(out),
         "model": cfg.model,
         "iterations": iterations,
-        "num_samples": sum(s["num"] for s in demo_workflow.SOURCES),
+        "num_samples": candidates_per_prompt(cfg),
         "max_new_tokens": cfg.max_new_tokens,
         "chat_template": cfg.chat_template,
         "reward": [cfg.reward],
@@ -290,6 +306,19 @@ def _paths(cfg: CompareConfig) -> dict[str, Path]:
     }
 
 
+def _sample_options(cfg: CompareConfig, paths: dict) -> dict:
+    return {
+        "prompts": str(paths["train_prompts"]),
+        "out": str(paths["candidates"]),
+        "model": cfg.model,
+        "sources": cfg.sources,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": 8,
+        "chat_template": cfg.chat_template,
+        "seed": cfg.seed,
+    }
+
+
 def _method_dir(cfg: CompareConfig, name: str, seed: int | None = None) -> Path:
     d = Path(cfg.out) / "methods" / name
     return d if seed is None else d / f"seed-{seed}"
@@ -321,6 +350,11 @@ def validate(cfg: CompareConfig) -> tuple[list[Method], tuple | None]:
             load_lists(cfg.heldout)
     paths = _paths(cfg)
     data = Path(cfg.data) if cfg.data else paths["scored"]
+    if not cfg.data:
+        try:
+            api.sample_config(**_sample_options(cfg, paths))
+        except UserError as e:
+            raise UserError(f"the sample stage would refuse: {e}", field="sources") from None
     for m in methods:
         for s in _seeds(cfg):
             where = _method_dir(cfg, m.name, s)
@@ -620,16 +654,7 @@ def run(cfg: CompareConfig) -> dict:
     if not cfg.data:
         _stage(f"sample: {cfg.train_prompts} prompts from {cfg.model}")
         if not paths["candidates"].is_file():
-            api.sample(
-                prompts=str(paths["train_prompts"]),
-                out=str(paths["candidates"]),
-                model=cfg.model,
-                sources=demo_workflow.SOURCES,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=8,
-                chat_template=cfg.chat_template,
-                seed=cfg.seed,
-            )
+            api.sample(**_sample_options(cfg, paths))
         _stage(f"score: {cfg.reward}")
         if not paths["scored"].is_file():
             api.score(input=str(paths["candidates"]), out=str(paths["scored"]), reward=[cfg.reward])
