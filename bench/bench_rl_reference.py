@@ -7,10 +7,11 @@ Both arms, same footing:
 - the same train prompts (the demo's shipped set, split `train`) and the same reward function:
   rankalign's `sentiment` reward (vaderSentiment compound score), called by GRPO as its
   `reward_funcs` entry;
-- the same budget in sampled responses: RRHF samples k = 6 candidates per prompt once (the demo's
-  sources: 4 diverse beam + 2 top-p) = P x 6 responses; GRPO draws num_generations = 6
-  completions of one prompt per optimizer step for P steps = P x 6 responses;
-- the same learning rate and max_new_tokens; GRPO samples at temperature 0.8 (RRHF's top-p).
+- the same budget in sampled responses and the same sampler: RRHF samples k = 6 candidates per
+  prompt once from the start model (top-p 1.0, temperature 0.8) = P x 6 responses; GRPO draws
+  num_generations = 6 completions of one prompt per optimizer step (temperature 0.8, top-p 1.0)
+  for P steps = P x 6 responses;
+- the same learning rate and max_new_tokens.
 RRHF trains `--rrhf_epochs` epochs over its lists (batch 4), GRPO one pass over the prompts:
 the budget held equal is the sampled responses (the expensive part on an accelerator), not the
 optimizer steps.
@@ -44,7 +45,8 @@ from pathlib import Path
 from common import append_record, machine_info
 
 ROOT = Path(__file__).parents[1]
-K = 6  # candidates per prompt (rankalign demo's SOURCES: 4 diverse beam + 2 top-p)
+K = 6  # sampled responses per prompt, both arms
+SOURCES = [{"kind": "policy", "strategy": "top-p", "num": K, "top_p": 1.0, "temperature": 0.8}]
 
 
 def peak_memory_mb() -> tuple[float, str]:
@@ -60,9 +62,7 @@ def peak_memory_mb() -> tuple[float, str]:
 
 def arm_rrhf(a: argparse.Namespace, out: Path) -> dict:
     import rankalign
-    from rankalign.workflows.demo import SOURCES
 
-    assert sum(s["num"] for s in SOURCES) == K
     rankalign.sample(
         prompts=a.train_file,
         out=str(out / "candidates.jsonl"),
