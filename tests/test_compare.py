@@ -212,3 +212,46 @@ def test_plot_points_are_the_means_and_interval_half_widths():
         "broken": {"mean_reward": None},
     }
     assert compare_reward_points(methods) == [("base", 0.5, 0.25, 0.5), ("rrhf", 1.0, 0.0, 0.5)]
+
+
+def test_compare_page_shows_both_plots_in_headless_chromium(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    browser = next(
+        (
+            shutil.which(b)
+            for b in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(b)
+        ),
+        None,
+    )
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    table = build_table(_results(), resamples=50)
+    table["settings"] = {"model": "m", "seeds": [1, 2], "max_steps": 4}
+    files = write_compare_report(table, tmp_path)
+    assert {"compare_reward.png", "compare_steps.png"} <= set(files)
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (tmp_path / "compare.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'id="images-loaded">(\d+)/(\d+)<', proc.stdout)
+    assert m and m.group(1) == m.group(2) == "2", proc.stdout[-2000:]
+    assert "rrhf" in proc.stdout and "win vs base" in proc.stdout
