@@ -11,7 +11,8 @@ Both arms, same footing:
   prompt once from the start model (top-p 1.0, temperature 0.8) = P x 6 responses; GRPO draws
   num_generations = 6 completions of one prompt per optimizer step (temperature 0.8, top-p 1.0)
   for P steps = P x 6 responses;
-- the same learning rate and max_new_tokens.
+- the same learning rate and max_new_tokens; fp32 weights and no activation checkpointing in both
+  (TRL's GRPOConfig turns bf16 and gradient checkpointing on by default: turned off here).
 RRHF trains `--rrhf_epochs` epochs over its lists (batch 4), GRPO one pass over the prompts:
 the budget held equal is the sampled responses (the expensive part on an accelerator), not the
 optimizer steps.
@@ -136,6 +137,10 @@ def arm_grpo(a: argparse.Namespace, out: Path) -> dict:
         report_to="none",
         seed=a.seed,
         use_cpu=not __import__("torch").cuda.is_available(),
+        # TRL's GRPOConfig defaults both to True; rankalign trains in fp32 without activation
+        # checkpointing, and bf16 matmuls on a CPU are several times slower than fp32
+        bf16=False,
+        gradient_checkpointing=False,
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=[sentiment], args=args, train_dataset=data, processing_class=tok
