@@ -663,14 +663,22 @@ def plot_compare_rewards(methods: dict[str, dict], path: Path) -> list[str]:
 
 
 def plot_compare_steps(curves: dict[str, list[dict]], path: Path) -> list[str]:
-    """Held-out reward against optimizer step, one line per method (step 0: the base model)."""
+    """Held-out reward against optimizer step, one line per method (step 0: the base model),
+    its 95% bootstrap interval shaded."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, curve in curves.items():
         pts = [p for p in curve if _finite(p.get("mean_reward"))]
         if name == "base" or not pts:
             continue
-        ax.plot([p["step"] for p in pts], [p["mean_reward"] for p in pts], marker="o", label=name)
+        steps = [p["step"] for p in pts]
+        (line,) = ax.plot(steps, [p["mean_reward"] for p in pts], marker="o", label=name)
+        if all(_finite(p.get("ci_low")) and _finite(p.get("ci_high")) for p in pts):
+            low, high = [p["ci_low"] for p in pts], [p["ci_high"] for p in pts]
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.12, lw=0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean held-out reward")
     ax.set_title("Held-out reward vs training step")
