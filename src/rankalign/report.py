@@ -663,17 +663,23 @@ def plot_compare_rewards(methods: dict[str, dict], path: Path) -> list[str]:
 
 
 def plot_compare_steps(curves: dict[str, list[dict]], path: Path) -> list[str]:
-    """Held-out reward against optimizer step, one line per method (step 0: the base model),
-    its 95% bootstrap interval shaded."""
+    """Held-out reward against optimizer step, one line per method (step 0: the base model);
+    with at most three methods, each one's 95% bootstrap interval shaded."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    drawn = [
+        n
+        for n, c in curves.items()
+        if n != "base" and any(_finite(p.get("mean_reward")) for p in c)
+    ]
     for name, curve in curves.items():
         pts = [p for p in curve if _finite(p.get("mean_reward"))]
-        if name == "base" or not pts:
+        if name not in drawn:
             continue
         steps = [p["step"] for p in pts]
         (line,) = ax.plot(steps, [p["mean_reward"] for p in pts], marker="o", label=name)
-        if all(_finite(p.get("ci_low")) and _finite(p.get("ci_high")) for p in pts):
+        # intervals of more than three methods overlap into one grey area: lines only then
+        if len(drawn) <= 3 and all(_finite(p.get(k)) for p in pts for k in ("ci_low", "ci_high")):
             low, high = [p["ci_low"] for p in pts], [p["ci_high"] for p in pts]
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.12, lw=0)
     from matplotlib.ticker import MaxNLocator
@@ -682,7 +688,7 @@ def plot_compare_steps(curves: dict[str, list[dict]], path: Path) -> list[str]:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean held-out reward")
     ax.set_title("Held-out reward vs training step")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return save_figure(fig, path, "Held-out reward vs training step")
 
 
