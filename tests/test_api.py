@@ -101,6 +101,7 @@ def test_every_command_is_the_api(monkeypatch):
         ("evaluate", ["rankalign.evaluation.config:EvaluateConfig"]),
         ("loop", ["rankalign.workflows.loop:LoopConfig"]),
         ("demo", ["rankalign.workflows.demo:DemoConfig"]),
+        ("compare", ["rankalign.workflows.compare:CompareConfig"]),
     ],
 )
 def test_help_lists_every_option(command, classes, capsys):

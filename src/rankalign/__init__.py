@@ -3,7 +3,7 @@
 The Python API (the same code path as the `rankalign` command; see `rankalign.api`):
 
     rankalign.sample(...), rankalign.score(...), rankalign.train(...), rankalign.evaluate(...),
-    rankalign.loop(...), rankalign.demo(...)  -> rankalign.Result
+    rankalign.loop(...), rankalign.demo(...), rankalign.compare(...)  -> rankalign.Result
     rankalign.sample_config(...), ...         -> the checked config, nothing runs
 
 Names are resolved on first use, so `import rankalign` stays light (no torch import).
@@ -30,6 +30,8 @@ _API = {
     "loop_config": "rankalign.workflows.loop",
     "demo": "rankalign.workflows.demo",
     "demo_config": "rankalign.workflows.demo",
+    "compare": "rankalign.workflows.compare",
+    "compare_config": "rankalign.workflows.compare",
 }
 __all__ = sorted(_API)
 

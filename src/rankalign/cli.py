@@ -34,6 +34,10 @@ COMMANDS = {
     ),
     "loop": ("rankalign.workflows.loop:loop", "online iterative alignment"),
     "demo": ("rankalign.workflows.demo:demo", "the embedded default, end to end, offline"),
+    "compare": (
+        "rankalign.workflows.compare:compare",
+        "which method wins: every loss on the same candidates, side by side",
+    ),
 }
 
 
@@ -55,7 +59,7 @@ def _print_loop(result) -> None:
     print_summary(result)
 
 
-# sample, score and demo report as they go
+# sample, score, demo and compare report as they go
 PRINTERS = {"train": _print_train, "evaluate": _print_evaluate, "loop": _print_loop}
 
 

@@ -34,6 +34,21 @@ SIZES = {
 }
 
 
+# the paper's DP (diverse beam) and SP (top-p) sources, scaled down: 6 candidates per prompt
+SOURCES = [
+    {
+        "kind": "policy",
+        "strategy": "diverse-beam",
+        "num": 4,
+        "num_beams": 4,
+        "num_beam_groups": 4,
+        "diversity_penalty": 1.0,
+        "temperature": 0.8,
+    },
+    {"kind": "policy", "strategy": "top-p", "num": 2, "top_p": 1.0, "temperature": 0.8},
+]
+
+
 @dataclass
 class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "output folder (rerun to resume)"})
@@ -176,23 +191,11 @@ def run(cfg: DemoConfig) -> dict:
         f"sample: {cfg.train_prompts} prompts, diverse beam (4 groups) + top-p from {cfg.model}",
     )
     if not candidates.is_file():
-        sources = [
-            {
-                "kind": "policy",
-                "strategy": "diverse-beam",
-                "num": 4,
-                "num_beams": 4,
-                "num_beam_groups": 4,
-                "diversity_penalty": 1.0,
-                "temperature": 0.8,
-            },
-            {"kind": "policy", "strategy": "top-p", "num": 2, "top_p": 1.0, "temperature": 0.8},
-        ]
         api.sample(
             prompts=str(train_prompts),
             out=str(candidates),
             model=cfg.model,
-            sources=sources,
+            sources=SOURCES,
             max_new_tokens=cfg.max_new_tokens,
             batch_size=8,
             chat_template="always",

@@ -1,0 +1,257 @@
+"""`rankalign compare` without training: the methods' schema, refused configs (one line, exit 2,
+nothing written), the table's pooling on hand-computed numbers and the plot data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rankalign.cli import main
+from rankalign.errors import UserError
+from rankalign.report import compare_reward_points, write_compare_report
+from rankalign.workflows.compare import build_table, compare_config, parse_methods
+
+
+def _prompts(tmp_path):
+    rows = [{"id": f"t{i}", "prompt": f"train {i}", "split": "train"} for i in range(4)]
+    rows += [{"id": f"h{i}", "prompt": f"held {i}", "split": "heldout"} for i in range(2)]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def test_methods_from_a_comma_list_put_base_first():
+    methods = parse_methods("rrhf, listwise_dpo,sft-best,base")
+    assert [(m.name, m.kind, m.loss) for m in methods] == [
+        ("base", "base", None),
+        ("rrhf", "train", "rrhf"),
+        ("listwise_dpo", "train", "listwise-dpo"),
+        ("sft-best", "train", "rrhf"),
+    ]
+    assert methods[3].overrides == {"rank_weight": 0.0}  # RRHF without the ranking loss
+
+
+def test_methods_from_yaml_entries_with_overrides_and_loops():
+    methods = parse_methods(
+        [
+            "dpo",
+            {"dpo-strong": {"loss": "dpo", "beta": 0.5}},
+            {"loop-rrhf": {"loop": True, "iterations": 2}},
+            {"online": {"loop": True, "loss": "dpo"}},
+        ]
+    )
+    assert methods[0].name == "base"  # always evaluated, even when not listed
+    by_name = {m.name: m for m in methods}
+    assert by_name["dpo-strong"].loss == "dpo" and by_name["dpo-strong"].overrides == {"beta": 0.5}
+    assert (by_name["loop-rrhf"].kind, by_name["loop-rrhf"].loss) == ("loop", "rrhf")
+    assert by_name["loop-rrhf"].overrides == {"iterations": 2}
+    assert (by_name["online"].kind, by_name["online"].loss) == ("loop", "dpo")
+
+
+@pytest.mark.parametrize(
+    "methods, fragment",
+    [
+        ("rrhf,magic", "unknown method 'magic'"),
+        ([{"fast": {"loss": "nope"}}], "unknown loss 'nope'"),
+        ([{"rrhf": {"max_steps": 100}}], "max_steps is set by compare"),
+        (["rrhf", "rrhf"], "listed twice"),
+        ([{"base": {"beta": 1}}], "'base' takes no options"),
+        ([{"a": {}, "b": {}}], "one-key mapping"),
+        ([{"rrhf": {"loop": "yes"}}], "loop must be true or false"),
+        ([], "non-empty list"),
+    ],
+)
+def test_bad_methods_are_one_line_errors(methods, fragment):
+    with pytest.raises(UserError, match=fragment) as e:
+        compare_config(methods=methods)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_method_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["compare", "--methods", "rrhf,pairwise-magic", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("rankalign compare: error:")
+    assert "unknown method 'pairwise-magic'" in err[0] and "Traceback" not in err[0]
+    assert not out.exists()
+
+
+def test_a_method_option_the_train_parser_refuses_writes_nothing(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(
+        f"model: {tiny_model_dir}\nprompts: {_prompts(tmp_path)}\nout: {out}\n"
+        "methods: [rrhf, {dpo: {beta: -1.0}}]\n"
+    )
+    assert main(["compare", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "method 'dpo'" in err[0] and "beta" in err[0]
+    assert not out.exists()
+
+
+def test_a_loop_whose_steps_do_not_split_is_refused(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="must split evenly over 2 iterations"):
+        from rankalign.workflows.compare import validate
+
+        validate(
+            compare_config(
+                model=tiny_model_dir,
+                prompts=str(_prompts(tmp_path)),
+                out=str(tmp_path / "run"),
+                max_steps=3,
+                methods=[{"loop-rrhf": {"loop": True, "iterations": 2}}],
+            )
+        )
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _eval(rewards, ids=("a", "b"), **extra):
+    return {"rewards": list(rewards), "ids": list(ids), **extra}
+
+
+def _results():
+    base = _eval([0.0, 1.0], perplexity=10.0, mean_length=20.0)
+    return {
+        "base": [
+            {
+                "method": "base",
+                "kind": "base",
+                "loss": None,
+                "seed": None,
+                "final": base,
+                "curve": [{"step": 0, **base}],
+            }  # fmt: skip
+        ],
+        "rrhf": [
+            {
+                "method": "rrhf",
+                "kind": "train",
+                "loss": "rrhf",
+                "seed": s,
+                "train_seconds": t,
+                "peak_rss_mb": mem,
+                "peak_gpu_mb": None,
+                "final": final,
+                "curve": [{"step": 2, **mid}, {"step": 4, **final}],
+            }
+            for s, t, mem, final, mid in (
+                (
+                    1,
+                    10.0,
+                    500.0,
+                    _eval([1.0, 1.0], perplexity=12.0, mean_length=10.0),
+                    _eval([0.5, 0.5]),
+                ),
+                (
+                    2,
+                    20.0,
+                    700.0,
+                    _eval([0.0, 2.0], perplexity=14.0, mean_length=30.0),
+                    _eval([0.5, None]),
+                ),
+            )  # fmt: skip
+        ],
+    }
+
+
+def test_seeds_pool_into_one_mean_and_win_rate():
+    table = build_table(_results(), resamples=200, seed=0)
+    rrhf = table["methods"]["rrhf"]
+    # rewards of both seeds pooled: (1 + 1 + 0 + 2) / 4
+    assert rrhf["mean_reward"] == pytest.approx(1.0) and rrhf["n"] == 4
+    assert rrhf["ci_low"] <= 1.0 <= rrhf["ci_high"]
+    # against base (0, 1) per prompt: seed 1 -> win, tie; seed 2 -> tie, win
+    assert (rrhf["win_rate"], rrhf["tie_rate"], rrhf["loss_rate"]) == (0.5, 0.5, 0.0)
+    assert rrhf["perplexity"] == pytest.approx(13.0) and rrhf["mean_length"] == pytest.approx(20.0)
+    assert rrhf["train_seconds"] == pytest.approx(15.0)  # mean over seeds
+    assert rrhf["peak_rss_mb"] == 700.0  # the highest peak
+    assert rrhf["peak_gpu_mb"] is None and rrhf["seeds"] == [1, 2]
+    base = table["methods"]["base"]
+    assert base["mean_reward"] == pytest.approx(0.5) and base["win_rate"] is None
+    assert "reference" in base["notes"]["win_rate"]
+
+
+def test_reward_vs_step_curve_starts_at_base_and_skips_unscored():
+    curve = build_table(_results(), resamples=50)["curves"]["rrhf"]
+    assert [p["step"] for p in curve] == [0, 2, 4]
+    assert curve[0]["mean_reward"] == pytest.approx(0.5)  # base
+    assert curve[1]["n"] == 3 and curve[1]["mean_reward"] == pytest.approx(0.5)  # None left out
+    assert curve[2]["mean_reward"] == pytest.approx(1.0)
+
+
+def test_undefined_numbers_are_null_with_a_note(tmp_path):
+    results = _results()
+    for r in results["rrhf"]:
+        r["final"]["rewards"] = [None, None]
+        r["train_seconds"] = None
+        r["notes"] = {"train_seconds": "not measured here"}
+    table = build_table(results, resamples=50)
+    rrhf = table["methods"]["rrhf"]
+    assert rrhf["mean_reward"] is None and rrhf["win_rate"] is None
+    assert {"mean_reward", "win_rate", "train_seconds"} <= set(rrhf["notes"])
+    assert rrhf["notes"]["train_seconds"] == "not measured here"
+    table["settings"] = {"model": "m", "seeds": [1, 2]}
+    files = write_compare_report(table, tmp_path)
+    data = json.loads((tmp_path / "compare.json").read_text())  # strict JSON: null, not NaN
+    assert data["methods"]["rrhf"]["mean_reward"] is None
+    assert set(files) >= {"compare.json", "compare.md", "compare.html", "compare_reward.png"}
+
+
+def test_plot_points_are_the_means_and_interval_half_widths():
+    methods = {
+        "base": {"mean_reward": 0.5, "ci_low": 0.25, "ci_high": 1.0},
+        "rrhf": {"mean_reward": 1.0, "ci_low": None, "ci_high": 1.5},
+        "broken": {"mean_reward": None},
+    }
+    assert compare_reward_points(methods) == [("base", 0.5, 0.25, 0.5), ("rrhf", 1.0, 0.0, 0.5)]
+
+
+def test_compare_page_shows_both_plots_in_headless_chromium(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    browser = next(
+        (
+            shutil.which(b)
+            for b in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(b)
+        ),
+        None,
+    )
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    table = build_table(_results(), resamples=50)
+    table["settings"] = {"model": "m", "seeds": [1, 2], "max_steps": 4}
+    files = write_compare_report(table, tmp_path)
+    assert {"compare_reward.png", "compare_steps.png"} <= set(files)
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (tmp_path / "compare.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'id="images-loaded">(\d+)/(\d+)<', proc.stdout)
+    assert m and m.group(1) == m.group(2) == "2", proc.stdout[-2000:]
+    assert "rrhf" in proc.stdout and "win vs base" in proc.stdout
