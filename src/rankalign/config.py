@@ -38,6 +38,13 @@ SECRET_ASSIGNMENT = re.compile(
 )
 
 
+def option(default, check: str | None = None, help: str | None = None, **kw):
+    """A config dataclass field with its range check and help text (as `parse_config` reads them
+    from the field's metadata)."""
+    meta = {k: v for k, v in (("check", check), ("help", help)) if v is not None}
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
 def redact_text(text: str) -> str:
     """`text` (an error line, a spec) with credential values replaced by `<redacted>`."""
     text = SECRET_VALUE.sub("<redacted>", text)

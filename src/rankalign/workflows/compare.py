@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from rankalign import api
-from rankalign.config import dump_config, load_yaml_text, parse_config
+from rankalign.config import dump_config, load_yaml_text, option, parse_config
 from rankalign.data import load_lists, write_json, write_jsonl
 from rankalign.errors import UserError
 from rankalign.losses import LOSSES
@@ -77,51 +77,48 @@ DEFAULT_METHODS = "base,sft-best,rrhf,pro,listwise-dpo,dpo,simpo"
 FIXED = ("data", "model", "output_dir", "max_steps", "seed", "save_strategy", "save_steps")
 
 
-def _opt(default, check: str | None = None, help: str | None = None, **kw):
-    meta = {k: v for k, v in (("check", check), ("help", help)) if v is not None}
-    return field(default=default, metadata=meta, **kw)
-
-
 @dataclass
 class CompareConfig:
-    out: str = _opt("runs/compare", help="output folder (rerun to resume)")
-    model: str = _opt("smollm2", help="start model of every method (and `base`)")
-    methods: list | str | None = _opt(
+    out: str = option("runs/compare", help="output folder (rerun to resume)")
+    model: str = option("smollm2", help="start model of every method (and `base`)")
+    methods: list | str | None = option(
         DEFAULT_METHODS,
         help="methods: a list of names or {name: overrides} (YAML), or 'a,b,c'; names: base, "
         "sft-best, a loss of `rankalign train`, or any name with `loss:` / `loop: true`",
     )
-    prompts: str | None = _opt(
+    prompts: str | None = option(
         None, help="prompts with a `split` column (train/heldout); default: the demo's set"
     )
-    data: str | None = _opt(
+    data: str | None = option(
         None, help="scored ranked lists to train on (skips sampling and scoring); needs --heldout"
     )
-    heldout: str | None = _opt(None, help="held-out prompts (default: split heldout of --prompts)")
-    train_prompts: int = _opt(24, ">= 1", "train prompts sampled (without --data)")
-    heldout_prompts: int = _opt(24, ">= 1", "held-out prompts evaluated")
-    sources: list | str | None = _opt(
+    heldout: str | None = option(
+        None, help="held-out prompts (default: split heldout of --prompts)"
+    )
+    train_prompts: int = option(24, ">= 1", "train prompts sampled (without --data)")
+    heldout_prompts: int = option(24, ">= 1", "held-out prompts evaluated")
+    sources: list | str | None = option(
         None,
         help="candidate sources of `rankalign sample` (YAML list); default: the demo's 4 diverse "
         "beam + 2 top-p",
     )
-    reward: str = _opt("sentiment", help="reward spec of `rankalign score`")
-    max_new_tokens: int = _opt(24, ">= 1", "sampling and evaluation")
-    chat_template: str = _opt("always", help=" | ".join(CHAT_TEMPLATE_MODES))
-    max_steps: int = _opt(8, ">= 1", "optimizer steps of every method (the same budget)")
-    eval_every: int | None = _opt(
+    reward: str = option("sentiment", help="reward spec of `rankalign score`")
+    max_new_tokens: int = option(24, ">= 1", "sampling and evaluation")
+    chat_template: str = option("always", help=" | ".join(CHAT_TEMPLATE_MODES))
+    max_steps: int = option(8, ">= 1", "optimizer steps of every method (the same budget)")
+    eval_every: int | None = option(
         None, ">= 1", "also evaluate checkpoints every N steps (reward vs step); default none"
     )
-    learning_rate: float | None = _opt(
+    learning_rate: float | None = option(
         None, "> 0", "every method's learning rate (default: each loss's; overrides win)"
     )
-    batch_size: int = _opt(4, ">= 1", "lists per optimizer step")
-    max_length: int = _opt(160, ">= 2")
+    batch_size: int = option(4, ">= 1", "lists per optimizer step")
+    max_length: int = option(160, ">= 2")
     use_lora: bool = False
-    seed: int = _opt(42, ">= 0")
-    seeds: int = _opt(1, ">= 1", "seeds per method (seed, seed+1, ...), pooled into one CI")
-    bootstrap_resamples: int = _opt(1000, ">= 1")
-    keep_models: bool = _opt(True, help="keep each method's final model (false: deleted)")
+    seed: int = option(42, ">= 0")
+    seeds: int = option(1, ">= 1", "seeds per method (seed, seed+1, ...), pooled into one CI")
+    bootstrap_resamples: int = option(1000, ">= 1")
+    keep_models: bool = option(True, help="keep each method's final model (false: deleted)")
 
     def __post_init__(self):
         if self.chat_template not in CHAT_TEMPLATE_MODES:
@@ -227,6 +224,7 @@ def _train_options(cfg: CompareConfig, m: Method, data: Path, out: Path, seed: i
         "model": cfg.model,
         "loss": m.loss,
         "output_dir": str(out),
+        "overwrite": True,  # a folder left by a killed run is trained again from the start
         "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
@@ -282,6 +280,8 @@ def _loop_options(cfg: CompareConfig, m: Method, prompts: Path, out: Path, seed:
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
         "use_lora": cfg.use_lora,
+        # every iteration's model is evaluated for the reward-vs-step curve (then removed here)
+        "keep_models": "all",
         "train_args": ["--warmup_steps", "0.1", "--logging_steps", "1"],
         "seed": seed,
     }

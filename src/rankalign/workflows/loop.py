@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankalign import api
-from rankalign.config import dump_config, parse_config
+from rankalign.config import dump_config, option, parse_config
 from rankalign.data import load_lists, write_json, write_jsonl
 from rankalign.errors import UserError
 from rankalign.losses import NEEDS_REFERENCE
@@ -55,53 +55,49 @@ WEIGHT_PATTERNS = (
 )
 
 
-def _opt(default, check: str | None = None, help: str | None = None, **kw):
-    """A LoopConfig field with its range (`check`, see config.check_options) and help."""
-    meta = {k: v for k, v in (("check", check), ("help", help)) if v is not None}
-    return field(default=default, metadata=meta, **kw)
-
-
 @dataclass
 class LoopConfig:
-    prompts: str | None = _opt(None, help="prompt set (any layout); split across iterations")
-    out: str = _opt("runs/loop", help="run folder (rerun to resume)")
-    model: str = _opt("smollm2", help="initial policy pi_0 (also the reference)")
-    iterations: int = _opt(3, ">= 1", "sample -> score -> train rounds")
-    prompts_per_iteration: int | None = _opt(None, ">= 1", "default: the prompt set split evenly")
-    heldout: str | None = _opt(None, help="held-out prompts for the per-iteration reward")
-    max_heldout: int | None = _opt(None, ">= 1", "use the first N held-out prompts")
+    prompts: str | None = option(None, help="prompt set (any layout); split across iterations")
+    out: str = option("runs/loop", help="run folder (rerun to resume)")
+    model: str = option("smollm2", help="initial policy pi_0 (also the reference)")
+    iterations: int = option(3, ">= 1", "sample -> score -> train rounds")
+    prompts_per_iteration: int | None = option(None, ">= 1", "default: the prompt set split evenly")
+    heldout: str | None = option(None, help="held-out prompts for the per-iteration reward")
+    max_heldout: int | None = option(None, ">= 1", "use the first N held-out prompts")
     # sampling (through `rankalign sample`)
-    num_samples: int = _opt(8, ">= 1", "responses sampled per prompt")
-    temperature: float = _opt(0.8, "> 0", "sampling temperature")
-    top_p: float = _opt(1.0, "(0, 1]", "nucleus sampling: keep this probability mass")
-    strategy: str = _opt("sample", help="sample | diverse-beam (RRHF DP)")
-    max_new_tokens: int = _opt(128, ">= 1", "tokens generated per response")
-    chat_template: str = _opt("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
+    num_samples: int = option(8, ">= 1", "responses sampled per prompt")
+    temperature: float = option(0.8, "> 0", "sampling temperature")
+    top_p: float = option(1.0, "(0, 1]", "nucleus sampling: keep this probability mass")
+    strategy: str = option("sample", help="sample | diverse-beam (RRHF DP)")
+    max_new_tokens: int = option(128, ">= 1", "tokens generated per response")
+    chat_template: str = option("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
     # scoring (through `rankalign score`)
     reward: list[str] = field(
         default_factory=lambda: ["sentiment"],
         metadata={"help": "reward specs of `rankalign score` (summed)"},
     )
-    char_penalty: float = _opt(
+    char_penalty: float = option(
         0.0, help="lambda in r - lambda*|y| (|y| in characters) when ranking a list's samples"
     )
-    kl_coef: float = _opt(0.0, ">= 0", "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)")
+    kl_coef: float = option(
+        0.0, ">= 0", "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)"
+    )
     # data and training (through `rankalign train`)
-    builder: str = _opt("best-worst", help=" | ".join(BUILDERS))
-    rso_beta: float = _opt(0.5, "> 0", "rso builder: temperature of the rejection sampling")
-    loss: str = _opt("dpo", help="`rankalign train` loss of each iteration")
-    hybrid: bool = _opt(False, help="train each iteration on all data so far")
-    offline_data: str | None = _opt(None, help="ranked lists added to every iteration (hybrid)")
-    steps_per_iteration: int | None = _opt(None, ">= 1", "OP-k: optimizer steps per iteration")
-    epochs: float = _opt(1.0, "> 0", "training epochs per iteration")
-    learning_rate: float = _opt(5e-7, "> 0", "training learning rate")
-    batch_size: int = _opt(4, ">= 1", "lists per training step (per device)")
-    beta: float | None = _opt(
+    builder: str = option("best-worst", help=" | ".join(BUILDERS))
+    rso_beta: float = option(0.5, "> 0", "rso builder: temperature of the rejection sampling")
+    loss: str = option("dpo", help="`rankalign train` loss of each iteration")
+    hybrid: bool = option(False, help="train each iteration on all data so far")
+    offline_data: str | None = option(None, help="ranked lists added to every iteration (hybrid)")
+    steps_per_iteration: int | None = option(None, ">= 1", "OP-k: optimizer steps per iteration")
+    epochs: float = option(1.0, "> 0", "training epochs per iteration")
+    learning_rate: float = option(5e-7, "> 0", "training learning rate")
+    batch_size: int = option(4, ">= 1", "lists per training step (per device)")
+    beta: float | None = option(
         None, "> 0", "the loss's beta (default: the loss's own, see train --help)"
     )
-    max_length: int = _opt(512, ">= 2", "prompt + response tokens in training")
-    use_lora: bool = _opt(False, help="train LoRA adapters instead of every weight")
-    keep_models: str = _opt(
+    max_length: int = option(512, ">= 2", "prompt + response tokens in training")
+    use_lora: bool = option(False, help="train LoRA adapters instead of every weight")
+    keep_models: str = option(
         "last",
         help="last: only the newest iteration's model weights stay (earlier ones are removed once "
         "the next iteration has trained; LoRA adapters, configs and logs stay) | all: every "
@@ -110,7 +106,7 @@ class LoopConfig:
     train_args: list[str] = field(
         default_factory=list, metadata={"help": "extra `rankalign train` flags"}
     )
-    seed: int = _opt(42, ">= 0", "seed of sampling, prompt split and training")
+    seed: int = option(42, ">= 0", "seed of sampling, prompt split and training")
 
     def __post_init__(self):
         if self.builder not in BUILDERS:
