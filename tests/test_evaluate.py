@@ -651,19 +651,27 @@ def test_missing_metric_libraries_and_reward_are_notes_not_errors(files, tmp_pat
 
 @pytest.mark.slow
 def test_example_config_on_the_embedded_model(tmp_path, monkeypatch):
-    """examples/evaluate-tiny.yaml end to end on SmolLM2 (the trained run replaced by the base)."""
+    """examples/evaluate-tiny.yaml end to end on SmolLM2 (the trained run replaced by the base,
+    its training log by a stand-in: the example's runs/tiny-offline exists only after training)."""
     root = Path(__file__).parents[1]
     monkeypatch.chdir(root)
     out = tmp_path / "tiny"
+    run = tmp_path / "tiny-offline"
+    run.mkdir()
+    log = [
+        {"step": s, "loss": 40.0 - s, "rank_loss": 0.5 / s, "learning_rate": 5e-5}
+        for s in range(1, 4)
+    ]
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": log}))
     argv = (
         "evaluate --config examples/evaluate-tiny.yaml --model tiny=smollm2 --max_rows 3 "
         "--num_samples 2 --max_new_tokens 8"
-    ).split() + ["--out", str(out)]
+    ).split() + ["--out", str(out), "--train_runs", str(run)]
     assert cli_main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"tiny", "base"}
     assert all(math.isfinite(m["perplexity"]) for m in metrics["models"].values())
-    assert {"reward.png", "best_of_n.png"} <= set(metrics["plots"])
+    assert {"reward.png", "best_of_n.png", "training.png"} <= set(metrics["plots"])
 
 
 def test_empty_responses_are_warned_about_with_the_template_mode(tmp_path, tiny_model_dir, capsys):
