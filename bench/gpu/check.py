@@ -46,6 +46,7 @@ BENCH = Path(__file__).resolve().parents[1]
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "src"))
+from bench_scorer import make_lists  # noqa: E402  (the same HH-shaped random lists)
 from common import llama_config, machine_info  # noqa: E402
 
 from rankalign import losses as L  # noqa: E402
@@ -56,7 +57,6 @@ from rankalign.logprobs import (  # noqa: E402
     packed_response_logps,
     shared_response_logps,
 )
-from rankalign.tokenization import EncodedList  # noqa: E402
 
 H200_BF16_PEAK = 790e12  # dense bf16 matrix multiply, measured there (device KINDS.md)
 
@@ -75,21 +75,6 @@ GPU_RUNS = {"smollm2-1.7b": (4, 8), "llama3-8b": (2, 8)}
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def make_lists(vocab: int, batch: int, k: int, prompt_len: int, resp_len: int, seed: int = 0):
-    """Random token lists: prompts of prompt_len, responses of 0.75-1.25 x resp_len."""
-    g = torch.Generator().manual_seed(seed)
-    lists = []
-    for _ in range(batch):
-        prompt = torch.randint(3, vocab, (prompt_len,), generator=g).tolist()
-        lengths = [int(resp_len * (0.75 + 0.5 * i / max(k - 1, 1))) for i in range(k)]
-        lists.append(
-            EncodedList(
-                prompt, [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lengths]
-            )
-        )
-    return lists, torch.randn(batch, k, generator=g)
 
 
 def matmul_params(model) -> int:
@@ -137,7 +122,7 @@ def scorers(shape: str, device: str, batch_lists: int, k: int, steps: int, deadl
     model.train()
     weights = torch.cuda.memory_allocated() if device == "cuda" else 0
     variants = [v for v in VARIANTS if device == "cuda" or VARIANTS[v][1] != "flex_attention"]
-    lists, scores = make_lists(model.config.vocab_size, batch_lists, k, 160, 80)
+    lists, scores = make_lists(model.config.vocab_size, batch_lists, k, 160, 80, seed=0)
     batch = {n: t.to(device) for n, t in collate_lists(lists, 0).items()}
     scores = scores.to(device)
     prompt_tokens = int(batch["prompt_lengths"].sum())
