@@ -7,11 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rankalign.data import (
-    read_json_file,
-)
+from rankalign.data import read_json_file
 from rankalign.errors import UserError
-from rankalign.report import flatten_metrics
+from rankalign.report_plots import flatten_metrics
 
 
 def read_training_log(run: str) -> list[dict]:

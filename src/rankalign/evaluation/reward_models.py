@@ -13,18 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankalign.config import dump_config
-from rankalign.data import (
-    atomic_write_text,
-    load_lists,
-    read_json_file,
-    write_json,
-    write_jsonl,
-)
+from rankalign.data import load_lists, read_json_file, write_json, write_jsonl
 from rankalign.errors import UserError
 from rankalign.evaluation.config import EvaluateConfig
-from rankalign.metrics import pairwise_accuracy
+from rankalign.metrics import pairwise_accuracy, reward_length_correlation
 from rankalign.models import torch_dtype
-from rankalign.report import number
+from rankalign.report_blocks import (
+    heading,
+    image,
+    number,
+    pct,
+    table,
+    text,
+    write_documents,
+)
+from rankalign.report_plots import plot_reward_length, pyplot, save_figure
+from rankalign.report_sections import reward_length_table
 from rankalign.reward_inputs import trained_with
 from rankalign.tokenization import length_fn
 
@@ -89,8 +93,6 @@ def score_rows(reward, rows: list[dict], chunk: int = 64) -> list[list[float | N
 
 
 def _plot_accuracy(acc: dict, path: Path, title: str) -> bool:
-    from rankalign.report import pyplot, save_figure
-
     plt = pyplot()
     groups = {"overall": acc["overall"], **acc.get("by_section", {}), **acc.get("by_category", {})}
     groups = {k: g for k, g in groups.items() if g.get("accuracy") is not None}
@@ -109,88 +111,52 @@ def _plot_accuracy(acc: dict, path: Path, title: str) -> bool:
     return True
 
 
-def _report_blocks(metrics: dict) -> list[dict]:
-    from rankalign.report import number, pct
+def report_blocks(metrics: dict) -> list[dict]:
+    """The reward-model report: accuracy overall and by group, then the reward-length table
+    (the evaluate report's, `report_sections.reward_length_table`)."""
 
-    def acc_rows(d: dict) -> list[list[str]]:
-        return [
-            [
-                name,
-                str(a["n"]),
-                str(a["correct"]),
-                str(a["wrong"]),
-                str(a["ties"]),
-                pct(a["accuracy"]),
-            ]
-            for name, a in d.items()
-        ]
+    def acc_table(groups: dict) -> dict:
+        keys = ("n", "correct", "wrong", "ties")
+        rows = [[name] + [a[k] for k in keys] + [pct(a["accuracy"])] for name, a in groups.items()]
+        return table(["group", "pairs", "correct", "wrong", "ties", "accuracy"], rows)
 
-    header = ["group", "pairs", "correct", "wrong", "ties", "accuracy"]
     acc = metrics["accuracy"]
     b = [
-        {"kind": "heading", "text": "Reward-model evaluation", "level": 1},
-        {
-            "kind": "text",
-            "text": f"Model `{metrics['model']}` ({metrics['kind']}, scored as "
-            f"`{metrics['reward_spec']['kind']}`) on `{metrics['pairs_file']}`.",
-        },
-        {"kind": "heading", "text": "Accuracy on labelled pairs", "level": 2},
-        {"kind": "table", "header": header, "rows": acc_rows({"overall": acc["overall"]})},
+        heading("Reward-model evaluation", 1),
+        text(
+            f"Model `{metrics['model']}` ({metrics['kind']}, scored as "
+            f"`{metrics['reward_spec']['kind']}`) on `{metrics['pairs_file']}`."
+        ),
+        heading("Accuracy on labelled pairs"),
+        acc_table({"overall": acc["overall"]}),
     ]
     if acc["overall"].get("accuracy") is None:
-        b.append({"kind": "text", "text": "Accuracy: " + acc["overall"]["notes"]["accuracy"] + "."})
+        b.append(text("Accuracy: " + acc["overall"]["notes"]["accuracy"] + "."))
     for key, title in (("by_section", "RewardBench sections"), ("by_category", "By category")):
         if acc.get(key):
-            b += [
-                {"kind": "heading", "text": title, "level": 3},
-                {"kind": "table", "header": header, "rows": acc_rows(acc[key])},
-            ]
+            b += [heading(title, 3), acc_table(acc[key])]
     b.append(
-        {
-            "kind": "text",
-            "text": "A pair (every s_i > s_j of a list; chosen/rejected for pairwise rows) is "
+        text(
+            "A pair (every s_i > s_j of a list; chosen/rejected for pairwise rows) is "
             "correct when the model scores the preferred response strictly higher; equal "
-            "scores are ties, counted apart (accuracy counts them as wrong).",
-        }
+            "scores are ties, counted apart (accuracy counts them as wrong)."
+        )
     )
     if "accuracy.png" in metrics["plots"]:
-        b.append({"kind": "image", "file": "accuracy.png", "alt": "Pair accuracy by group"})
+        b.append(image("accuracy.png", "Pair accuracy by group"))
     rl = metrics.get("reward_length")
     if rl:
         b += [
-            {"kind": "heading", "text": "Reward-length correlation", "level": 2},
-            {
-                "kind": "table",
-                "header": [
-                    "samples",
-                    "length unit",
-                    "prompts",
-                    "skipped",
-                    "mean r",
-                    "median r",
-                    "r > 0",
-                ],
-                "rows": [
-                    [
-                        metrics["samples_file"],
-                        rl["length_unit"],
-                        str(rl["prompts"]),
-                        str(rl["skipped"]),
-                        number(rl["mean_r"]),
-                        number(rl["median_r"]),
-                        pct(rl["positive_fraction"]),
-                    ]
-                ],
-            },
-            {
-                "kind": "text",
-                "text": "Per prompt, the Pearson r between this model's rewards of the k samples "
+            heading("Reward-length correlation"),
+            reward_length_table({metrics["samples_file"]: rl}),
+            text(
+                "Per prompt, the Pearson r between this model's rewards of the k samples "
                 "and their lengths (RLHF Workflow Fig. 5: 0.19 for UltraRM-13B, 0.06 for their BT "
-                "model); prompts with fewer than 2 samples or constant values are skipped.",
-            },
+                "model); prompts with fewer than 2 samples or constant values are skipped."
+            ),
         ]
         if "reward_length.png" in metrics["plots"]:
-            b.append({"kind": "image", "file": "reward_length.png", "alt": "Reward-length r"})
+            b.append(image("reward_length.png", "Reward-length r"))
     return b
 
 
@@ -243,9 +209,6 @@ def prepare_rm_evaluation(cfg: EvaluateConfig) -> _RMEvaluation:
 
 def run_rm_evaluation(ev: _RMEvaluation) -> dict:
     """Score the validated pairs (and samples) and write the outputs; returns the metrics."""
-    from rankalign.metrics import reward_length_correlation
-    from rankalign.report import plot_reward_length, render_html, render_markdown
-
     out, kind, reward = Path(ev.cfg.out), ev.kind, ev.reward
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("accuracy.png", "reward_length.png"):  # no plot may outlive its data
@@ -283,9 +246,7 @@ def run_rm_evaluation(ev: _RMEvaluation) -> dict:
             plot_reward_length({kind: rl}, out / "reward_length.png")
             metrics["plots"].append("reward_length.png")
     write_json(out / "metrics.json", metrics)
-    blocks = _report_blocks(metrics)
-    atomic_write_text(out / "report.md", render_markdown(blocks))
-    atomic_write_text(out / "report.html", render_html(blocks))
+    write_documents(report_blocks(metrics), out, "report")
     return metrics
 
 
