@@ -18,7 +18,7 @@ import yaml
 
 from rankalign import metrics as M
 from rankalign.cli import main as cli_main
-from rankalign.evaluation import stage as E
+from rankalign.evaluation import steps as E
 from rankalign.evaluation.generate import Generator
 from rankalign.models import load_causal_lm, load_tokenizer
 
@@ -679,7 +679,8 @@ def test_empty_responses_are_warned_about_with_the_template_mode(tmp_path, tiny_
 
     from rankalign.evaluation.config import EvaluateConfig
     from rankalign.evaluation.entries import Entry
-    from rankalign.evaluation.stage import empty_note, print_summary
+    from rankalign.evaluation.stage import print_summary
+    from rankalign.evaluation.steps import empty_note
     from rankalign.report import model_table
 
     trained = tmp_path / "trained"
