@@ -173,6 +173,12 @@ def test_one_option_name_has_its_own_rules_in_each_kind(toys):
     (a,) = build_rewards([parse_reward_spec("toy-a:size=4")], {"size": 3})
     assert a.opt == {"mode": "x", "size": 4}
     # the real kinds: format=pair is an rm choice, not a causal-rm one
+    for bad, msg in [
+        ("judge:m,min=5,max=5", "'min' must be below 'max'"),
+        ("judge:m,aspects=| ", "'aspects' must name at least one aspect"),
+    ]:
+        with pytest.raises(UserError, match=msg):  # a kind's own spec_problem
+            parse_reward_spec(bad)
     assert parse_reward_spec("rm:./m,format=pair").options["format"] == "pair"
     with pytest.raises(UserError, match=r"'format' must be one of auto, chat, concat, got 'pair'"):
         parse_reward_spec("causal-rm:./m,format=pair")

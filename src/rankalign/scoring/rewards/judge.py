@@ -314,8 +314,11 @@ class JudgeReward(Reward):
 
     @classmethod
     def spec_problem(cls, options):
-        lo, hi = options.get("min", 1.0), options.get("max", 5.0)
-        return "'min' must be below 'max'" if float(lo) >= float(hi) else None
+        if float(options.get("min", 1.0)) >= float(options.get("max", 5.0)):
+            return "'min' must be below 'max'"
+        if not any(a.strip() for a in options.get("aspects", "|".join(ASPECTS)).split("|")):
+            return "'aspects' must name at least one aspect (A|B|...)"
+        return None
 
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)

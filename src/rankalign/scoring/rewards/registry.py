@@ -13,6 +13,7 @@ A reward is named by a spec string (flag `--reward`, repeatable) or a YAML mappi
     python:MODULE:FUNCTION             user function (prompt, response) -> float
     policy-logprob:PATH                length-normalized log-prob p_i = logp / len (paper §3.2)
     input                              the scores already in the input rows
+                                       (`rankalign score --help` lists every kind: generated)
 
     YAML:  reward: [{kind: rm, path: ./rm, weight: 2}, "length:lambda=0.001"]
 
