@@ -11,9 +11,6 @@ from rankalign.tokenization import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, HH_S
 LENGTH_UNITS = ("tokens", "chars", "words")
 
 
-PAIRWISE_KINDS = ("judge", "preference")  # rewards that look at a row's responses together
-
-
 @dataclass
 class EvaluateConfig:
     """Options of `rankalign evaluate` (YAML keys = flags)."""

@@ -6,8 +6,9 @@ through `logprobs.rows_logps`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
-from rankalign.evaluation.config import PAIRWISE_KINDS, EvaluateConfig
+from rankalign.evaluation.config import EvaluateConfig
 from rankalign.logprobs import rows_logps
 from rankalign.models import default_device, load_tokenizer
 from rankalign.scoring.rewards.base import weighted_sum
@@ -16,7 +17,11 @@ from rankalign.tokenization import resolve_chat_template
 
 class RewardSet:
     """The score stage's rewards for parsed specs (`rewards.RewardSpec`, checked by `prepare`);
-    the value is their weighted sum."""
+    the value is their weighted sum (`rewards.base.weighted_sum`, the score stage's own).
+
+    `pairwise`: some reward looks at a row's responses together, so a win rate puts both answers
+    in one row; `two_orders`: one of those is position-biased and is asked in both orders (both
+    read from the rewards' schemas)."""
 
     def __init__(self, specs: list, defaults: dict):
         from rankalign.scoring.rewards.registry import build_rewards
@@ -24,19 +29,24 @@ class RewardSet:
         self.specs = list(specs)
         self.rewards = build_rewards(self.specs, defaults)
         self.label = " + ".join(s.text if isinstance(s.text, str) else str(s) for s in self.specs)
-        self.pairwise = any(s.kind in PAIRWISE_KINDS for s in self.specs)
-        self.two_orders = any(s.kind == "judge" for s in self.specs)
+        self.pairwise = any(r.schema.pairwise for r in self.rewards)
+        self.two_orders = any(r.schema.both_orders for r in self.rewards)
+        # why values were left out (weighted_sum's reasons) -> how many, over this set's life
+        self.unscored: Counter[str] = Counter()
 
     def score(self, rows: list[dict]) -> list[list[float | None]]:
-        """Per row, one value per response (None where a reward could not score it, or gave a
-        value that is not a finite number: NaN or infinity have no mean and no ranking)."""
+        """Per row, one value per response: None where a reward could not score it, or a value
+        (or the sum) is not a finite number (NaN or infinity have no mean and no ranking); the
+        reasons are counted in `unscored`."""
         parts = [r.score(rows) for r in self.rewards]
         out = []
         for i, row in enumerate(rows):
             values = []
             for j in range(len(row["responses"])):
                 total = weighted_sum(self.rewards, [p[i][j] for p in parts])
-                values.append(total if total is not None and math.isfinite(total) else None)
+                if total.total is None:
+                    self.unscored[total.reason] += 1
+                values.append(total.total)
             out.append(values)
         return out
 

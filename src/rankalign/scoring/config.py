@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from rankalign.models import DTYPES
+from rankalign.scoring.rewards.registry import kinds_help
 from rankalign.tokenization import CHAT_TEMPLATE_MODES
 
 
@@ -36,10 +37,7 @@ class ScoreConfig:
         default_factory=list,
         metadata={
             "action": _Repeatable,
-            "help": "reward spec, repeatable: sentiment, "
-            "length:lambda=0.01,unit=chars, rm:PATH, causal-rm:PATH, preference:PATH, "
-            "judge:model=M,base_url=URL, python:MODULE:FN, policy-logprob:PATH, input; "
-            "each takes weight=W and name=N",
+            "help": f"reward spec, repeatable: {kinds_help()}; each takes weight=W and name=N",
         },
     )
     on_failure: str = field(

@@ -40,7 +40,6 @@ std of its part; lists with ties; failures.
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 from collections import defaultdict
@@ -71,21 +70,31 @@ from rankalign.scoring.rewards.registry import (
 
 
 def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], policy: str) -> dict:
-    """Set score_parts / scores / score_failed of one row from each reward's values for it."""
+    """Set score_parts / scores / score_failed of one row from each reward's values for it.
+
+    Non-finite values follow `weighted_sum`'s policy; score never writes one: a NaN or infinite
+    part, or a weighted sum that overflows, is a UserError naming the row and the response. A
+    part that is None (the reward failed) gets the `--on_failure` policy (module docstring)."""
     k = len(row["responses"])
-    parts, failed = {}, {}
     for reward, vals in zip(rewards, values):
         if len(vals) != k:
             raise RuntimeError(f"reward '{reward.name}' gave {len(vals)} values for {k} responses")
-        for i, v in enumerate(vals):
-            if v is not None and not math.isfinite(v):
-                raise UserError(
-                    f"reward '{reward.spec.text}' gave {v} for response {i} of row '{row['id']}'",
-                    file=loc.get("file"),
-                    line=loc.get("line"),
-                    row=loc.get("row"),
-                    field=f"responses[{i}]",
-                )
+
+    def refuse(i: int, reason: str) -> UserError:
+        return UserError(
+            f"{reason} for response {i} of row '{row['id']}'",
+            file=loc.get("file"),
+            line=loc.get("line"),
+            row=loc.get("row"),
+            field=f"responses[{i}]",
+        )
+
+    for i in range(k):  # before the min policy copies a value: name the response that gave it
+        total = weighted_sum(rewards, [vals[i] for vals in values])
+        if total.invalid:
+            raise refuse(i, total.reason)
+    parts, failed = {}, {}
+    for reward, vals in zip(rewards, values):
         bad = [i for i, v in enumerate(vals) if v is None]
         if bad:
             why = reward.failures.get(row["id"], {})
@@ -97,17 +106,12 @@ def combine(row: dict, loc: dict, rewards: list[Reward], values: list[list], pol
     row["score_parts"] = parts
     if failed:
         row["score_failed"] = failed
-    if all(v is not None for vals in parts.values() for v in vals):
-        row["scores"] = [
-            weighted_sum(rewards, [parts[r.name][i] for r in rewards]) for i in range(k)
-        ]
-        if not all(map(math.isfinite, row["scores"])):  # finite parts, overflowing weights
-            raise UserError(
-                f"the weighted sum of rewards overflows for row '{row['id']}'",
-                file=loc.get("file"),
-                line=loc.get("line"),
-                row=loc.get("row"),
-            )
+    totals = [weighted_sum(rewards, [parts[r.name][i] for r in rewards]) for i in range(k)]
+    for i, total in enumerate(totals):  # finite parts, overflowing weights (the min fill too)
+        if total.invalid:
+            raise refuse(i, total.reason)
+    if all(t.total is not None for t in totals):
+        row["scores"] = [t.total for t in totals]
     else:
         row.pop("scores", None)  # goes to the failed file: nothing invented
     return row

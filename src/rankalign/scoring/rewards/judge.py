@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rankalign.errors import UserError
 from rankalign.reward_inputs import context_text
-from rankalign.scoring.rewards.base import Reward
+from rankalign.scoring.rewards.base import Option, Reward, Schema
 
 # Appendix E, verbatim except for the placeholders.
 WOMBAT_RUBRIC = (
@@ -278,7 +278,47 @@ def parse_judgment(
 
 
 class JudgeReward(Reward):
-    """`judge:model=NAME,base_url=URL`: rubric scores from an OpenAI-compatible chat endpoint."""
+    """`judge:model=NAME,base_url=URL`: rubric scores from an OpenAI-compatible chat endpoint.
+
+    It sees a row's responses together (`pairwise`) and, like any LLM judge, prefers a position,
+    so a win rate asks it in both orders (`both_orders`)."""
+
+    schema = Schema(
+        "judge",
+        {
+            "model": Option(str, help="the endpoint's model name"),
+            # default: $OPENAI_BASE_URL, else the OpenAI API
+            "base_url": Option(str),
+            # the key is read from this environment variable only, never from the spec
+            "api_key_env": Option(str, "OPENAI_API_KEY"),
+            "rubric": Option(str, role="file"),
+            "aspects": Option(str, "|".join(ASPECTS)),
+            "mode": Option(str, "list", choices=("list", "single")),
+            "min": Option(float, 1.0),
+            "max": Option(float, 5.0),
+            "temperature": Option(float, 0.0, range=">= 0"),
+            "timeout": Option(float, 60.0, range="> 0"),
+            "backoff": Option(float, 1.0, range=">= 0"),
+            "retries": Option(int, 2, range=">= 0"),
+            # default: 512 in list mode, 128 in single mode
+            "max_tokens": Option(int, range=">= 1"),
+            "concurrency": Option(int, 8, range=">= 1"),
+            "max_retries": Option(int, 4, range=">= 0"),
+            "seed": Option(int),
+        },
+        positional="model",
+        pairwise=True,
+        both_orders=True,
+        example="judge:model=M,base_url=URL",
+    )
+
+    @classmethod
+    def spec_problem(cls, options):
+        if float(options.get("min", 1.0)) >= float(options.get("max", 5.0)):
+            return "'min' must be below 'max'"
+        if not any(a.strip() for a in options.get("aspects", "|".join(ASPECTS)).split("|")):
+            return "'aspects' must name at least one aspect (A|B|...)"
+        return None
 
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
@@ -291,17 +331,15 @@ class JudgeReward(Reward):
             if not path.is_file():
                 raise UserError("judge rubric file not found", file=path)
             self.rubric = path.read_text(encoding="utf-8")
-        self.aspects = tuple(
-            a.strip() for a in o.get("aspects", "|".join(ASPECTS)).split("|") if a.strip()
-        )
-        self.lo, self.hi = float(o.get("min", 1)), float(o.get("max", 5))
-        self.mode = o.get("mode", "list")
+        self.aspects = tuple(a.strip() for a in o["aspects"].split("|") if a.strip())
+        self.lo, self.hi = float(o["min"]), float(o["max"])
+        self.mode = o["mode"]
         if self.mode not in ("list", "single") or not self.aspects or self.lo >= self.hi:
             raise UserError("judge: mode must be list or single, aspects non-empty, min < max")
-        self.retries = int(o.get("retries", 2))
+        self.retries = int(o["retries"])
         # "without explanation" answers take ~30 tokens a response; room for chattier judges
-        self.max_tokens = int(o.get("max_tokens", 512 if self.mode == "list" else 128))
-        self.temperature = float(o.get("temperature", 0.0))
+        self.max_tokens = int(o.get("max_tokens") or (512 if self.mode == "list" else 128))
+        self.temperature = float(o["temperature"])
         self.seed = o.get("seed")
         base_url = o.get("base_url") or os.environ.get(
             "OPENAI_BASE_URL", "https://api.openai.com/v1"
@@ -310,11 +348,11 @@ class JudgeReward(Reward):
             self.remote = RemoteConfig(
                 base_url=base_url,
                 model=o["model"],
-                api_key_env=o.get("api_key_env", "OPENAI_API_KEY"),
-                timeout=float(o.get("timeout", 60.0)),
-                max_retries=int(o.get("max_retries", 4)),
-                concurrency=int(o.get("concurrency", 8)),
-                backoff=float(o.get("backoff", 1.0)),
+                api_key_env=o["api_key_env"],
+                timeout=float(o["timeout"]),
+                max_retries=int(o["max_retries"]),
+                concurrency=int(o["concurrency"]),
+                backoff=float(o["backoff"]),
             )
         except ValueError as e:
             raise UserError(f"judge: {e}") from None

@@ -9,8 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from rankalign.errors import UserError
-from rankalign.logprobs import rows_logps
-from rankalign.models import default_device, torch_dtype
+from rankalign.models import DTYPES, default_device, torch_dtype
 from rankalign.reward_inputs import (
     answer_tokens,
     encode_rm_input,
@@ -21,8 +20,28 @@ from rankalign.reward_inputs import (
     rm_text,
     trained_with,
 )
-from rankalign.scoring.rewards.base import Reward, flat_index, length_batches, progress, unflat
-from rankalign.tokenization import resolve_chat_template
+from rankalign.scoring.rewards.base import (
+    Option,
+    Reward,
+    Schema,
+    flat_index,
+    length_batches,
+    progress,
+    unflat,
+)
+from rankalign.tokenization import CHAT_TEMPLATE_MODES, resolve_chat_template
+
+# the options every model reward takes (the command's own options are their defaults)
+MODEL = {
+    "path": Option(str, role="model", help="model folder or hub name"),
+    "batch_size": Option(int, 8, range=">= 1"),
+    "max_length": Option(int, 1024, range=">= 2"),
+    "dtype": Option(str, "float32", choices=DTYPES),
+    "device": Option(str, "auto"),
+    "trust_remote_code": Option(bool, False),
+    "allow_pickle": Option(bool, False),
+}
+CHAT_TEMPLATE = Option(str, choices=CHAT_TEMPLATE_MODES)
 
 
 class ModelReward(Reward):
@@ -33,11 +52,11 @@ class ModelReward(Reward):
         from rankalign.models import check_weights_format, load_tokenizer, resolve_model
 
         self.path = resolve_model(self.opt["path"])
-        check_weights_format(self.path, bool(self.opt.get("allow_pickle")))
-        self.batch_size = int(self.opt.get("batch_size", 8))
-        self.max_length = int(self.opt.get("max_length", 1024))
-        self.dtype = torch_dtype(self.opt.get("dtype", "float32"))
-        self.device = default_device(self.opt.get("device", "auto"))
+        check_weights_format(self.path, bool(self.opt["allow_pickle"]))
+        self.batch_size = int(self.opt["batch_size"])
+        self.max_length = int(self.opt["max_length"])
+        self.dtype = torch_dtype(self.opt["dtype"])
+        self.device = default_device(self.opt["device"])
         self.tokenizer = load_tokenizer(
             self.path, trust_remote_code=bool(self.opt.get("trust_remote_code"))
         )
@@ -67,6 +86,19 @@ class SequenceClassifierReward(ModelReward):
     Inputs are sorted by length and right-padded; `label=NAME|INDEX` picks a logit of a
     multi-class model (e.g. POSITIVE of a sentiment classifier), `output=prob` its softmax."""
 
+    schema = Schema(
+        "rm",
+        {
+            **MODEL,
+            # no default: the format the model was trained with (rankalign_reward_model.json)
+            "format": Option(str, choices=("auto", "chat", "concat", "pair")),
+            "label": Option(str),
+            "output": Option(str, "logit", choices=("logit", "prob")),
+        },
+        positional="path",
+        example="rm:PATH",
+    )
+
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
         from transformers import AutoModelForSequenceClassification
@@ -76,7 +108,7 @@ class SequenceClassifierReward(ModelReward):
         # batching needs a pad id, and the model finds its last token by that same id
         prepare_rm_tokenizer(self.tokenizer, config)
         self.format = self.opt.get("format") or trained_with(self.path).get("format", "auto")
-        self.prob = self.opt.get("output", "logit") == "prob"
+        self.prob = self.opt["output"] == "prob"
         label = self.opt.get("label")
         if label is None:
             if config.num_labels != 1:
@@ -189,7 +221,19 @@ class CausalHeadReward(ModelReward):
 
     The text is formatted like `rm:` and, as in the RRHF/trlx reward-model code, EOS is appended
     (`append_eos=false` to turn off); the hidden state of the last real token goes through the
-    head in fp32. Right padding keeps causal attention exact for each real token."""
+    head in fp32. Right padding keeps causal attention exact for each real token. No
+    `format=pair`: a causal LM reads one text (pair is for encoders)."""
+
+    schema = Schema(
+        "causal-rm",
+        {
+            **MODEL,
+            "format": Option(str, "auto", choices=("auto", "chat", "concat")),
+            "append_eos": Option(bool, True),
+        },
+        positional="path",
+        example="causal-rm:PATH",
+    )
 
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
@@ -198,13 +242,11 @@ class CausalHeadReward(ModelReward):
         )
         self.body = body.to(self.device).eval()
         self.w, self.b = w.to(self.device), (b.to(self.device) if b is not None else None)
-        self.format = self.opt.get("format", "auto")
-        self.append_eos = bool(self.opt.get("append_eos", True))
+        self.format = self.opt["format"]
+        self.append_eos = bool(self.opt["append_eos"])
 
     def _ids(self, prompt, response) -> list[int]:
-        fmt = rm_format(self.tokenizer, prompt, self.format)
-        if fmt == "pair":
-            raise UserError(f"reward '{self.spec.text}': format=pair is for encoders")
+        fmt = rm_format(self.tokenizer, prompt, self.format)  # never pair (not a choice)
         text = rm_text(self.tokenizer, prompt, response, fmt)
         ids = self.tokenizer(text, add_special_tokens=fmt != "chat").input_ids
         eos = self.tokenizer.eos_token_id
@@ -238,7 +280,18 @@ class PreferenceReward(ModelReward):
     """`preference:PATH`: P(a > b) from the next-token logits of "A" vs "B", both orders averaged
     to cancel position bias: P(i > j) = (P_A(i, j) + 1 - P_A(j, i)) / 2, so P(j > i) = 1 - P(i > j).
     A list of k responses is ranked by wins against the others: r_i = mean_{j != i} P(i > j)
-    (k (k-1) forward passes per list; a single response gets 0.5)."""
+    (k (k-1) forward passes per list; a single response gets 0.5).
+
+    It sees a row's responses together (`pairwise`) and cancels position bias itself, so a win
+    rate asks it once (not `both_orders`)."""
+
+    schema = Schema(
+        "preference",
+        {**MODEL, "template": Option(str, role="file"), "chat_template": CHAT_TEMPLATE},
+        positional="path",
+        pairwise=True,
+        example="preference:PATH",
+    )
 
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
@@ -325,6 +378,17 @@ class PolicyLogprob(ModelReward):
     """`policy-logprob:PATH`: the policy as reward model, p_i = logp(y_i | x) / |y_i|
     (RRHF paper §3.2 and Table 5: the length-normalized log-prob RRHF itself ranks with)."""
 
+    schema = Schema(
+        "policy-logprob",
+        {
+            **MODEL,
+            "chat_template": CHAT_TEMPLATE,
+            "min_response_tokens": Option(int, 64, range=">= 0"),
+        },
+        positional="path",
+        example="policy-logprob:PATH",
+    )
+
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
         from transformers import AutoModelForCausalLM
@@ -332,13 +396,15 @@ class PolicyLogprob(ModelReward):
         self.model = self._from_pretrained(AutoModelForCausalLM)
 
     def score(self, rows):
+        from rankalign.logprobs import rows_logps  # torch: only when a policy scores
+
         logps, lengths, _ = rows_logps(
             self.model,
             self.tokenizer,
             [r["prompt"] for r in rows],
             [r["responses"] for r in rows],
             max_length=self.max_length,
-            min_response_tokens=int(self.opt.get("min_response_tokens", 64)),
+            min_response_tokens=int(self.opt["min_response_tokens"]),
             # given (spec, else the stage's option), else as the policy was trained
             chat_template=resolve_chat_template(self.opt.get("chat_template"), self.path),
             batch_size=self.batch_size,

@@ -13,12 +13,18 @@ A reward is named by a spec string (flag `--reward`, repeatable) or a YAML mappi
     python:MODULE:FUNCTION             user function (prompt, response) -> float
     policy-logprob:PATH                length-normalized log-prob p_i = logp / len (paper §3.2)
     input                              the scores already in the input rows
+                                       (`rankalign score --help` lists every kind: generated)
 
     YAML:  reward: [{kind: rm, path: ./rm, weight: 2}, "length:lambda=0.001"]
 
 Every kind accepts `weight` (default 1) and `name` (the key in `score_parts`, default the kind).
-The row's score is the weighted sum of its parts. A value holding a comma cannot be written in
-the string form; use the YAML form.
+The row's score is the weighted sum of its parts (`base.weighted_sum`). A value holding a comma
+cannot be written in the string form; use the YAML form.
+
+Each kind is a `Reward` subclass that declares its options in a `Schema` (type, range, choices,
+default, the positional option, the option naming a model or a file, pairwise, both orders);
+`REWARDS` lists the kinds, and every table here is generated from their schemas. Choices and
+ranges are per kind: two kinds may give one option name different rules.
 
 Each reward returns, per row, one value per response, or None where it could not score a
 response (only the judge does that); score.py applies the failure policy to those.
@@ -26,136 +32,71 @@ response (only the judge does that); score.py applies the failure policy to thos
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from rankalign.config import in_range, range_error
 from rankalign.errors import UserError
-from rankalign.models import DTYPES
-from rankalign.scoring.rewards.base import Reward, RewardSpec
-from rankalign.scoring.rewards.models import (
-    CausalHeadReward,
-    PolicyLogprob,
-    PreferenceReward,
-    SequenceClassifierReward,
-)
-from rankalign.scoring.rewards.rules import InputScores, LengthPenalty, PythonFunction, Sentiment
-from rankalign.tokenization import CHAT_TEMPLATE_MODES
+from rankalign.scoring.rewards import judge, models, rules
+from rankalign.scoring.rewards.base import COMMON_OPTIONS, Reward, RewardSpec, Schema, brief
 
-_MODEL = {"path": str, "batch_size": int, "max_length": int, "dtype": str, "device": str}
-_MODEL |= dict.fromkeys(("trust_remote_code", "allow_pickle"), bool)
-_JUDGE = dict.fromkeys(("model", "base_url", "api_key_env", "rubric", "aspects", "mode"), str)
-_JUDGE |= dict.fromkeys(("min", "max", "temperature", "timeout", "backoff"), float)
-_JUDGE |= dict.fromkeys(("retries", "max_tokens", "concurrency", "max_retries", "seed"), int)
+# Every reward kind, in the order messages and `--help` list them. Adding a kind: its class
+# (with its `schema`) in one module, and one line here.
+REWARDS: tuple[type[Reward], ...] = (
+    rules.Sentiment,
+    rules.LengthPenalty,
+    models.SequenceClassifierReward,
+    models.CausalHeadReward,
+    models.PreferenceReward,
+    judge.JudgeReward,
+    rules.PythonFunction,
+    models.PolicyLogprob,
+    rules.InputScores,
+)
+
+# ---- generated from the schemas (never edited by hand; tests/test_reward_schema.py ties them)
+SCHEMAS: dict[str, Schema] = {cls.schema.kind: cls.schema for cls in REWARDS}
+BUILDERS: dict[str, type[Reward]] = {cls.schema.kind: cls for cls in REWARDS}
 # kind -> (name of the positional option, allowed options and their types)
-KINDS: dict[str, tuple[str | None, dict[str, type]]] = {
-    "sentiment": (None, {"text": str}),
-    "length": (None, {"lambda": float, "unit": str, "tokenizer": str}),
-    "rm": ("path", {**_MODEL, "format": str, "label": str, "output": str}),
-    "causal-rm": ("path", {**_MODEL, "format": str, "append_eos": bool}),
-    "preference": ("path", {**_MODEL, "template": str, "chat_template": str}),
-    "judge": ("model", _JUDGE),
-    "python": ("function", {"function": str}),
-    "policy-logprob": ("path", {**_MODEL, "chat_template": str, "min_response_tokens": int}),
-    "input": (None, {}),
-}
-# the option a kind cannot do without
-REQUIRED = {kind: main for kind, (main, _) in KINDS.items() if main is not None}
-REQUIRED["length"] = "lambda"  # no hidden default: its scale depends on the other rewards
+KINDS = {kind: (s.positional, s.types) for kind, s in SCHEMAS.items()}
+# kind -> the options a spec cannot do without
+REQUIRED = {kind: s.required for kind, s in SCHEMAS.items() if s.required}
+# kind -> option -> range (as config's `check`) / choices / default, checked when a spec is
+# parsed, before any model loads
+RANGES = {kind: s.ranges for kind, s in SCHEMAS.items()}
+CHOICES = {kind: s.choices for kind, s in SCHEMAS.items()}
+DEFAULTS = {kind: s.defaults for kind, s in SCHEMAS.items()}
+# kind -> the option that names a model folder or hub name (resolved and checked before loading)
+MODEL_OPTIONS = {kind: s.model_option for kind, s in SCHEMAS.items() if s.model_option}
+# rewards that look at a row's responses together; those a win rate asks in both orders
+PAIRWISE_KINDS = tuple(kind for kind, s in SCHEMAS.items() if s.pairwise)
+BOTH_ORDERS_KINDS = tuple(kind for kind, s in SCHEMAS.items() if s.both_orders)
+
 _KEY = re.compile(r"[A-Za-z_][\w-]*")
 
 
-# ranges (as config's `check`) and choices of option values (checked when a spec is parsed,
-# before any model loads)
-RANGES = {
-    "batch_size": ">= 1",
-    "max_length": ">= 2",
-    "lambda": ">= 0",
-    "min_response_tokens": ">= 0",
-    "timeout": "> 0",
-    "backoff": ">= 0",
-    "temperature": ">= 0",
-    "retries": ">= 0",
-    "max_retries": ">= 0",
-    "max_tokens": ">= 1",
-    "concurrency": ">= 1",
-}
-CHOICES = {
-    "unit": ("chars", "tokens"),
-    "format": ("auto", "chat", "concat", "pair"),
-    "output": ("logit", "prob"),
-    "mode": ("list", "single"),
-    "text": ("response", "full"),
-    "chat_template": CHAT_TEMPLATE_MODES,
-    "dtype": DTYPES,
-}
-# options that name a model folder or hub model (resolved and checked before anything loads)
-MODEL_OPTIONS = {"rm": "path", "causal-rm": "path", "preference": "path", "policy-logprob": "path"}
-
-
-def _brief(value: Any, limit: int = 60) -> str:
-    """A value for a message, never longer than `limit` (a spec may be huge)."""
-    if isinstance(value, dict | list | tuple | set):
-        return f"a {type(value).__name__} of {len(value)} items"
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _convert(value: Any, typ: type, key: str, fail) -> Any:
-    if isinstance(value, dict | list | tuple | set):
-        raise fail(f"'{key}' must be a single value, got {_brief(value)}")
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes", "on"):
-            return True
-        if str(value).lower() in ("false", "0", "no", "off"):
-            return False
-        raise fail(f"'{key}' must be true or false, got '{_brief(value)}'")
-    if typ in (int, float):
-        out = None
-        if isinstance(value, bool):
-            pass
-        elif typ is int and isinstance(value, float):
-            out = int(value) if value.is_integer() else None
-        else:
-            try:
-                out = typ(value)
-            except (TypeError, ValueError, OverflowError):
-                out = None
-        if out is None or (typ is float and not math.isfinite(out)):
-            raise fail(
-                f"'{key}' must be a{'n integer' if typ is int else ' finite number'}, "
-                f"got '{_brief(value)}'"
-            )
-        if key in RANGES and not in_range(out, RANGES[key]):
-            raise fail(f"'{key}' {range_error(RANGES[key], out)}")
-        return out
-    out = str(value)
-    if key in CHOICES and out not in CHOICES[key]:
-        raise fail(f"'{key}' must be one of {', '.join(CHOICES[key])}, got '{_brief(out)}'")
-    return out
+def kinds_help() -> str:
+    """The kinds as `--reward`'s help lists them (one example spec each)."""
+    return ", ".join(s.example or s.kind for s in SCHEMAS.values())
 
 
 def parse_reward_spec(spec: str | dict, field: str = "reward") -> RewardSpec:
     """`rm:./model,weight=2` or {"kind": "rm", "path": "./model", "weight": 2} -> RewardSpec.
 
     A mapping must be flat: string keys, scalar values (it is refused, never expanded, when it
-    holds lists or mappings). Every value is checked: its type, range (RANGES) and choices."""
+    holds lists or mappings). Every value is checked by its kind's schema: type, range, choices,
+    required options, and the kind's own `spec_problem`."""
     if isinstance(spec, dict):
         for key, value in spec.items():
             if not isinstance(key, str):
                 raise UserError(
                     f"a reward mapping's keys are option names, got {type(key).__name__} "
-                    f"'{_brief(key)}'",
+                    f"'{brief(key)}'",
                     field=field,
                 )
             if value is not None and not isinstance(value, str | int | float | bool):
                 raise UserError(
-                    f"reward option '{_brief(key)}' must be a single value, got {_brief(value)}",
+                    f"reward option '{brief(key)}' must be a single value, got {brief(value)}",
                     field=field,
                 )
         text = str(spec)[:300]  # flat scalars: as long as the input, no longer
@@ -165,7 +106,7 @@ def parse_reward_spec(spec: str | dict, field: str = "reward") -> RewardSpec:
         raise UserError(
             "a reward is a spec string (e.g. rm:PATH) or a mapping of option: value, "
             f"got {type(spec).__name__}"
-            + ("" if isinstance(spec, list | tuple | set) else f" '{_brief(spec)}'"),
+            + ("" if isinstance(spec, list | tuple | set) else f" '{brief(spec)}'"),
             field=field,
         )
 
@@ -179,7 +120,7 @@ def parse_reward_spec(spec: str | dict, field: str = "reward") -> RewardSpec:
         if not kind:
             raise fail("a reward mapping needs 'kind'")
         if not isinstance(kind, str):
-            raise fail(f"'kind' must be a string, got {_brief(kind)}")
+            raise fail(f"'kind' must be a string, got {brief(kind)}")
     else:
         kind, _, body = spec.strip().partition(":")
         items = {}
@@ -193,35 +134,46 @@ def parse_reward_spec(spec: str | dict, field: str = "reward") -> RewardSpec:
                 positional = part
             else:
                 raise fail(
-                    f"unexpected '{_brief(part)}' (options are key=value, separated by commas)"
+                    f"unexpected '{brief(part)}' (options are key=value, separated by commas)"
                 )
     kind = kind.strip().lower()
-    if kind not in KINDS:
-        raise fail(f"unknown reward kind '{_brief(kind)}' (known: {', '.join(KINDS)})")
-    main, allowed = KINDS[kind]
+    if kind not in SCHEMAS:
+        raise fail(f"unknown reward kind '{brief(kind)}' (known: {', '.join(SCHEMAS)})")
+    schema = SCHEMAS[kind]
+    main = schema.positional
     if positional is not None:
         if main is None:
-            raise fail(f"'{kind}' takes no positional value (got '{_brief(positional)}')")
+            raise fail(f"'{kind}' takes no positional value (got '{brief(positional)}')")
         if main in items:
             raise fail(f"'{main}' given twice")
         items[main] = positional
-    weight = _convert(items.pop("weight", 1.0), float, "weight", fail)
+
+    def check(option, key: str, value):
+        try:
+            return option.check(key, value)
+        except ValueError as e:
+            raise fail(str(e)) from None
+
+    weight = check(COMMON_OPTIONS["weight"], "weight", items.pop("weight", 1.0))
     name = items.pop("name", None)
     name = kind if name is None else str(name)
     if not name.strip():
         raise fail("'name' must not be empty")
     options = {}
     for key, value in items.items():
-        if key not in allowed:
-            known = ", ".join([*allowed, "weight", "name"])
-            raise fail(f"unknown option '{_brief(key)}' for '{kind}' (known: {known})")
+        if key not in schema.options:
+            known = ", ".join([*schema.options, *COMMON_OPTIONS])
+            raise fail(f"unknown option '{brief(key)}' for '{kind}' (known: {known})")
         if value is None:
             continue
-        options[key] = _convert(value, allowed[key], key, fail)
-    if kind in REQUIRED and options.get(REQUIRED[kind]) in (None, ""):
-        raise fail(f"'{kind}' needs '{REQUIRED[kind]}' (e.g. {kind}:VALUE)")
-    if kind == "judge" and float(options.get("min", 1)) >= float(options.get("max", 5)):
-        raise fail("'min' must be below 'max'")
+        options[key] = check(schema.options[key], key, value)
+    for key in schema.required:
+        if options.get(key) in (None, ""):
+            example = f"{kind}:VALUE" if key == main else f"{kind}:{key}=VALUE"
+            raise fail(f"'{kind}' needs '{key}' (e.g. {example})")
+    problem = BUILDERS[kind].spec_problem(options)
+    if problem:
+        raise fail(problem)
     return RewardSpec(kind, options, weight, name, text)
 
 
@@ -265,52 +217,24 @@ def check_reward_models(
 
     for spec in specs:
         try:
-            if spec.kind in MODEL_OPTIONS:
-                path = resolve_model(spec.options[MODEL_OPTIONS[spec.kind]])
-                allow = spec.options.get("allow_pickle")
-                if allow is None and defaults is not None:
-                    allow = defaults.get("allow_pickle", False)
-                if allow is not None:
-                    check_weights_format(path, bool(allow))
-            if spec.kind == "length" and spec.options.get("tokenizer"):
-                resolve_model(spec.options["tokenizer"])
-            if spec.kind == "python":
-                module = spec.options["function"].rpartition(":")[0]
-                if module.endswith(".py") and not Path(module).is_file():
-                    raise UserError("file not found", file=module)
-            if spec.kind == "judge" and spec.options.get("rubric"):
-                if not Path(spec.options["rubric"]).is_file():
-                    raise UserError("judge rubric file not found", file=spec.options["rubric"])
+            for key, option in SCHEMAS[spec.kind].options.items():
+                value = spec.options.get(key)
+                if not value or option.role is None:
+                    continue
+                if option.role == "model":
+                    path = resolve_model(value)
+                    allow = spec.options.get("allow_pickle")
+                    if allow is None and defaults is not None:
+                        allow = defaults.get("allow_pickle", False)
+                    if allow is not None:
+                        check_weights_format(path, bool(allow))
+                elif option.role == "tokenizer":
+                    resolve_model(value)
+                elif option.role == "file" and not Path(value).is_file():
+                    raise UserError(f"{spec.kind} {key} file not found", file=value)
+            BUILDERS[spec.kind].check_files(spec.options)
         except UserError as e:
             raise _spec_error(e, spec, field) from None
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-# ----------------------------------------------------------------------------- base
-
-
-# ----------------------------------------------------------------------------- model rewards
-
-
-def _judge(spec, defaults):
-    from rankalign.scoring.rewards.judge import JudgeReward
-
-    return JudgeReward(spec, defaults)
-
-
-BUILDERS = {
-    "input": InputScores,
-    "sentiment": Sentiment,
-    "length": LengthPenalty,
-    "python": PythonFunction,
-    "rm": SequenceClassifierReward,
-    "causal-rm": CausalHeadReward,
-    "preference": PreferenceReward,
-    "policy-logprob": PolicyLogprob,
-    "judge": _judge,
-}
 
 
 def build_rewards(

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from rankalign.errors import UserError
 from rankalign.reward_inputs import context_text
-from rankalign.scoring.rewards.base import Reward
+from rankalign.scoring.rewards.base import Option, Reward, Schema
 
 
 class InputScores(Reward):
     """`input`: keep the scores the rows came with (e.g. dataset chosen=1 / rejected=0)."""
+
+    schema = Schema("input", example="input")
 
     def score(self, rows):
         for row in rows:
@@ -28,6 +30,12 @@ class Sentiment(Reward):
     """`sentiment`: VADER compound score in [-1, 1] (offline stand-in for the IMDB classifier of
     RRHF Appendix C). `text=full` scores prompt + response instead of the response alone."""
 
+    schema = Schema(
+        "sentiment",
+        {"text": Option(str, "response", choices=("response", "full"))},
+        example="sentiment",
+    )
+
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
         try:
@@ -35,9 +43,7 @@ class Sentiment(Reward):
         except ImportError:
             raise UserError("needs vaderSentiment: pip install vaderSentiment") from None
         self.analyzer = SentimentIntensityAnalyzer()
-        self.full = self.opt.get("text", "response") == "full"
-        if self.opt.get("text", "response") not in ("response", "full"):
-            raise UserError("text must be 'response' or 'full'")
+        self.full = self.opt["text"] == "full"
 
     def score(self, rows):
         def text(row, resp):
@@ -53,12 +59,21 @@ class LengthPenalty(Reward):
     """`length`: -lambda * |y| (RLHF Workflow eq. 8, r - lambda|a|; added to the other parts).
     |y| is counted in characters (the paper's unit) or in tokens of `tokenizer=PATH`."""
 
+    schema = Schema(
+        "length",
+        {
+            # no default: its scale depends on the other rewards
+            "lambda": Option(float, range=">= 0", required=True),
+            "unit": Option(str, "chars", choices=("chars", "tokens")),
+            "tokenizer": Option(str, role="tokenizer"),
+        },
+        example="length:lambda=0.01,unit=chars",
+    )
+
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
         self.lam = float(self.opt["lambda"])
-        self.unit = self.opt.get("unit", "chars")
-        if self.unit not in ("chars", "tokens"):
-            raise UserError(f"unit must be chars or tokens, got '{self.unit}'")
+        self.unit = self.opt["unit"]
         self.tokenizer = None
         if self.unit == "tokens":
             if not self.opt.get("tokenizer"):
@@ -78,6 +93,16 @@ class LengthPenalty(Reward):
 
 class PythonFunction(Reward):
     """`python:MODULE:FUNCTION` (MODULE may be a .py file): fn(prompt, response) -> float."""
+
+    schema = Schema(
+        "python", {"function": Option(str)}, positional="function", example="python:MODULE:FN"
+    )
+
+    @classmethod
+    def check_files(cls, options):
+        module = options["function"].rpartition(":")[0]
+        if module.endswith(".py") and not Path(module).is_file():
+            raise UserError("file not found", file=module)
 
     def __init__(self, spec, defaults):
         super().__init__(spec, defaults)
