@@ -120,8 +120,14 @@ def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
         and time.time() < deadline
     ):
         time.sleep(0.2)
+    # the kill must land mid-run, or the resume below proves nothing: the run was still going
+    # and neither iteration 2 nor the run's summary (written only at the end) existed yet
+    assert proc.poll() is None, "the loop finished (or failed) before it could be killed"
+    assert (cut / "iter-1" / "scores.jsonl").exists(), "no iteration-1 scores after 300 s"
+    assert not (cut / "metrics.json").exists() and not (cut / "iter-2" / "metrics.json").exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     assert main(["loop", "--config", str(cfg_path), "--out", str(cut)]) == 0
     assert _files(cut) == _files(full) or _same_except_heldout(cut, full)
     a = load_file(str(full / "iter-2" / "model" / "model.safetensors"))

@@ -19,9 +19,7 @@ import yaml
 from conftest import build_gpt2, build_llama
 
 from rankalign import cli
-from rankalign.sampling.backends import as_messages
-from rankalign.sampling.config import SampleConfig
-from rankalign.sampling.decoding import (
+from rankalign.decoding import (
     derive_seed,
     diverse_beam_search,
     filter_logits,
@@ -29,6 +27,8 @@ from rankalign.sampling.decoding import (
     sample,
     truncate_at_stop,
 )
+from rankalign.remote import as_messages
+from rankalign.sampling.config import SampleConfig
 from rankalign.sampling.stage import build_row
 
 PROMPTS = [
@@ -770,7 +770,7 @@ def test_prompts_are_encoded_as_the_model_was_trained(tmp_path, tiny_model_dir, 
     generates through the same policy class) use it unless --chat_template is given."""
     import shutil
 
-    from rankalign.sampling.backends import HFPolicy
+    from rankalign.sampling.backends import load_policy
 
     trained = tmp_path / "trained"
     shutil.copytree(tiny_model_dir, trained)
@@ -781,7 +781,7 @@ def test_prompts_are_encoded_as_the_model_was_trained(tmp_path, tiny_model_dir, 
         cfg = SampleConfig(
             prompts="p.jsonl", out=str(tmp_path / "o.jsonl"), model=model, sources=greedy, **kw
         )
-        return HFPolicy(model, cfg, "cpu")
+        return load_policy(model, cfg, "cpu")
 
     prompt = "hello there"
     raw = tokenizer(prompt).input_ids
