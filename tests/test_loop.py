@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rankalign.cli import main
+from rankalign.errors import UserError
 from rankalign.workflows.loop import LoopConfig, build_training_rows, drop_weights, rso_pair
 
 REWARD = """
@@ -255,3 +256,24 @@ def test_keep_models_last_drops_only_top_level_weights(tmp_path):
     assert LoopConfig(prompts="p", keep_models="all").keep_models == "all"
     with pytest.raises(ValueError, match="keep_models must be one of last, all"):
         LoopConfig(prompts="p", keep_models="none")
+
+
+def test_backend_reaches_sampling_and_the_heldout_evaluation(setup, monkeypatch, capsys):
+    """`--backend` is the sample stage's and the held-out evaluation's (both go through the
+    generation protocol); one they refuse stops the loop before it writes anything."""
+    from rankalign import api
+    from rankalign.workflows.loop import _heldout_options, _sample_options
+
+    tmp, cfg_path = setup
+    cfg = LoopConfig(prompts="p.jsonl", heldout="h.jsonl", backend="vllm")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # absent, whether or not it is installed
+    assert _sample_options(cfg, tmp, "m", 1)["backend"] == "vllm"
+    assert _heldout_options(cfg, str(tmp))["backend"] == "vllm"
+    out = tmp / "refused"
+    assert main(["loop", "--config", str(cfg_path), "--out", str(out), "--backend", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert "would refuse" in err and "needs the vllm package" in err
+    assert not out.exists()
+    # the held-out evaluation's options: refused by evaluate's own check too
+    with pytest.raises(UserError, match="needs the vllm package"):
+        api.evaluate_config(**_heldout_options(cfg, str(tmp / "h")))
