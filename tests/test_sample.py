@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -687,13 +686,13 @@ def test_two_processes_split_and_merge_in_order(tmp_path, tiny_model_dir):
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(
-    tmp_path, hh_prompts, tiny_model_dir, capsys, args, message
+    tmp_path, hh_prompts, tiny_model_dir, capsys, monkeypatch, args, message
 ):
     base = ["--prompts", hh_prompts, "--out", tmp_path / "o.jsonl", "--model", tiny_model_dir]
     if "--prompts" in args:
         base = base[2:]
-    if message == "needs the vllm package" and importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vllm is installed")
+    # vllm absent whether or not it is installed (a skip would hide the refusal's regression)
+    monkeypatch.setitem(sys.modules, "vllm", None)
     assert run_cli(*base, *args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
@@ -720,7 +719,8 @@ def test_vllm_backend_requests_and_answers(tmp_path, monkeypatch, tiny_model_dir
     """`backend: vllm` against a stand-in vLLM (tests/fake_vllm: vLLM needs a GPU): engine
     settings passed through, one seeded request per sample, answers back to their prompts."""
     for name in ("vllm", "vllm.sampling_params"):  # forgotten after the test
-        monkeypatch.delitem(sys.modules, name, raising=False)
+        monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_vllm"))
     import vllm
 
