@@ -3,7 +3,7 @@
     python bench/bench_generation.py                      # a small random Llama built here
     python bench/bench_generation.py --model PATH_OR_HUB  # a real model (its tokenizer for prompts)
 
-Both modes run the same decoder (`rankalign.sampling.decoding`) over the same prompts with EOS disabled,
+Both modes run the same decoder (`rankalign.decoding`) over the same prompts with EOS disabled,
 so both produce exactly num_prompts x num_return x max_new_tokens tokens; the modes alternate
 over `--repeats` rounds after a warm-up and the median time of each is used. The result (with the
 machine: CPU count, platform, torch version, device) is printed and appended as one JSON line to
@@ -23,7 +23,7 @@ from common import append_record, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rankalign.sampling.decoding import diverse_beam_search, sample
+from rankalign.decoding import diverse_beam_search, sample
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.jsonl"
 

@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rankalign.cli import main
+from rankalign.errors import UserError
 from rankalign.workflows.loop import LoopConfig, build_training_rows, drop_weights, rso_pair
 
 REWARD = """
@@ -120,8 +121,14 @@ def test_loop_runs_and_resumes_identically(setup, tiny_model_dir):
         and time.time() < deadline
     ):
         time.sleep(0.2)
+    # the kill must land mid-run, or the resume below proves nothing: the run was still going
+    # and neither iteration 2 nor the run's summary (written only at the end) existed yet
+    assert proc.poll() is None, "the loop finished (or failed) before it could be killed"
+    assert (cut / "iter-1" / "scores.jsonl").exists(), "no iteration-1 scores after 300 s"
+    assert not (cut / "metrics.json").exists() and not (cut / "iter-2" / "metrics.json").exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     assert main(["loop", "--config", str(cfg_path), "--out", str(cut)]) == 0
     assert _files(cut) == _files(full) or _same_except_heldout(cut, full)
     a = load_file(str(full / "iter-2" / "model" / "model.safetensors"))
@@ -249,3 +256,24 @@ def test_keep_models_last_drops_only_top_level_weights(tmp_path):
     assert LoopConfig(prompts="p", keep_models="all").keep_models == "all"
     with pytest.raises(ValueError, match="keep_models must be one of last, all"):
         LoopConfig(prompts="p", keep_models="none")
+
+
+def test_backend_reaches_sampling_and_the_heldout_evaluation(setup, monkeypatch, capsys):
+    """`--backend` is the sample stage's and the held-out evaluation's (both go through the
+    generation protocol); one they refuse stops the loop before it writes anything."""
+    from rankalign import api
+    from rankalign.workflows.loop import _heldout_options, _sample_options
+
+    tmp, cfg_path = setup
+    cfg = LoopConfig(prompts="p.jsonl", heldout="h.jsonl", backend="vllm")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # absent, whether or not it is installed
+    assert _sample_options(cfg, tmp, "m", 1)["backend"] == "vllm"
+    assert _heldout_options(cfg, str(tmp))["backend"] == "vllm"
+    out = tmp / "refused"
+    assert main(["loop", "--config", str(cfg_path), "--out", str(out), "--backend", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert "would refuse" in err and "needs the vllm package" in err
+    assert not out.exists()
+    # the held-out evaluation's options: refused by evaluate's own check too
+    with pytest.raises(UserError, match="needs the vllm package"):
+        api.evaluate_config(**_heldout_options(cfg, str(tmp / "h")))

@@ -17,9 +17,9 @@ import pytest
 import torch
 from conftest import build_gpt2, build_llama
 
+from rankalign.decoding import diverse_beam_search, sample
 from rankalign.logprobs import collate_lists, packed_response_logps, response_logps
 from rankalign.models import cache_kwarg, output_cache
-from rankalign.sampling.decoding import diverse_beam_search, sample
 from rankalign.tokenization import encode_list
 
 LISTS = [

@@ -1,7 +1,7 @@
 """A small OpenAI-compatible chat client: many requests, a thread pool, retries with backoff.
 
-Used by `rankalign sample` (responses from other LLMs, the paper's ChatGPT / text-davinci
-sources) and by LLM judges. Only the standard library is needed (urllib); any server that speaks
+Used by the `openai` generation backend (`generation.OpenAIBackend`: a sample source of
+responses from other LLMs, the paper's ChatGPT / text-davinci sources) and by LLM judges. Only the standard library is needed (urllib); any server that speaks
 `POST {base_url}/chat/completions` works (OpenAI, vLLM, llama.cpp, TGI, ...).
 
 Security: the API key is read from the environment variable named by `api_key_env` at request
@@ -61,6 +61,21 @@ class RemoteConfig:
     @property
     def endpoint(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
+
+
+def as_messages(prompt: str | list[dict]) -> list[dict]:
+    """A prompt as chat messages for a remote model (HH transcripts become alternating turns)."""
+    if isinstance(prompt, list):
+        return prompt
+    if "\n\nHuman:" not in prompt:
+        return [{"role": "user", "content": prompt}]
+    messages = []
+    for chunk in prompt.split("\n\nHuman:")[1:]:
+        human, _, assistant = chunk.partition("\n\nAssistant:")
+        messages.append({"role": "user", "content": human.strip()})
+        if assistant.strip():
+            messages.append({"role": "assistant", "content": assistant.strip()})
+    return messages
 
 
 class _Transient(Exception):

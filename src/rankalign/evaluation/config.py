@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rankalign.generation import DecodeRequest, check_backend, check_backend_name
 from rankalign.tokenization import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, HH_STOP
 
 LENGTH_UNITS = ("tokens", "chars", "words")
@@ -53,6 +54,10 @@ class EvaluateConfig:
         metadata={"help": "nucleus mass (strategy sample, --num_samples)", "check": "(0, 1]"},
     )
     max_new_tokens: int = field(default=128, metadata={"help": "new tokens", "check": ">= 1"})
+    backend: str = field(
+        default="hf",
+        metadata={"help": "generation backend of the models: hf (transformers) | vllm (GPU)"},
+    )
     stop: list[str] = field(
         default_factory=lambda: list(HH_STOP),
         metadata={
@@ -212,3 +217,22 @@ class EvaluateConfig:
             )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop strings must be non-empty strings")
+        check_backend_name(self.backend)
+        # what the backend needs and cannot decode (vllm: the package), before anything loads
+        check_backend(self.backend, {"strategy": self.request(max(1, self.num_samples))})
+
+    def request(self, num: int) -> DecodeRequest:
+        """How a model generates `num` responses per prompt: greedy (one response, strategy
+        greedy) or temperature / top-p sampling."""
+        if num == 1 and self.strategy == "greedy":
+            return DecodeRequest(
+                "greedy", 1, 0.0, max_new_tokens=self.max_new_tokens, stop=self.stop
+            )
+        return DecodeRequest(
+            "sample",
+            num,
+            self.temperature,
+            self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            stop=self.stop,
+        )

@@ -1,10 +1,10 @@
-"""Greedy (or sampled) generation for evaluation, through the sample stage's HF policy, with a
-per-entry cache in OUT/generations/ keyed by every setting that changes the text.
+"""Greedy (or sampled) generation for evaluation, through a generation backend (`generation.py`,
+the `backend` option: hf by default, vllm), with a per-entry cache in OUT/generations/ keyed by
+every setting that changes the text.
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import sys
@@ -13,44 +13,38 @@ from pathlib import Path
 from rankalign.data import (
     write_jsonl,
 )
+from rankalign.errors import UserError
 from rankalign.evaluation.config import EvaluateConfig
 from rankalign.evaluation.entries import Entry
+from rankalign.generation import BackendOptions, make_backend
 from rankalign.models import default_device
 from rankalign.tokenization import resolve_chat_template
 
 
 class Generator:
-    """A model loaded through the sample stage (its decoders, stop strings and prompt encoding).
+    """An entry's model behind the configured backend (its decoders, stop strings and prompt
+    encoding, as `rankalign sample` generates).
 
     The model is loaded on first use: a rerun whose generations are all cached loads nothing."""
 
     def __init__(self, entry: Entry, cfg: EvaluateConfig):
-        self.cfg, self.entry, self._policy = cfg, entry, None
+        self.cfg, self.entry, self._policy, self._scorer = cfg, entry, None, None
 
     @property
     def policy(self):
+        """The generation backend (loaded on first use)."""
         if self._policy is None:
-            from rankalign.sampling.backends import HFPolicy
-            from rankalign.sampling.config import SampleConfig
-
             c = self.cfg
-            sample_cfg = SampleConfig(
-                prompts=str(c.prompts),
-                out=str(Path(c.out) / "generations"),
-                model=self.entry.path,
-                sources=[{"kind": "policy", "strategy": "greedy", "num": 1}],
-                max_new_tokens=c.max_new_tokens,
-                stop=list(c.stop),
-                seed=c.seed,
-                batch_size=c.batch_size,
-                max_prompt_length=c.max_prompt_length,
-                chat_template=c.chat_template,
+            options = BackendOptions(
                 dtype=c.dtype,
-                device=c.device,
+                device=default_device(c.device),
                 trust_remote_code=c.trust_remote_code,
                 allow_pickle=c.allow_pickle,
+                chat_template=c.chat_template,
+                max_prompt_length=c.max_prompt_length,
+                seed=c.seed,
             )
-            self._policy = HFPolicy(self.entry.path, sample_cfg, default_device(c.device))
+            self._policy = make_backend(c.backend, self.entry.path, options)
         return self._policy
 
     def load(self) -> None:
@@ -59,46 +53,60 @@ class Generator:
 
     @property
     def model(self):
-        return self.policy.model
+        """The transformers model (p_i on pairs): the backend's own when it has one, else
+        loaded apart (vllm's engine gives no log-probs of given responses)."""
+        if getattr(self.policy, "model", None) is not None:
+            return self.policy.model
+        if self._scorer is None:
+            from rankalign.models import load_causal_lm, resolve_model
+
+            c = self.cfg
+            self._scorer = load_causal_lm(
+                resolve_model(self.entry.path),
+                dtype=c.dtype,
+                trust_remote_code=c.trust_remote_code,
+                allow_pickle=c.allow_pickle,
+                device=default_device(c.device),
+            ).eval()
+        return self._scorer
 
     @property
     def tokenizer(self):
         return self.policy.tokenizer
 
-    def source(self, num: int):
-        from rankalign.sampling.config import SourceConfig
-
-        c = self.cfg
-        if num == 1 and c.strategy == "greedy":
-            return SourceConfig(kind="policy", strategy="greedy", num=1)
-        return SourceConfig(
-            kind="policy", strategy="sample", num=num, temperature=c.temperature, top_p=c.top_p
-        )
+    def label(self, num: int) -> str:
+        """What seeds the samples, as a sample source's label (`policy:sample(top_p=...)`)."""
+        return f"policy:{self.cfg.request(num).describe()}"
 
     def generate(self, rows: list[dict], num: int):
         """Yield (row indices, their `num` responses) batch by batch; prompts of similar length
         share a batch; responses are cut at the first stop string."""
-        from rankalign.sampling.decoding import derive_seed, truncate_at_stop
+        from rankalign.decoding import derive_seed, truncate_at_stop
 
-        src = self.source(num)
+        request, label = self.cfg.request(num), self.label(num)
         ids = [self.policy.encode(row["prompt"])[0] for row in rows]
         order = sorted(range(len(rows)), key=lambda i: -len(ids[i]))
         for s in range(0, len(order), self.cfg.batch_size):
             idx = order[s : s + self.cfg.batch_size]
             seeds = [
-                [derive_seed(self.cfg.seed, src.label(), rows[i]["id"], j) for j in range(num)]
+                [derive_seed(self.cfg.seed, label, rows[i]["id"], j) for j in range(num)]
                 for i in idx
             ]
-            texts = self.policy.generate(src, [ids[i] for i in idx], seeds)
+            texts = self.policy.generate(request, [ids[i] for i in idx], seeds)
+            for i, t in zip(idx, texts):
+                if isinstance(t, Exception):  # a backend that reports failures per prompt
+                    raise UserError(f"{self.entry.name}: prompt '{rows[i]['id']}': {t}")
             yield idx, [[truncate_at_stop(x, self.cfg.stop) for x in t] for t in texts]
 
     def settings_key(self, num: int) -> str:
+        """Every setting that changes the texts (the keys of runs before backends existed are
+        kept: `backend` enters only when it is not hf)."""
         from rankalign.models import model_fingerprint
 
         c = self.cfg
         data = {
             "model": model_fingerprint(self.entry.path),
-            "source": self.source(num).as_dict(),
+            "source": {"kind": "policy", **c.request(num).settings()},
             "max_new_tokens": c.max_new_tokens,
             "stop": c.stop,
             "seed": c.seed,
@@ -106,11 +114,14 @@ class Generator:
             "chat_template": resolve_chat_template(c.chat_template, self.entry.path),
             "dtype": c.dtype,
         }
+        if c.backend != "hf":
+            data["backend"] = c.backend
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def close(self):
-        self._policy = None
-        gc.collect()
+        if self._policy is not None:
+            self._policy.close()
+        self._policy = self._scorer = None
 
 
 def cached_generate(

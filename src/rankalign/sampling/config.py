@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rankalign.errors import UserError
+from rankalign.generation import DecodeRequest, check_backend_name
 from rankalign.models import DTYPES
 from rankalign.tokenization import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, HH_STOP
 
@@ -158,25 +159,26 @@ class SourceConfig:
         """What `sources` records for each response, e.g. policy:diverse-beam(groups=4,...)."""
         if self.name or self.kind == "dataset":
             return self.name or "dataset"
-        temp = f"temp={float(self.temperature)}"
         if self.kind == "openai":
-            return f"openai:{self.model}({temp})"
-        args = []
-        if self.strategy == "sample":
-            args = (
-                [f"top_p={float(self.top_p)}"] + [f"top_k={self.top_k}"] * bool(self.top_k) + [temp]
-            )
-        elif self.strategy in ("beam", "diverse-beam"):
-            args = [f"beams={self.num_beams}"]
-            if self.strategy == "diverse-beam":
-                args += [
-                    f"groups={self.num_beam_groups}",
-                    f"penalty={float(self.diversity_penalty)}",
-                ]
-            args += [temp] * (self.temperature != 1 or self.strategy == "diverse-beam")
-            args += [f"length_penalty={float(self.length_penalty)}"] * (self.length_penalty != 1)
+            return f"openai:{self.model}(temp={float(self.temperature)})"
         who = "policy" if self.model is None else Path(self.model).name
-        return f"{who}:{self.strategy}" + (f"({','.join(args)})" if args else "")
+        return f"{who}:{self.request(1, []).describe()}"
+
+    def request(self, max_new_tokens: int, stop: list[str]) -> DecodeRequest:
+        """This source's decoding (the run's max_new_tokens unless the source sets its own)."""
+        return DecodeRequest(
+            strategy=self.strategy if self.kind == "policy" else "sample",  # openai: sampled
+            num=self.num,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            num_beams=self.num_beams or 1,
+            num_beam_groups=self.num_beam_groups or 1,
+            diversity_penalty=self.diversity_penalty or 0.0,
+            length_penalty=self.length_penalty,
+            max_new_tokens=self.max_new_tokens or max_new_tokens,
+            stop=tuple(stop),
+        )
 
     def remote_config(self):
         """The endpoint settings of an `openai` source (remote.py checks them)."""
@@ -263,7 +265,10 @@ class SampleConfig:
         default=None,
         metadata={"help": CHAT_TEMPLATE_HELP},
     )
-    backend: str = field(default="hf", metadata={"help": "hf (transformers) | vllm"})
+    backend: str = field(
+        default="hf",
+        metadata={"help": "generation backend of policy sources: hf (transformers) | vllm"},
+    )
     tensor_parallel_size: int = field(
         default=1,
         metadata={
@@ -332,8 +337,7 @@ class SampleConfig:
             raise ValueError("two sources have the same settings; give one a different `name`")
         if sum(s.kind == "dataset" for s in self.sources) > 1:
             raise ValueError("at most one dataset source")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend must be hf or vllm, got '{self.backend}'")
+        check_backend_name(self.backend)
         if self.tensor_parallel_size > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel_size > 1 needs backend: vllm")
         if self.on_remote_error not in ("fail", "skip"):

@@ -24,7 +24,7 @@ truncation and stripping) are removed and counted; a summary is printed and save
 
 Reproducibility: each sampled response has its own seed, derived from (seed, source index, prompt
 id, sample index), so it does not depend on the batch, the number of processes or a resume (see
-`sampling.decoding.sample` for the floating-point caveat); beam strategies are deterministic.
+`decoding.sample` for the floating-point caveat); beam strategies are deterministic.
 
 Validate, then write: options (with every source's values), the output location, every prompt
 row, every model (loaded) and every prompt's chat template are checked before the run record and
@@ -36,8 +36,10 @@ a killed run resumes where it stopped (same command) and ends with every prompt 
 Data parallel: `accelerate launch --multi_gpu -m rankalign.cli sample ...` (on CPU:
 `torchrun --standalone --nproc_per_node N -m rankalign.cli sample ...`); each process takes a
 slice of the remaining prompts, writes its own shards, and process 0 merges them in input order.
-`backend: vllm` generates with vLLM when it is installed (sampling, greedy, plain beam search),
-as one process: vLLM spreads a model over `tensor_parallel_size` GPUs itself.
+Policy sources generate through the run's `backend` (`generation.py`: `hf` by default; `vllm`
+when it is installed: sampling, greedy, plain beam search, as one process, vLLM spreading a
+model over `tensor_parallel_size` GPUs itself; or any registered local backend); `openai`
+sources through the `openai` backend.
 """
 
 from __future__ import annotations
@@ -56,17 +58,16 @@ from rankalign.data import (
     side_path,
     start_run,
 )
+from rankalign.decoding import derive_seed, truncate_at_stop
 from rankalign.errors import UserError
 from rankalign.models import check_device
 from rankalign.sampling.backends import (
-    HFPolicy,
-    VLLMPolicy,
-    check_vllm,
+    check_backend_sources,
     dataset_responses,
-    remote_responses,
+    load_policy,
+    load_remote,
 )
 from rankalign.sampling.config import SampleConfig
-from rankalign.sampling.decoding import derive_seed, truncate_at_stop
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -155,19 +156,19 @@ def validate(cfg: SampleConfig, state) -> tuple:
     check_output_location(out, files=list(_side_paths(out).values()), folders=[parts_folder(out)])
     done = check_resume(out, _identity(cfg), overwrite=cfg.overwrite)
     data = load_lists(cfg.prompts, empty_responses="drop", limit=cfg.max_rows)
-    check_vllm(cfg, world)
+    check_backend_sources(cfg, world)
     policies = _load_policies(cfg, cfg.device or str(state.device))
     _check_prompts(cfg, data, policies)
     return data, policies, done
 
 
 def _load_policies(cfg: SampleConfig, device: str) -> dict[str, Any]:
-    """Each distinct model of the policy sources, loaded once (its files checked first)."""
-    backend = {"hf": HFPolicy, "vllm": VLLMPolicy}[cfg.backend]
+    """Each distinct model of the policy sources, loaded once through the run's backend (its
+    files checked first)."""
     policies: dict[str, Any] = {}
     for s in cfg.sources:
         if s.kind == "policy" and (s.model or cfg.model) not in policies:
-            policies[s.model or cfg.model] = backend(s.model or cfg.model, cfg, device)
+            policies[s.model or cfg.model] = load_policy(s.model or cfg.model, cfg, device)
     return policies
 
 
@@ -176,6 +177,8 @@ def _check_prompts(cfg: SampleConfig, data, policies: dict[str, Any]) -> None:
     from rankalign.tokenization import prompt_text
 
     for name, policy in policies.items():
+        if policy.tokenizer is None:  # a backend that sends the text elsewhere
+            continue
         for row, loc in zip(data.rows, data.locations):
             try:
                 prompt_text(policy.tokenizer, row["prompt"], policy.chat_template)
@@ -270,15 +273,15 @@ def _sample_rows(
                 seeds = [
                     [derive_seed(cfg.seed, si, r["id"], j) for j in range(src.num)] for r in rows
                 ]
+                request = src.request(cfg.max_new_tokens, cfg.stop)
                 if src.kind == "policy":
                     name = src.model or cfg.model
-                    texts = policies[name].generate(
-                        src, [encoded[name][i][0] for i in batch], seeds
-                    )
-                else:
-                    texts = remote_responses(
-                        src, [r["prompt"] for r in rows], [s[0] for s in seeds], cfg
-                    )
+                    prompts = [encoded[name][i][0] for i in batch]
+                    texts = policies[name].generate(request, prompts, seeds)
+                else:  # openai: one seed per prompt (servers may ignore it)
+                    remote = load_remote(src, cfg)
+                    prompts = [remote.encode(r["prompt"])[0] for r in rows]
+                    texts = remote.generate(request, prompts, seeds)
                 for k, t in enumerate(texts):
                     if isinstance(t, Exception) and cfg.on_remote_error == "fail":
                         writer.flush()  # finished batches stay: a rerun resumes after them

@@ -71,6 +71,9 @@ class LoopConfig:
     strategy: str = option("sample", help="sample | diverse-beam (RRHF DP)")
     max_new_tokens: int = option(128, ">= 1", "tokens generated per response")
     chat_template: str = option("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
+    backend: str = option(
+        "hf", help="generation backend of sampling and the held-out evaluation: hf | vllm (GPU)"
+    )
     # scoring (through `rankalign score`)
     reward: list[str] = field(
         default_factory=lambda: ["sentiment"],
@@ -287,6 +290,7 @@ def _heldout_options(cfg: LoopConfig, out: str) -> dict:
         "seed": cfg.seed,
         "max_rows": cfg.max_heldout,
         "ppl_model": "none",
+        "backend": cfg.backend,
     }
 
 
@@ -312,6 +316,7 @@ def _sample_options(cfg: LoopConfig, it: Path, model: str, t: int) -> dict:
         "sources": [source],
         "max_new_tokens": cfg.max_new_tokens,
         "chat_template": cfg.chat_template,
+        "backend": cfg.backend,
         "seed": cfg.seed + t,
     }
 
@@ -393,10 +398,11 @@ def validate(cfg: LoopConfig) -> tuple[list[dict], str]:
         heldout = _heldout_options(cfg, str(out / "heldout"))
         stages.append(("evaluate", lambda: api.evaluate_config(**heldout)))
     hints = {
-        "sample": " (from strategy, num_samples, temperature, top_p, max_new_tokens, chat_template)",
+        "sample": " (from strategy, num_samples, temperature, top_p, max_new_tokens, chat_template, "
+        "backend)",
         "score": " (from reward)",
         "train": " (from loss, learning_rate, batch_size, epochs, beta, max_length, train_args)",
-        "evaluate": " (from heldout, max_heldout, max_new_tokens, chat_template, seed)",
+        "evaluate": " (from heldout, max_heldout, max_new_tokens, chat_template, seed, backend)",
     }
     for name, parse in stages:
         try:

@@ -1,4 +1,5 @@
-"""Batched decoding for the sample stage: seeded sampling / greedy, beam and diverse beam search.
+"""Batched decoding for the HF generation backend (`generation.HFBackend`): seeded sampling / greedy,
+beam and diverse beam search.
 
 All decoders take a batch of prompts (lists of token ids; left-padded here), run the prompt once
 (prefill), copy its key/value cache to every sample / beam, and then decode one token per step
