@@ -315,6 +315,10 @@ def test_undefined_paired_numbers_are_null_with_a_note():
     c = versus(build_table(results, resamples=50)["paired"], "rrhf", "base")
     assert c["mean_difference"] is None and c["p_holm"] is None and c["significant"] is None
     assert c["verdict"] == "undefined" and c["notes"]["p_holm"]
+    results["rrhf"][0]["final"]["rewards"] = [0.0, 1.0]  # base's own rewards: tied everywhere
+    c = versus(build_table(results, resamples=50)["paired"], "rrhf", "base")
+    assert c["mean_difference"] == 0.0 and c["p_holm"] is None
+    assert c["verdict"] == "no difference (every prompt tied)"
 
 
 def test_quick_caps_the_run_and_sampled_evaluation_is_not_yet_accepted(tmp_path):

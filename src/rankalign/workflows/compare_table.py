@@ -194,9 +194,10 @@ def _length_controlled(a: list[dict], b: list[dict], ids: list, seed: int, resam
 
 def _verdict(c: dict) -> str:
     """better / worse when the Holm-corrected signed-rank test rejects and the ranks (W+ vs W-)
-    and the mean difference point the same way; mixed when they point apart."""
-    if c["significant"] is None:
-        return "undefined"
+    and the mean difference point the same way; mixed when they point apart; no difference when
+    every scored prompt is tied (the test is then undefined)."""
+    if c["significant"] is None:  # no non-zero difference: tied everywhere, or nothing scored
+        return "no difference (every prompt tied)" if c["wilcoxon"]["zeros"] else "undefined"
     if not c["significant"]:
         return "no detectable difference"
     w = c["wilcoxon"]
