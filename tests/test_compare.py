@@ -10,7 +10,8 @@ import pytest
 from rankalign.cli import main
 from rankalign.errors import UserError
 from rankalign.report import compare_reward_points, write_compare_report
-from rankalign.workflows.compare import build_table, compare_config, parse_methods
+from rankalign.workflows.compare import build_table, compare_config, parse_methods, summary_table
+from rankalign.workflows.compare_table import QUICK_VERDICT, versus
 
 
 def _prompts(tmp_path):
@@ -203,6 +204,146 @@ def test_undefined_numbers_are_null_with_a_note(tmp_path):
     data = json.loads((tmp_path / "compare.json").read_text())  # strict JSON: null, not NaN
     assert data["methods"]["rrhf"]["mean_reward"] is None
     assert set(files) >= {"compare.json", "compare.md", "compare.html", "compare_reward.png"}
+
+
+# ----------------------------------------------------------------------------- paired
+
+
+def _run(name, seed, rewards, lengths):
+    ids = [f"p{i}" for i in range(len(rewards))]
+    final = _eval(rewards, ids, lengths=list(lengths))
+    kind = "base" if name == "base" else "train"
+    return {"method": name, "kind": kind, "loss": None, "seed": seed, "final": final,
+            "curve": [{"step": 0, **final}]}  # fmt: skip
+
+
+def _paired_results():
+    """8 held-out prompts. base: reward 0, length 10. good: 2 seeds, each response 2 tokens longer
+    per unit of reward (its gain is all length); other: one seed, small mixed differences."""
+    s1, s2 = [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 10]
+    other = [0.5, -0.5, 1, -1, 0, 0.25, 0, 0]
+    return {
+        "base": [_run("base", None, [0.0] * 8, [10] * 8)],
+        "good": [_run("good", s, r, [10 + 2 * x for x in r]) for s, r in ((1, s1), (2, s2))],
+        "other": [_run("other", 1, other, [10] * 8)],
+    }
+
+
+def test_paired_comparisons_on_hand_made_rewards():
+    paired = build_table(_paired_results(), resamples=300, seed=0)["paired"]
+    got = {(c["method"], c["versus"]): c for c in paired["comparisons"]}
+    assert list(got) == [("good", "base"), ("other", "base"), ("other", "good")]
+    assert paired["units"] == 8 and paired["alpha"] == 0.05
+
+    good = got["good", "base"]
+    # per prompt, good's mean over its seeds: 1..7, 9; minus base's 0: mean 37/8
+    assert good["n"] == 8 and good["mean_difference"] == pytest.approx(37 / 8)
+    assert good["ci_low"] <= 37 / 8 <= good["ci_high"]
+    # all 8 differences positive: sign test 2/2^8; Wilcoxon exact (distinct), W- = 0: 2/2^8
+    assert good["sign_test"]["p_value"] == pytest.approx(2 / 256)
+    assert good["wilcoxon"]["method"] == "exact"
+    assert good["wilcoxon"]["p_value"] == pytest.approx(2 / 256)
+
+    other = got["other", "base"]
+    # differences .5 -.5 1 -1 0 .25 0 0: 3 zeros dropped; |d| ranks .25:1, .5:2.5, 1:4.5 (ties)
+    # W+ = 2.5 + 4.5 + 1 = 8, mean 5*6/4 = 7.5: |8 - 7.5| - 0.5 = 0 -> z = 0, p = 1 (normal)
+    assert other["mean_difference"] == pytest.approx(0.25 / 8)
+    assert other["wilcoxon"]["w_plus"] == 8.0 and other["wilcoxon"]["method"] == "normal"
+    assert other["wilcoxon"]["p_value"] == pytest.approx(1.0)
+    # sign test: 3 up, 2 down (m = 5, k = 2): 2 * (1 + 5 + 10)/32 = 1
+    assert other["sign_test"]["p_value"] == pytest.approx(1.0)
+
+    worse = got["other", "good"]
+    # other - good: -.5 -2.5 -2 -5 -5 -5.75 -7 -9, all negative, 5 tied twice: normal, W+ = 0,
+    # mean 18, variance 8*9*17/24 - (2^3 - 2)/48 = 50.875; z = 17.5/sqrt(50.875): p = 0.0141474
+    assert worse["wilcoxon"]["w_plus"] == 0.0
+    assert worse["wilcoxon"]["p_value"] == pytest.approx(0.0141474, abs=1e-6)
+
+    # Holm over the 3: 2/256 x 3 = 0.0234375; 0.0141474 x 2 = 0.0282948; 1 x 1 = 1
+    assert good["p_holm"] == pytest.approx(0.0234375)
+    assert worse["p_holm"] == pytest.approx(0.0282948, abs=1e-6)
+    assert other["p_holm"] == pytest.approx(1.0)
+    assert [good["significant"], other["significant"], worse["significant"]] == [True, False, True]
+    assert [good["verdict"], other["verdict"], worse["verdict"]] == [
+        "better",
+        "no detectable difference",
+        "worse",
+    ]
+
+
+def test_length_controlled_difference_against_base():
+    paired = build_table(_paired_results(), resamples=300, seed=0)["paired"]
+    good = versus(paired, "good", "base")["length_controlled"]
+    # good's length difference is exactly 2 x its reward difference: at equal length, nothing
+    assert good["difference"] == pytest.approx(0.0, abs=1e-9)
+    assert good["slope"] == pytest.approx(0.5)
+    other = versus(paired, "other", "base")["length_controlled"]
+    # every length equal: the difference is the raw one, already at equal length
+    assert other["difference"] == pytest.approx(0.25 / 8) and other["slope"] is None
+    assert "length_controlled" not in versus(paired, "other", "good")  # against base only
+    # results written before lengths were recorded: null with a note
+    old = build_table(_results(), resamples=50)["paired"]
+    lc = versus(old, "rrhf", "base")["length_controlled"]
+    assert lc["difference"] is None and "lengths" in lc["notes"]["difference"]
+
+
+def test_a_comparison_read_in_the_other_order_is_mirrored():
+    paired = build_table(_paired_results(), resamples=300, seed=0)["paired"]
+    ab, ba = versus(paired, "good", "base"), versus(paired, "base", "good")
+    assert ba["mean_difference"] == -ab["mean_difference"]
+    assert (ba["ci_low"], ba["ci_high"]) == (-ab["ci_high"], -ab["ci_low"])
+    assert ba["verdict"] == "worse" and ba["p_holm"] == ab["p_holm"]
+    assert ba["wilcoxon"]["w_minus"] == ab["wilcoxon"]["w_plus"]
+    assert versus(paired, "good", "nobody") is None
+
+
+def test_console_table_shows_the_difference_from_base_and_the_verdict():
+    table = build_table(_paired_results(), resamples=300, seed=0)
+    text = summary_table(table)
+    assert "Δ vs base (95% CI)" in text.splitlines()[0] and "verdict" in text.splitlines()[0]
+    good = next(line for line in text.splitlines() if line.startswith("| good |"))
+    assert "| +4.625 (" in good and "| better |" in good
+    quick = build_table(_paired_results(), resamples=300, seed=0, quick=True)
+    assert {c["verdict"] for c in quick["paired"]["comparisons"]} == {QUICK_VERDICT}
+    assert "too small to decide" in summary_table(quick) and quick["paired"]["notes"]["verdict"]
+
+
+def test_undefined_paired_numbers_are_null_with_a_note():
+    results = _results()
+    for r in results["rrhf"]:
+        r["final"]["rewards"] = [None, None]
+    c = versus(build_table(results, resamples=50)["paired"], "rrhf", "base")
+    assert c["mean_difference"] is None and c["p_holm"] is None and c["significant"] is None
+    assert c["verdict"] == "undefined" and c["notes"]["p_holm"]
+    results["rrhf"][0]["final"]["rewards"] = [0.0, 1.0]  # base's own rewards: tied everywhere
+    c = versus(build_table(results, resamples=50)["paired"], "rrhf", "base")
+    assert c["mean_difference"] == 0.0 and c["p_holm"] is None
+    assert c["verdict"] == "no difference (every prompt tied)"
+
+
+def test_quick_caps_the_run_and_sampled_evaluation_is_not_yet_accepted(tmp_path):
+    cfg = compare_config(quick=True, max_steps=8, seeds=3, eval_every=2, heldout_prompts=40)
+    assert (cfg.max_steps, cfg.seeds, cfg.eval_every, cfg.heldout_prompts) == (2, 1, None, 12)
+    assert compare_config(quick=True, train_prompts=4).train_prompts == 4  # caps, not sets
+    with pytest.raises(UserError, match="eval_samples > 0") as e:
+        compare_config(eval_samples=2)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="eval_top_p"):
+        compare_config(eval_top_p=1.5)
+
+
+def test_a_quick_run_folder_is_refused_to_a_full_run(tmp_path):
+    from rankalign.config import dump_config
+    from rankalign.workflows.compare import validate
+
+    out = tmp_path / "run"
+    out.mkdir()
+    dump_config(out / "compare_config.yaml", {"compare": compare_config(quick=True)})
+    with pytest.raises(UserError, match="holds a --quick run: use another --out"):
+        validate(compare_config(out=str(out)))
+    with pytest.raises(UserError, match="holds a run without --quick"):
+        dump_config(out / "compare_config.yaml", {"compare": compare_config()})
+        validate(compare_config(out=str(out), quick=True))
 
 
 def test_plot_points_are_the_means_and_interval_half_widths():

@@ -48,6 +48,15 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path, tiny_model_dir):
             # step 0 (base), the checkpoint / first iteration at step 1, the final model at 2
             assert [p["step"] for p in table["curves"][name]] == [0, 1, 2]
     assert table["methods"]["loop-rrhf"]["kind"] == "loop"
+    # paired: each method against base and every earlier one, on the 3 held-out prompts
+    pairs = [(c["method"], c["versus"]) for c in table["paired"]["comparisons"]]
+    assert len(pairs) == 6 and pairs[0] == ("rrhf", "base")
+    for c in table["paired"]["comparisons"]:
+        assert c["n"] + c["unscored"] == 3 and c["verdict"]
+        assert (c["p_holm"] is None) == (c["wilcoxon"]["p_value"] is None)
+        assert ("length_controlled" in c) == (c["versus"] == "base")
+    final = json.loads((out / "methods" / "rrhf" / "seed-42" / "result.json").read_text())["final"]
+    assert len(final["lengths"]) == 3 and all(n >= 0 for n in final["lengths"])
     for png in ("compare_reward.png", "compare_steps.png"):
         assert (out / png).read_bytes()[:8] == PNG
     html = (out / "compare.html").read_text()

@@ -11,7 +11,8 @@ offline). One run:
       -> per method and seed: train from the same start model, the same `max_steps` optimizer
          steps, the same seed; checkpoints every `eval_every` steps
       -> evaluate every checkpoint and the final model on the same held-out prompts (greedy)
-      -> compare.json (the table), compare_reward.png, compare_steps.png, compare.md/.html
+      -> compare.json (the table and the paired comparisons), compare_reward.png,
+         compare_steps.png, compare.md/.html
 
 Methods (`methods`): a list whose entries are a name or a one-key mapping `{name: overrides}`.
 
@@ -32,7 +33,21 @@ Pooling: with `seeds: S` each trained method runs with seeds seed..seed+S-1; the
 rewards of all seeds go into one bootstrap interval (n = prompts x seeds) and one win rate
 against base (per prompt and seed: reward above, equal to or below base's on that prompt).
 Perplexity (under the start model) and mean length are averaged over seeds. Generation is
-greedy, so base (untrained, seed-free) is evaluated once.
+greedy, so base (untrained, seed-free) is evaluated once (`eval_samples` > 0, sampled
+evaluation, is declared but refused until it is wired).
+
+Paired statistics (`compare_table.paired_section`, `rankalign.paired`): every method is
+evaluated on the same prompts, so each method is compared with base and with every other method
+prompt by prompt (a method's reward on a prompt: the mean over its seeds): the mean difference
+with a paired bootstrap 95% interval (prompts resampled), the exact sign test, the Wilcoxon
+signed-rank test, Holm's correction of the Wilcoxon p-values over all comparisons of the table
+and a verdict (better / worse / no detectable difference); against base also the difference at
+equal response length. The prompt is the unit: with few seeds the seed-to-seed variance of
+training sits inside each prompt's mean but is not resampled on its own.
+
+`--quick`: a first look in about 10 minutes (at most 8 train prompts, 12 held-out prompts, 2
+steps, one seed, no checkpoints); its table and compare.md say it is too small to decide, and a
+folder holding a quick run is refused to a full run (and the reverse).
 
 Measured around each training call, in this process: wall time (`time.perf_counter`), and peak
 memory: on CUDA `torch.cuda.max_memory_allocated` (peak_gpu_mb), always the process's peak
@@ -53,28 +68,27 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from rankalign import api
-from rankalign.config import dump_config, load_yaml_text, option, parse_config
+from rankalign.config import dump_config, load_yaml, load_yaml_text, option, parse_config
 from rankalign.data import load_lists, write_json, write_jsonl
 from rankalign.errors import UserError
-from rankalign.losses import LOSSES
-from rankalign.metrics import bootstrap_ci, win_rate
-from rankalign.metrics import compare as verdict
-from rankalign.report import number
 from rankalign.tokenization import CHAT_TEMPLATE_MODES
 from rankalign.workflows import demo as demo_workflow
 from rankalign.workflows import loop as loop_workflow
+from rankalign.workflows.compare_methods import DEFAULT_METHODS, Method, parse_methods
+from rankalign.workflows.compare_table import build_table, summary_table
 
-SPECIAL = ("base", "sft-best")
-DEFAULT_METHODS = "base,sft-best,rrhf,pro,listwise-dpo,dpo,simpo"
-# options compare sets itself for every method: an override of them would break equal budgets
-FIXED = ("data", "model", "output_dir", "max_steps", "seed", "save_strategy", "save_steps")
+# --quick: caps that bring a run to a first look in about 10 minutes on 2 CPU cores
+QUICK = {"train_prompts": 8, "heldout_prompts": 12, "max_steps": 2, "max_new_tokens": 16}
+QUICK_NOTE = (
+    "a --quick run (at most {heldout_prompts} held-out prompts, {max_steps} optimizer steps, one "
+    "seed): a first look, too small to decide between methods; rerun without --quick".format(
+        **QUICK
+    )
+)
 
 
 @dataclass
@@ -119,8 +133,30 @@ class CompareConfig:
     seeds: int = option(1, ">= 1", "seeds per method (seed, seed+1, ...), pooled into one CI")
     bootstrap_resamples: int = option(1000, ">= 1")
     keep_models: bool = option(True, help="keep each method's final model (false: deleted)")
+    eval_samples: int = option(
+        0,
+        ">= 0",
+        "responses sampled per held-out prompt and model, averaged per prompt; 0: one greedy "
+        "response (the only mode so far)",
+    )
+    eval_temperature: float = option(1.0, "> 0", "sampling temperature of eval_samples")
+    eval_top_p: float = option(1.0, "(0, 1]", "nucleus mass of eval_samples")
+    quick: bool = option(
+        False,
+        help=f"a first look in about 10 minutes (caps: {', '.join(f'{k} {v}' for k, v in QUICK.items())}"
+        ", one seed, no checkpoints), labelled too small to decide",
+    )
 
     def __post_init__(self):
+        if self.eval_samples:
+            raise ValueError(
+                "eval_samples > 0 (sampled evaluation) is not available yet: compare evaluates "
+                "one greedy response per held-out prompt (eval_samples: 0)"
+            )
+        if self.quick:
+            for key, cap in QUICK.items():
+                setattr(self, key, min(getattr(self, key), cap))
+            self.seeds, self.eval_every = 1, None
         if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
                 f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
@@ -134,88 +170,6 @@ class CompareConfig:
             raise ValueError("sources must be a list of source mappings (see rankalign sample)")
         if self.eval_every is not None and self.eval_every >= self.max_steps:
             raise ValueError(f"eval_every ({self.eval_every}) must be below max_steps")
-
-
-@dataclass
-class Method:
-    name: str
-    kind: str  # base | train | loop
-    loss: str | None = None
-    overrides: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- methods
-
-
-def parse_methods(value: Any) -> list[Method]:
-    """`methods` (a list of names / one-key mappings, a YAML string or 'a,b,c') -> Methods,
-    `base` first. Unknown names and malformed entries are a UserError naming the entry."""
-    if isinstance(value, str):
-        text = value.strip()
-        value = (
-            load_yaml_text(text, "methods")
-            if text.startswith(("[", "-", "{"))
-            else [x.strip() for x in text.split(",") if x.strip()]
-        )
-    if isinstance(value, dict):  # a mapping in a YAML string: the same as a list of one-key maps
-        value = [{k: v} for k, v in value.items()]
-    if not isinstance(value, list) or not value:
-        raise UserError("expected a non-empty list of methods", field="methods")
-    methods: dict[str, Method] = {}
-    for i, entry in enumerate(value):
-        where = f"methods[{i}]"
-        if isinstance(entry, str):
-            name, over = entry, {}
-        elif isinstance(entry, dict) and len(entry) == 1:
-            name, over = next(iter(entry.items()))
-            over = {} if over is None else over
-        else:
-            raise UserError("expected a name or a one-key mapping {name: options}", field=where)
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-            raise UserError(f"bad method name {name!r}", field=where)
-        if not isinstance(over, dict):
-            raise UserError(f"'{name}': options must be a mapping", field=where)
-        if name in methods:
-            raise UserError(f"method '{name}' is listed twice", field=where)
-        methods[name] = _method(name, dict(over), where)
-    base = methods.pop("base", Method("base", "base"))
-    return [base, *methods.values()]
-
-
-def _method(name: str, over: dict, where: str) -> Method:
-    fixed = sorted(k for k in over if k in FIXED)
-    if fixed:
-        raise UserError(
-            f"'{name}': {', '.join(fixed)} is set by compare for every method (equal budgets)",
-            field=where,
-        )
-    if name == "base":
-        if over:
-            raise UserError(
-                "'base' takes no options (it is the untrained start model)", field=where
-            )
-        return Method(name, "base")
-    loop = over.pop("loop", False)
-    if not isinstance(loop, bool):
-        raise UserError(f"'{name}': loop must be true or false", field=where)
-    loss = over.pop("loss", None)
-    if loss is None:
-        if name == "sft-best":
-            loss = "rrhf"
-            over.setdefault("rank_weight", 0.0)
-        elif name.replace("_", "-") in LOSSES:
-            loss = name.replace("_", "-")
-        elif loop and name.startswith("loop-") and name[5:].replace("_", "-") in LOSSES:
-            loss = name[5:].replace("_", "-")
-        else:
-            raise UserError(
-                f"unknown method '{name}': use base, sft-best, a loss ({', '.join(LOSSES)}), "
-                "or give it `loss:` (and `loop: true` for online training)",
-                field=where,
-            )
-    if not isinstance(loss, str) or loss.replace("_", "-") not in LOSSES:
-        raise UserError(f"'{name}': unknown loss {loss!r} ({', '.join(LOSSES)})", field=where)
-    return Method(name, "loop" if loop else "train", loss.replace("_", "-"), over)
 
 
 def _train_options(cfg: CompareConfig, m: Method, data: Path, out: Path, seed: int) -> dict:
@@ -258,9 +212,10 @@ def _loop_options(cfg: CompareConfig, m: Method, prompts: Path, out: Path, seed:
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise UserError(f"'{m.name}': iterations must be an integer >= 1", field="methods")
     if cfg.max_steps % iterations:
+        quick = f" (--quick caps max_steps at {QUICK['max_steps']})" if cfg.quick else ""
         raise UserError(
             f"'{m.name}': max_steps ({cfg.max_steps}) must split evenly over {iterations} "
-            "iterations (the same number of optimizer steps as the offline methods)",
+            f"iterations (the same number of optimizer steps as the offline methods){quick}",
             field="methods",
         )
     lr = cfg.learning_rate or defaults_for(m.loss)["learning_rate"]
@@ -337,6 +292,12 @@ def validate(cfg: CompareConfig) -> tuple[list[Method], tuple | None]:
     check_output_location(
         out, folder=True, files=[out / n for n in ("compare_config.yaml", "compare.json")]
     )
+    earlier = out / "compare_config.yaml"
+    if earlier.is_file():  # a quick run's results must not pass for a full run's (resume)
+        was_quick = bool((load_yaml(earlier).get("compare") or {}).get("quick", False))
+        if was_quick != cfg.quick:
+            kind = "a --quick run" if was_quick else "a run without --quick"
+            raise UserError(f"{out} holds {kind}: use another --out", field="quick")
     specs = parse_reward_specs([cfg.reward])
     prompts = None
     if cfg.data:
@@ -432,8 +393,9 @@ def _stage(title: str) -> None:
 
 def _evaluate(cfg: CompareConfig, entries: list[str], heldout: Path, out: Path, seed: int) -> dict:
     """Greedy generations of `entries` on the held-out prompts, rewarded; perplexity under the
-    start model. Returns {entry: {mean_reward, ..., rewards: per-prompt list}}."""
-    from rankalign.models import resolve_model
+    start model. Returns {entry: {mean_reward, ..., ids, rewards, lengths: per-prompt lists}}
+    (lengths in tokens of the start model's tokenizer)."""
+    from rankalign.models import load_tokenizer, resolve_model
 
     metrics = api.evaluate(
         model=entries,
@@ -450,12 +412,16 @@ def _evaluate(cfg: CompareConfig, entries: list[str], heldout: Path, out: Path, 
         report=False,
     ).metrics
     rows = [json.loads(x) for x in (out / "per_prompt.jsonl").read_text().splitlines()]
+    tok = load_tokenizer(resolve_model(cfg.model))  # lengths as evaluate's mean_length counts
     result = {}
     for name, m in metrics["models"].items():
         keep = ("mean_reward", "ci_low", "ci_high", "perplexity", "mean_length", "n")
         result[name] = {k: m.get(k) for k in keep}
         result[name]["ids"] = [r["id"] for r in rows]
         result[name]["rewards"] = [r["rewards"].get(name) for r in rows]
+        result[name]["lengths"] = [
+            len(tok(r["responses"][name], add_special_tokens=False).input_ids) for r in rows
+        ]
     return result
 
 
@@ -549,90 +515,6 @@ def run_base(cfg: CompareConfig, paths: dict) -> dict:
     return result
 
 
-# ----------------------------------------------------------------------------- the table
-
-
-def _mean(values: list) -> float | None:
-    x = [v for v in values if v is not None]
-    return float(np.mean(x)) if x else None
-
-
-def pooled(points: list[dict], *, resamples: int, seed: int) -> dict:
-    """One mean and bootstrap interval over the rewards of several seeds' evaluations (each a
-    dict with a per-prompt `rewards` list): n = prompts x seeds, None rewards left out."""
-    values = [v for p in points for v in p["rewards"] if v is not None]
-    if not values:
-        why = "no held-out response could be scored: the mean reward is undefined"
-        keys = ("mean_reward", "ci_low", "ci_high")
-        return {**dict.fromkeys(keys), "n": 0, "notes": dict.fromkeys(keys, why)}
-    low, high = bootstrap_ci(values, resamples=resamples, seed=seed)
-    return {"mean_reward": float(np.mean(values)), "ci_low": low, "ci_high": high, "n": len(values)}
-
-
-def win_rate_vs(points: list[dict], base: dict) -> dict:
-    """Per prompt and seed, the method's reward against base's on the same prompt (+1, 0, -1;
-    None where either is unscored), pooled over seeds (`metrics.win_rate`)."""
-    base_reward = dict(zip(base["ids"], base["rewards"]))
-    verdicts = []
-    for p in points:
-        for pid, r in zip(p["ids"], p["rewards"]):
-            b = base_reward.get(pid)
-            verdicts.append(None if r is None or b is None else verdict(r, b))
-    return win_rate(verdicts)
-
-
-def build_table(results: dict[str, list[dict]], *, resamples: int = 1000, seed: int = 0) -> dict:
-    """{method: [result per seed]} -> compare.json's content: one row per method (pooled reward
-    and CI, win rate vs base, perplexity, length, train time, peak memory) and one reward-vs-step
-    curve per method (step 0 = base). `base` must be among the results."""
-    base = results["base"][0]["final"]
-    rows, curves = {}, {}
-    for name, runs in results.items():
-        finals = [r["final"] for r in runs]
-        row = {
-            "kind": runs[0]["kind"],
-            "loss": runs[0]["loss"],
-            "seeds": [r["seed"] for r in runs if r["seed"] is not None],
-            **pooled(finals, resamples=resamples, seed=seed),
-        }
-        notes = dict(row.pop("notes", {}))
-        if name == "base":
-            row.update(dict.fromkeys(("win_rate", "tie_rate", "loss_rate")))
-            notes["win_rate"] = "base is the reference of the win rate"
-        else:
-            w = win_rate_vs(finals, base)
-            row.update({k: w[k] for k in ("win_rate", "tie_rate", "loss_rate")})
-            row["win_n"] = w["n"]
-            notes.update(w.get("notes", {}))
-        row["perplexity"] = _mean([f.get("perplexity") for f in finals])
-        row["mean_length"] = _mean([f.get("mean_length") for f in finals])
-        for key in ("train_seconds", "peak_rss_mb", "peak_gpu_mb"):
-            values = [r.get(key) for r in runs]
-            if name == "base" or all(v is None for v in values):
-                row[key] = None
-                if name != "base" and key != "peak_gpu_mb":
-                    notes[key] = next(
-                        (r["notes"][key] for r in runs if key in r.get("notes", {})), "not measured"
-                    )
-            else:  # time: mean over seeds; memory: the highest peak
-                known = [v for v in values if v is not None]
-                row[key] = float(np.mean(known)) if key == "train_seconds" else float(max(known))
-        if notes:
-            row["notes"] = notes
-        rows[name] = row
-        by_step: dict[int, list[dict]] = {}
-        for r in runs:
-            for p in r["curve"]:
-                by_step.setdefault(p["step"], []).append(p)
-        if name != "base":
-            by_step.setdefault(0, []).append(base)
-        curves[name] = [
-            {"step": s, **pooled(by_step[s], resamples=resamples, seed=seed)}
-            for s in sorted(by_step)
-        ]
-    return {"methods": rows, "curves": curves}
-
-
 # ----------------------------------------------------------------------------- run
 
 
@@ -661,7 +543,9 @@ def run(cfg: CompareConfig) -> dict:
     results = {"base": [run_base(cfg, paths)]}
     for m in methods[1:]:
         results[m.name] = [run_method(cfg, m, s, paths, data) for s in _seeds(cfg)]
-    table = build_table(results, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+    table = build_table(results, resamples=cfg.bootstrap_resamples, seed=cfg.seed, quick=cfg.quick)
+    if cfg.quick:  # in compare.md's notes too
+        table["methods"]["base"].setdefault("notes", {})["quick"] = QUICK_NOTE
     table["settings"] = {
         "model": cfg.model,
         "reward": cfg.reward,
@@ -670,32 +554,18 @@ def run(cfg: CompareConfig) -> dict:
         "seeds": _seeds(cfg),
         "heldout_prompts": table["methods"]["base"]["n"],
         "minutes": (time.time() - started) / 60,
+        "quick": cfg.quick,
+        "evaluation": "greedy",
     }
     _stage("report")
     from rankalign.report import write_compare_report
 
     table["files"] = write_compare_report(table, out)
+    if cfg.quick:
+        print(f"\n{QUICK_NOTE}")
     print(summary_table(table))
     print(f"\nreport: {out / 'compare.html'}  ({table['settings']['minutes']:.1f} min)")
     return table
-
-
-def summary_table(table: dict) -> str:
-    lines = [
-        "| method | mean reward (95% CI) | win rate vs base | perplexity | length | "
-        "train s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, m in table["methods"].items():
-        ci = ", ".join(number(m.get(k), "+.3f") for k in ("ci_low", "ci_high"))
-        win = number(100 * m["win_rate"], ".0f") + "%" if m.get("win_rate") is not None else "-"
-        lines.append(
-            f"| {name} | {number(m.get('mean_reward'), '+.3f')} ({ci}) | {win} | "
-            f"{number(m.get('perplexity'), '.2f')} | {number(m.get('mean_length'), '.1f')} | "
-            f"{number(m.get('train_seconds'), '.0f', '-')} | "
-            f"{number(m.get('peak_rss_mb'), '.0f', '-')} |"
-        )
-    return "\n".join(lines)
 
 
 def compare_config(config=None, *, argv: tuple | list = (), **options) -> CompareConfig:
