@@ -6,7 +6,7 @@
     POST /api/skip     {id}: not now (it comes back after a restart, or with /api/revisit)
     POST /api/revisit  {}: show the skipped prompts again
 
-Every answer is checked here, whatever the page sent (`store.parse_answer`): a stale page or a
+Every answer is checked here, whatever the page sent (`Store.answer`): a stale page or a
 repeated submit for a prompt already answered is refused (409) and writes nothing. Bodies are
 JSON only (so a cross-site form cannot post: a JSON body needs a CORS preflight this server
 never grants) and at most MAX_BODY bytes. On loopback the Host header must be a loopback name,
@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rankalign.annotation.store import Store, parse_answer
+from rankalign.annotation.store import Store
 
 MAX_BODY = 64 * 1024  # an answer is a few hundred bytes; anything larger is refused unread
 STATIC = {
@@ -119,23 +119,14 @@ class Annotation:
         try:
             payload = await read_json(request)
             row_id = payload.get("id") if isinstance(payload, dict) else None
-            if not isinstance(row_id, str) or row_id not in self.store.rows:
-                raise ValueError("id must name a prompt of the input")
-            if row_id in self.store.done:
-                return self._json(self.state(error="already answered"), 409)
-            started = self.shown_at.get(row_id, time.monotonic())
-            annotation = parse_answer(
-                payload,
-                self.store.rows[row_id],
-                self.store.shown(row_id),
-                self.store.annotator,
-                time.monotonic() - started,
-            )
+            started = self.shown_at.get(row_id if isinstance(row_id, str) else None)
+            started = time.monotonic() if started is None else started
+            recorded = self.store.answer(payload, time.monotonic() - started)
         except TooLarge:
             return self._json({"error": f"body over {MAX_BODY} bytes"}, 413)
         except ValueError as e:
             return self._json({"error": str(e)}, 400)
-        if not self.store.record(annotation, row_id):
+        if not recorded:  # a repeated or stale submit: refused, nothing written
             return self._json(self.state(error="already answered"), 409)
         self.skipped.discard(row_id)
         return self._json(self.state(recorded=row_id))
@@ -145,7 +136,7 @@ class Annotation:
             payload = await read_json(request)
             if not isinstance(payload, dict) or set(payload) != {"id"}:
                 raise ValueError("a skip is {id}")
-            if payload["id"] not in self.store.rows:
+            if not isinstance(payload["id"], str) or payload["id"] not in self.store.rows:
                 raise ValueError("id must name a prompt of the input")
         except TooLarge:
             return self._json({"error": f"body over {MAX_BODY} bytes"}, 413)

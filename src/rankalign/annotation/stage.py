@@ -21,7 +21,7 @@ def is_loopback(host: str) -> bool:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on (host, port), or a one-line error (port in use, unknown
+    """A listening socket on (host, port), or a one-line error (port in use, unknown
     host) before anything is served."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -33,6 +33,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(128)  # connections queue from now on, before uvicorn's loop starts
     except OSError as e:
         sock.close()
         raise UserError(f"cannot serve on {host}:{port}: {e.strerror}", field="port") from None

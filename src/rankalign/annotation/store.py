@@ -247,6 +247,17 @@ class Store:
         """The first prompt, in input order, this annotator has not ranked nor skipped."""
         return next((i for i in self.order if i not in self.done and i not in skipped), None)
 
+    def answer(self, payload, seconds: float) -> bool:
+        """Check an answer from the page (`parse_answer`; ValueError when malformed) and record
+        it; False, and nothing written, when this annotator already answered that prompt."""
+        row_id = payload.get("id") if isinstance(payload, dict) else None
+        if not isinstance(row_id, str) or row_id not in self.rows:
+            raise ValueError("id must name a prompt of the input")
+        if row_id in self.done:
+            return False
+        row, shown = self.rows[row_id], self.shown(row_id)
+        return self.record(parse_answer(payload, row, shown, self.annotator, seconds), row_id)
+
     def record(self, annotation: dict, row_id: str) -> bool:
         """Add this annotator's answer for `row_id` to OUT (atomically, under the folder lock);
         False, and nothing written, when the annotator already answered it (a stale or repeated
