@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+import rankalign
 from rankalign.annotation.agreement import agreement, kendall_tau_b, krippendorff_alpha_ordinal
 from rankalign.annotation.store import Store, merged_scores, parse_answer, ranks, shown_order
 from rankalign.cli import main
+from rankalign.errors import UserError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = Path(__file__).resolve().parents[1] / "examples" / "data" / "tiny_lists.jsonl"
@@ -144,6 +146,7 @@ def test_agreement_report_by_hand(tmp_path, capsys):
     assert prior["kendall_tau_b"]["bob"] == pytest.approx(1.0)
     assert prior["kendall_tau_b"]["merged"] == pytest.approx((2 / math.sqrt(6) - 1) / 2)
     assert report["against_scores"]["score_parts.length"]["rows"] == 0  # its None is skipped
+    assert rankalign.annotate(agreement=str(path)).metrics == report  # the Python API
     assert main(["annotate", "--agreement", str(path)]) == 0
     out = capsys.readouterr().out
     assert "Kendall's tau-b +0.333" in out and "Krippendorff's alpha (ordinal) +0.583" in out
@@ -271,6 +274,18 @@ def test_a_port_in_use_is_refused_before_serving(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
     assert not out.parent.exists()
+
+
+def test_the_python_api_checks_options_like_the_command_line():
+    cfg = rankalign.annotate_config(input="in.jsonl", out="o.jsonl", port=0, annotator="kim")
+    assert (cfg.input, cfg.out, cfg.port, cfg.host) == ("in.jsonl", "o.jsonl", 0, "127.0.0.1")
+    assert (
+        rankalign.annotate_config(argv=["--in", "a.jsonl", "--out", "b.jsonl"]).input == "a.jsonl"
+    )
+    with pytest.raises(UserError, match="port"):
+        rankalign.annotate_config(input="in.jsonl", out="o.jsonl", port=-1)
+    with pytest.raises(UserError, match="did you mean 'annotator'"):
+        rankalign.annotate_config(input="in.jsonl", out="o.jsonl", anotator="kim")
 
 
 def test_help_lists_every_option_and_states_the_merge(capsys):

@@ -90,5 +90,11 @@ def run(cfg: AnnotateConfig) -> dict:
             timeout_keep_alive=5,
         )
     )
-    server.run(sockets=[sock])
-    return store.progress()
+    server.run(sockets=[sock])  # returns on Ctrl-C / SIGTERM, after open requests finish
+    progress = store.progress()
+    print(
+        f"rankalign annotate: stopped; {progress['done']} of {progress['total']} prompts ranked "
+        f"by {cfg.annotator}, in {cfg.out} (rerun to resume)",
+        flush=True,
+    )
+    return progress

@@ -240,15 +240,16 @@ function onKey(e) {
     e.preventDefault(); move(card, e.key === "ArrowUp" ? -1 : 1); return;
   }
   if (e.altKey) return;
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key; // B and b alike
   const item = state && state.item;
   if (/^[1-9]$/.test(e.key) && item) { e.preventDefault(); toggle(Number(e.key) - 1); }
   else if (e.key === " " && card !== null) { e.preventDefault(); toggle(card); }
-  else if ((e.key === "=" || e.key === "t") && item) { e.preventDefault(); tieLast(); }
+  else if ((key === "=" || key === "t") && item) { e.preventDefault(); tieLast(); }
   else if (e.key === "Backspace" && item) { e.preventDefault(); undo(); }
   else if (e.key === "Enter" && item && !(e.target instanceof HTMLButtonElement)) { e.preventDefault(); submit(); }
-  else if (e.key === "b" && item) { allBad = !allBad; renderResponses(); }
-  else if (e.key === "s" && item) post("/api/skip", { id: item.id });
-  else if (e.key === "v" && !item) post("/api/revisit", {});
+  else if (key === "b" && item) { allBad = !allBad; renderResponses(); }
+  else if (key === "s" && item) post("/api/skip", { id: item.id });
+  else if (key === "v" && !item) post("/api/revisit", {});
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
