@@ -222,7 +222,7 @@ def test_the_shown_order_is_a_seeded_shuffle_per_annotator():
         (["--annotator", "a/b"], CANDIDATES, "annotator"),
         (["--agreement", "x.jsonl"], CANDIDATES, "without --in/--out"),
         (["--max_rows", "0"], CANDIDATES, "max_rows"),
-        ([], [{"id": "a", "prompt": "p", "responses": ["only one"]}], "at least 2"),
+        ([], [{"id": "a", "prompt": "p", "responses": ["only one"]}], "no row with 2 or more"),
         ([], [{"id": "a", "prompt": "p", "responses": ["x", ""]}], "line 1, field 'responses[1]'"),
         ([], [{"id": "a", "prompt": "p", "responses": ["x", "y"], "scores": [1]}], "scores"),
         ([], [CANDIDATES[0], CANDIDATES[0]], "duplicate id"),
@@ -261,6 +261,25 @@ def test_an_output_from_other_candidates_is_refused(tmp_path, capsys):
     assert "not among the input's rows" in capsys.readouterr().err
     assert out.read_text() == before
     assert not list(tmp_path.glob(".ranked*"))
+
+
+def test_the_input_as_output_and_a_file_without_annotations_are_refused(tmp_path, capsys):
+    src = write_rows(tmp_path / "in.jsonl", CANDIDATES)
+    before = src.read_text()
+    assert main(["annotate", "--in", str(src), "--out", str(src)]) == 2
+    assert "is the input too" in capsys.readouterr().err
+    assert main(["annotate", "--in", str(src), "--out", f"{tmp_path}/./in.jsonl"]) == 2
+    other = write_rows(tmp_path / "scored.jsonl", CANDIDATES[:1])
+    assert main(["annotate", "--in", str(src), "--out", str(other)]) == 2
+    assert "has no annotations" in capsys.readouterr().err
+    assert src.read_text() == before
+
+
+def test_rows_with_one_response_are_left_out_and_counted(tmp_path):
+    rows = [{"id": "one", "prompt": "p", "responses": ["only"]}, *CANDIDATES]
+    store = Store(str(write_rows(tmp_path / "in.jsonl", rows)), str(tmp_path / "o.jsonl"), "a", 0)
+    assert store.order == ["p1", "p2", "p3"] and store.next_id() == "p1"
+    assert store.report.dropped == {"fewer than 2 responses": 1}
 
 
 def test_a_port_in_use_is_refused_before_serving(tmp_path, capsys):

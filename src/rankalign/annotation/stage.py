@@ -74,10 +74,11 @@ def run(cfg: AnnotateConfig) -> dict:
             "response to the network, without a login",
             file=sys.stderr,
         )
-    progress = store.progress()
+    progress, dropped = store.progress(), sum(store.report.dropped.values())
+    left_out = f" ({dropped} rows with fewer than 2 responses left out)" if dropped else ""
     print(
-        f"rankalign annotate: {progress['total']} prompts, {progress['done']} ranked by "
-        f"{cfg.annotator}; open {url(sock, cfg.host)} (Ctrl-C to stop; rerun to resume)",
+        f"rankalign annotate: {progress['total']} prompts{left_out}, {progress['done']} ranked "
+        f"by {cfg.annotator}; open {url(sock, cfg.host)} (Ctrl-C to stop; rerun to resume)",
         flush=True,
     )
     server = uvicorn.Server(

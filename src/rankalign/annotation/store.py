@@ -196,13 +196,25 @@ class Store:
         """Reads and checks everything; writes nothing (validate, then serve)."""
         self.out, self.annotator, self.seed = Path(out), annotator, seed
         check_output_location(self.out, field="out")
-        loaded = load_lists(input_spec, min_responses=2, limit=max_rows)
+        if Path(input_spec).exists() and Path(input_spec).resolve() == self.out.resolve():
+            # OUT holds only the ranked prompts: the first answer would drop the others
+            raise UserError("is the input too; give another --out", file=out, field="out")
+        loaded = load_lists(input_spec, limit=max_rows)
         self.report = loaded.report
         self.rows: dict[str, dict] = {}
         for row, loc in zip(loaded.rows, loaded.locations):
+            if len(row["responses"]) < 2:  # nothing to rank (sample drops duplicates: k may be 1)
+                self.report.dropped["fewer than 2 responses"] += 1
+                continue
             if "annotations" in row:
                 check_annotations(row["annotations"], len(row["responses"]), loc)
             self.rows[row["id"]] = base_row(row)
+        self.report.rows_kept = len(self.rows)
+        if not self.rows:
+            raise UserError(
+                f"no row with 2 or more responses to rank ({self.report.summary()})",
+                file=input_spec,
+            )
         self.order = list(self.rows)
         self.done: set[str] = set()
         self.seconds: list[float] = []
@@ -236,7 +248,15 @@ class Store:
                     line=loc.get("line"),
                     field="responses",
                 )
-            check_annotations(row.get("annotations", []), len(row["responses"]), loc)
+            if not row.get("annotations"):
+                raise UserError(
+                    f"row '{row['id']}' has no annotations: not a file `rankalign annotate` "
+                    "wrote (use another --out)",
+                    file=self.out,
+                    line=loc.get("line"),
+                    field="annotations",
+                )
+            check_annotations(row["annotations"], len(row["responses"]), loc)
             rows[row["id"]] = row
         return rows
 
