@@ -466,6 +466,10 @@ def test_two_annotators_merge_on_one_file(tmp_path):
     # ranks (1, 3, 2) and (2, 3, 1): mean (1.5, 3, 1.5) -> scores 3 - mean rank
     assert rows[0]["scores"] == [1.5, 0.0, 1.5]
     assert Store(str(src), str(out), "bob", 0).next_id() == "p2"
+    # the merged file as the input of a third session: bob is not asked about p1 again
+    again = Store(str(out), str(tmp_path / "more.jsonl"), "bob", 0)
+    assert again.order == ["p1", "p3"] and again.next_id() == "p3"
+    assert again.rows["p1"]["scores"] == [1.5, 0.0, 1.5]  # the annotators' scores, kept
     between = agreement(str(out))["between_annotators"]
     assert between["rows"] == 1 and between["kendall_tau_b"] == pytest.approx(1 / 3)
 

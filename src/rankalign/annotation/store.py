@@ -216,14 +216,15 @@ class Store:
                 file=input_spec,
             )
         self.order = list(self.rows)
-        self.done: set[str] = set()
-        self.seconds: list[float] = []
-        for row in self.read_out().values():
+        # this annotator's answers so far: in OUT, or already in the input (an annotated file
+        # given as input), so that nobody is asked twice
+        seconds: dict[str, float | None] = {}
+        for row in [*self.rows.values(), *self.read_out().values()]:
             for a in row.get("annotations", []):
                 if a["annotator"] == annotator:
-                    self.done.add(row["id"])
-                    if a.get("seconds") is not None:
-                        self.seconds.append(a["seconds"])
+                    seconds[row["id"]] = a.get("seconds")
+        self.done: set[str] = set(seconds)
+        self.seconds: list[float] = [s for s in seconds.values() if s is not None]
 
     def read_out(self) -> dict[str, dict]:
         """OUT's rows by id (none when it does not exist yet), each checked against the input."""
