@@ -27,21 +27,22 @@ CANDIDATES = [
 ]
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        message = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":  # CI installs it (.ci/run): missing there is a bug
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+def _missing(message: str) -> None:
+    if os.environ.get("CI") == "true":  # CI installs both (.ci/run, the `test` extra)
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture
 def browser():
-    executable = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        _missing("chromium is not installed (Debian: apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield launched
         launched.close()
