@@ -126,3 +126,45 @@ def test_rank_two_prompts_by_keyboard_with_a_reload(browser, tmp_path):
     scores[shown2[0]], scores[shown2[2]] = 4 - 3, 4 - 4
     assert rows[1]["scores"] == scores
     assert rows[0]["responses"] == CANDIDATES[0]["responses"]  # the hostile text, unchanged
+
+
+def _order(page) -> list[str]:
+    """Card ids top to bottom (ranked first, best first)."""
+    return page.eval_on_selector_all("#responses .card", "nodes => nodes.map(n => n.id)")
+
+
+def test_drag_focus_keys_and_all_bad(browser, tmp_path):
+    rows = [
+        {"id": "d1", "prompt": "a", "responses": ["x", "y", "z"]},
+        {"id": "d2", "prompt": "b", "responses": ["u", "v"]},
+    ]
+    out = tmp_path / "ranked.jsonl"
+    with Server(write_rows(tmp_path / "in.jsonl", rows), out, "--annotator", "lee") as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("#responses .card")
+        for key in ("1", "2", "3"):
+            page.keyboard.press(key)
+        assert _order(page) == ["response-1", "response-2", "response-3"]
+        # drag the third onto the first: it takes first place
+        page.drag_and_drop("#response-3", "#response-1")
+        assert _order(page) == ["response-3", "response-1", "response-2"]
+        # the focused card moves with Alt+Down; Space unranks it and ranks it again (last)
+        page.focus("#response-3")
+        page.keyboard.press("Alt+ArrowDown")
+        assert _order(page) == ["response-1", "response-3", "response-2"]
+        page.keyboard.press("Space")
+        assert _order(page) == ["response-1", "response-2", "response-3"]
+        assert _texts(page, "#responses .rank") == ["1st", "2nd", "unranked"]
+        page.keyboard.press("Space")
+        assert _texts(page, "#responses .rank") == ["1st", "2nd", "3rd"]
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#row-id:text-is('d2')")
+        page.keyboard.press("B")  # all bad: submits with every response tied
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#finished:not([hidden])")
+    first, second = read_rows(out)
+    shown = shown_order(0, "lee", "d1", 3)
+    assert first["annotations"][0]["order"] == [shown[0], shown[1], shown[2]]
+    assert second["all_bad"] is True and second["scores"] == [0.5, 0.5]
+    assert second["annotations"][0]["ties"] == [shown_order(0, "lee", "d2", 2)]
