@@ -5,10 +5,8 @@ and runs nothing."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
+from conftest import chromium, require
 from test_annotate import Server, read_rows, write_rows
 
 from rankalign.annotation.store import shown_order
@@ -27,21 +25,13 @@ CANDIDATES = [
 ]
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("CI") == "true":  # CI installs both (.ci/run, the `test` extra)
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def browser():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        _missing("chromium is not installed (Debian: apt-get install -y chromium)")
+    executable = chromium()  # CI installs both (.ci/run, the `test` extra)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright is not installed (pip install -e '.[test]')")
+        require(False, "playwright is not installed (pip install -e '.[test]')")
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield launched
