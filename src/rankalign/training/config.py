@@ -370,6 +370,11 @@ class TrainConfig(_TrainLossOptions):
             raise ValueError("reference: adapters-off needs use_lora: true")
 
     @property
+    def uses_scores(self) -> bool:
+        """Do the rows need scores (every loss but those whose spec says not, e.g. sft)?"""
+        return self.reward_model or L.SPECS[self.loss].uses_scores
+
+    @property
     def reward_model(self) -> bool:
         """Does this run train a reward / preference model (not a policy)?"""
         return self.loss in REWARD_MODEL_LOSSES

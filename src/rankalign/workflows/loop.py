@@ -12,7 +12,7 @@ Data builders (`builder`):
 - `best-worst`: one pair per prompt, best vs worst sample; prompts where they tie are dropped
   (counted in metrics as `dropped_ties`), as RLHF Workflow does;
 - `all-pairs`: every strictly ordered pair of a prompt's samples, one row each;
-- `list`: the whole ranked list (rrhf, pro, listwise-dpo, lipo, infonca, nca);
+- `list`: the whole ranked list (the listwise losses: rrhf, pro, listwise-dpo, ...);
 - `rso`: statistical rejection sampling (RSO, thesis §2.6): two samples accepted with
   probability exp((r - r_max) / rso_beta), paired by reward;
 - `raft`: best-of-n filtering: each prompt's best sample (train with loss sft/raft).
