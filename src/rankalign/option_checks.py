@@ -166,19 +166,30 @@ def choice_problem(obj: Any) -> tuple[str, str] | None:
 
 
 def _is_set(obj: Any, f: dataclasses.Field) -> bool:
-    """A conflict needs both options given: true, or any value other than the default."""
+    """Was the option given: a value other than its default (an empty list is not given)?"""
     value = getattr(obj, f.name)
-    return value is True if isinstance(value, bool) else value not in (None, f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = f.default
+    return value is not None and value != [] and value != default
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def conflict_problem(obj: Any) -> tuple[str, str] | None:
-    """(field, message) when two options that contradict each other are both set: a field's
+    """(field, message) when two options that contradict each other are both given: a field's
     `metadata["conflicts"]` names the fields it cannot be combined with."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for f in fields.values():
         for other in f.metadata.get("conflicts", ()):
             if _is_set(obj, f) and _is_set(obj, fields[other]):
-                return f.name, f"contradicts {other}: give one of {f.name} and {other}, not both"
+                mine, theirs = _shown(getattr(obj, f.name)), _shown(getattr(obj, other))
+                return f.name, (
+                    f"{f.name} {mine} contradicts {other} {theirs}: give only one of them"
+                )
     return None
 
 
@@ -192,7 +203,7 @@ def check_choices(obj: Any) -> None:
 def check_conflicts(obj: Any) -> None:
     """ValueError naming two contradictory options set together (for __post_init__)."""
     if problem := conflict_problem(obj):
-        raise ValueError(f"{problem[0]} {problem[1]}")
+        raise ValueError(problem[1])
 
 
 def check_options(obj: Any, *, files: dict[str, Any] | None = None) -> None:

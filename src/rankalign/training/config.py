@@ -286,7 +286,8 @@ class TrainConfig(_TrainLossOptions):
         metadata={
             "help": "share the prompt by packing it and its responses into one sequence (block "
             "attention mask) instead of through the KV cache; always so under activation "
-            "checkpointing"
+            "checkpointing",
+            "conflicts": ("shared_prompt",),  # packing is a way of sharing the prompt
         },
     )
     logps_chunk_size: int = field(
