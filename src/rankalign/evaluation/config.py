@@ -168,7 +168,8 @@ class EvaluateConfig:
         metadata={
             "help": "evaluate a reward / preference model (or a policy as one) on --pairs "
             "instead of policies: pair accuracy by category, RewardBench sections, "
-            "reward-length correlation on --samples"
+            "reward-length correlation on --samples",
+            "conflicts": ("model", "baseline"),  # --rm evaluates no policy
         },
     )
     kind: str = field(
