@@ -47,10 +47,19 @@ SECRET_ASSIGNMENT = re.compile(
 )
 
 
-def option(default, check: str | None = None, help: str | None = None, **kw):
-    """A config dataclass field with its range check and help text (as `parse_config` reads them
-    from the field's metadata)."""
-    meta = {k: v for k, v in (("check", check), ("help", help)) if v is not None}
+def option(
+    default,
+    check: str | None = None,
+    help: str | None = None,
+    *,
+    choices: tuple | None = None,
+    conflicts: tuple[str, ...] | None = None,
+    **kw,
+):
+    """A config dataclass field with its range check, choices, contradictory options and help
+    text (as `parse_config` and `check_options` read them from the field's metadata)."""
+    given = (("check", check), ("help", help), ("choices", choices), ("conflicts", conflicts))
+    meta = {k: v for k, v in given if v is not None}
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
