@@ -45,7 +45,8 @@ class EvaluateConfig:
     out: str = field(default="eval", metadata={"help": "output folder"})
     # generation
     strategy: str = field(
-        default="greedy", metadata={"help": "greedy | sample (top-p/temperature)"}
+        default="greedy",
+        metadata={"help": "greedy | sample (top-p/temperature)", "choices": ("greedy", "sample")},
     )
     temperature: float = field(
         default=0.8,
@@ -78,7 +79,7 @@ class EvaluateConfig:
     )
     chat_template: str | None = field(
         default=None,
-        metadata={"help": CHAT_TEMPLATE_HELP},
+        metadata={"help": CHAT_TEMPLATE_HELP, "choices": CHAT_TEMPLATE_MODES},
     )
     seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed", "check": ">= 0"})
     regenerate: bool = field(default=False, metadata={"help": "ignore cached generations"})
@@ -144,7 +145,9 @@ class EvaluateConfig:
             "check": ">= 0",
         },
     )
-    length_unit: str = field(default="tokens", metadata={"help": "tokens | chars | words"})
+    length_unit: str = field(
+        default="tokens", metadata={"help": "tokens | chars | words", "choices": LENGTH_UNITS}
+    )
     # training statistics and logs
     train_data: list[str] = field(
         default_factory=list,
@@ -173,7 +176,11 @@ class EvaluateConfig:
         },
     )
     kind: str = field(
-        default="auto", metadata={"help": "with --rm: auto | rm | preference | policy"}
+        default="auto",
+        metadata={
+            "help": "with --rm: auto | rm | preference | policy",
+            "choices": ("auto", "rm", "preference", "policy"),
+        },
     )
     format: str | None = field(
         default=None, metadata={"help": "with --rm: rm input format (default: as trained)"}

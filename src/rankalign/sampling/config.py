@@ -231,7 +231,8 @@ class SampleConfig:
         default=None,
         metadata={
             "help": "paper Table 1 setting: BP (beam+dataset), SP (top-p+dataset), DP (diverse beam+dataset), "
-            "D (diverse beam), P (dataset only)"
+            "D (diverse beam), P (dataset only)",
+            "choices": tuple(PRESETS),
         },
     )
     num: int = field(
@@ -261,9 +262,11 @@ class SampleConfig:
     )
     chat_template: str | None = field(
         default=None,
-        metadata={"help": CHAT_TEMPLATE_HELP},
+        metadata={"help": CHAT_TEMPLATE_HELP, "choices": CHAT_TEMPLATE_MODES},
     )
-    backend: str = field(default="hf", metadata={"help": "hf (transformers) | vllm"})
+    backend: str = field(
+        default="hf", metadata={"help": "hf (transformers) | vllm", "choices": ("hf", "vllm")}
+    )
     tensor_parallel_size: int = field(
         default=1,
         metadata={
@@ -278,7 +281,10 @@ class SampleConfig:
             "check": "(0, 1]",
         },
     )
-    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "float32 | bfloat16 | float16", "choices": tuple(DTYPES)},
+    )
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 (default: the process's)"}
     )
@@ -289,7 +295,8 @@ class SampleConfig:
     on_remote_error: str = field(
         default="fail",
         metadata={
-            "help": "a remote request failed after retries: fail (stop; rerun resumes) | skip (count it)"
+            "help": "a remote request failed after retries: fail (stop; rerun resumes) | skip (count it)",
+            "choices": ("fail", "skip"),
         },
     )
     shard_size: int = field(default=64, metadata={"help": "rows per output shard", "check": ">= 1"})
