@@ -691,3 +691,35 @@ def test_dpo_matches_trl():
     # listwise DPO on pairs is the same loss
     got, _ = listwise_dpo(inputs, beta=beta)
     assert got.item() == pytest.approx(float(want), rel=1e-6)
+
+
+def test_a_loss_spec_is_checked_against_its_function():
+    """A spec needs a learning rate, and its options must be exactly the function's keyword
+    arguments (names = keywords = config keys = flags), with defaults among their choices."""
+    from rankalign.loss_spec import LossSpec, Option, merged_options
+
+    def toy(inputs, *, beta: float = 0.1, mode: str = "a"):
+        return inputs
+
+    beta = Option("beta", "inverse temperature", "> 0")
+    mode = Option("mode", "a | b", None, ("a", "b"))
+    spec = LossSpec(name="toy", fn=toy, learning_rate=1e-6, options=(beta, mode))
+    assert spec.defaults() == {"beta": 0.1, "mode": "a"}
+    with pytest.raises(TypeError, match="learning_rate"):
+        LossSpec(name="toy", fn=toy, options=(beta, mode))
+    with pytest.raises(ValueError, match="learning_rate must be a positive float"):
+        LossSpec(name="toy", fn=toy, learning_rate=0.0, options=(beta, mode))
+    with pytest.raises(ValueError, match="function keywords"):
+        LossSpec(name="toy", fn=toy, learning_rate=1e-6, options=(beta,))
+    with pytest.raises(ValueError, match="not one of"):
+        LossSpec(
+            name="toy",
+            fn=toy,
+            learning_rate=1e-6,
+            options=(beta, Option("mode", "b | c", None, ("b", "c"))),
+        )
+    other = LossSpec(
+        name="other", fn=toy, learning_rate=1e-6, options=(Option("beta", "x", ">= 0"), mode)
+    )
+    with pytest.raises(ValueError, match="declares it unlike"):
+        merged_options({"toy": spec, "other": other})
