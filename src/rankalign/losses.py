@@ -21,7 +21,7 @@ Conventions shared by every loss:
 The shared building blocks (inputs, pairs, Plackett-Luce, ranking metrics) and the reward
 models' ``bradley_terry_loss`` (thesis Eq. 6-7) live in ``loss_core`` and are re-exported here.
 
-Each loss is registered by ``@_loss(name, learning_rate=..., options=...)`` right above its
+Each loss is registered by ``@_loss(name, learning_rate, *options)`` right above its
 function: a :class:`~rankalign.loss_spec.LossSpec` (options, reference, minimum k, scores,
 learning rate). ``LOSSES``, ``NEEDS_REFERENCE``, ``MIN_RESPONSES``, the train command's loss
 options and defaults, and the loss table (``python -m rankalign.losses``) are derived from them:
@@ -114,13 +114,16 @@ LR_RRHF, LR_DPO = 2e-5, 1e-6
 SPECS: dict[str, LossSpec] = {}
 
 
-def _loss(name: str, **spec):
-    """Register the decorated function as loss `name` with its spec (see loss_spec.LossSpec)."""
+def _loss(name: str, learning_rate: float, *options: Option, **spec):
+    """Register the decorated function as loss `name`, trained at `learning_rate`, whose keyword
+    arguments are `options`; `spec`: the other fields of loss_spec.LossSpec."""
 
     def register(fn):
         if name in SPECS:
             raise ValueError(f"loss '{name}' registered twice")
-        SPECS[name] = LossSpec(name=name, fn=fn, **spec)
+        SPECS[name] = LossSpec(
+            name=name, fn=fn, learning_rate=learning_rate, options=options, **spec
+        )
         return fn
 
     return register
@@ -130,17 +133,10 @@ def _loss(name: str, **spec):
 # listwise losses
 
 
-@_loss(
-    "rrhf",
-    learning_rate=LR_RRHF,
-    options=(
-        Option("rank_weight", "weight of the ranking term", ">= 0"),
-        MARGIN,
-        SFT_WEIGHT,
-        SFT_REDUCTION,
-        PAIR_MODE,
-    ),
-)
+RANK_WEIGHT = Option("rank_weight", "weight of the ranking term", ">= 0")
+
+
+@_loss("rrhf", LR_RRHF, RANK_WEIGHT, MARGIN, SFT_WEIGHT, SFT_REDUCTION, PAIR_MODE)
 def rrhf(
     inputs: LossInputs,
     *,
@@ -170,27 +166,19 @@ def rrhf(
     return loss, parts(rank=rank, sft=sft_nll)
 
 
-@_loss(
-    "pro",
-    learning_rate=LR_RRHF,
-    options=(
-        SFT_WEIGHT,
-        Option(
-            "pro_temperature",
-            "pro: none | reward-gap (the released PRO code's)",
-            None,
-            PRO_TEMPERATURES,
-        ),
-        SFT_REDUCTION,
-        Option(
-            "pro_sft_scale",
-            "pro: none | n-1-squared (SFT weight x (n-1)^2 for n responses, the released code's; "
-            "with --sft_reduction sum and --sft_weight 0.05 it is released PRO)",
-            None,
-            PRO_SFT_SCALES,
-        ),
-    ),
+PRO_TEMPERATURE = Option(
+    "pro_temperature", "pro: none | reward-gap (the released PRO code's)", None, PRO_TEMPERATURES
 )
+PRO_SFT_SCALE = Option(
+    "pro_sft_scale",
+    "pro: none | n-1-squared (SFT weight x (n-1)^2 for n responses, the released code's; "
+    "with --sft_reduction sum and --sft_weight 0.05 it is released PRO)",
+    None,
+    PRO_SFT_SCALES,
+)
+
+
+@_loss("pro", LR_RRHF, SFT_WEIGHT, PRO_TEMPERATURE, SFT_REDUCTION, PRO_SFT_SCALE)
 def pro(
     inputs: LossInputs,
     *,
@@ -229,7 +217,7 @@ def pro(
     return loss, parts(rank=rank, sft=sft_nll)
 
 
-@_loss("listwise-dpo", learning_rate=LR_DPO, options=(BETA,), needs_reference=True)
+@_loss("listwise-dpo", LR_DPO, BETA, needs_reference=True)
 def listwise_dpo(
     inputs: LossInputs, *, beta: float = 0.1
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -270,21 +258,16 @@ def _ranks(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.argsort(order, dim=1, stable=True).to(s.dtype) + 1
 
 
-@_loss(
-    "lipo",
-    learning_rate=LR_DPO,
-    needs_reference=True,
-    options=(
-        BETA,
-        Option(
-            "lipo_labels",
-            "lipo: normalized (each list's scores mapped onto [0, 1]) | raw (scores as gains' "
-            "labels as given)",
-            None,
-            LIPO_LABELS,
-        ),
-    ),
+LIPO_LABELS_OPTION = Option(
+    "lipo_labels",
+    "lipo: normalized (each list's scores mapped onto [0, 1]) | raw (scores as gains' labels "
+    "as given)",
+    None,
+    LIPO_LABELS,
 )
+
+
+@_loss("lipo", LR_DPO, BETA, LIPO_LABELS_OPTION, needs_reference=True)
 def lipo(
     inputs: LossInputs, *, beta: float = 0.1, lipo_labels: str = "normalized"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -327,7 +310,7 @@ def _nca_targets(scores: torch.Tensor, mask: torch.Tensor, alpha: float) -> torc
     return torch.softmax(torch.where(mask, scores / alpha, float("-inf")), dim=1)
 
 
-@_loss("infonca", learning_rate=LR_DPO, needs_reference=True, options=(BETA, NCA_ALPHA))
+@_loss("infonca", LR_DPO, BETA, NCA_ALPHA, needs_reference=True)
 def infonca(
     inputs: LossInputs, *, beta: float = 0.1, nca_alpha: float = 1e-4
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -353,7 +336,7 @@ def infonca(
     return rank.mean(), parts(rank=rank)
 
 
-@_loss("nca", learning_rate=LR_DPO, needs_reference=True, options=(BETA, NCA_ALPHA))
+@_loss("nca", LR_DPO, BETA, NCA_ALPHA, needs_reference=True)
 def nca(
     inputs: LossInputs, *, beta: float = 0.1, nca_alpha: float = 1e-4
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -380,16 +363,10 @@ def nca(
 # pairwise losses: per list, the MEAN over its preference pairs (w = i, l = j in pair [i, j])
 
 
-@_loss(
-    "dpo",
-    learning_rate=LR_DPO,
-    needs_reference=True,
-    options=(
-        BETA,
-        Option("label_smoothing", "conservative DPO's label smoothing", "[0, 0.5]"),
-        PAIR_MODE,
-    ),
-)
+LABEL_SMOOTHING = Option("label_smoothing", "conservative DPO's label smoothing", "[0, 0.5]")
+
+
+@_loss("dpo", LR_DPO, BETA, LABEL_SMOOTHING, PAIR_MODE, needs_reference=True)
 def dpo(
     inputs: LossInputs,
     *,
@@ -414,22 +391,16 @@ def dpo(
     return rank.mean(), parts(rank=rank)
 
 
-@_loss(
-    "ipo",
-    learning_rate=LR_DPO,
-    needs_reference=True,
-    options=(
-        BETA,
-        PAIR_MODE,
-        Option(
-            "ipo_log_ratio",
-            "ipo: sequence (sum log-ratios, the paper as printed) | token (per-token means, "
-            "TRL's loss_type ipo)",
-            None,
-            IPO_LOG_RATIOS,
-        ),
-    ),
+IPO_LOG_RATIO = Option(
+    "ipo_log_ratio",
+    "ipo: sequence (sum log-ratios, the paper as printed) | token (per-token means, TRL's "
+    "loss_type ipo)",
+    None,
+    IPO_LOG_RATIOS,
 )
+
+
+@_loss("ipo", LR_DPO, BETA, PAIR_MODE, IPO_LOG_RATIO, needs_reference=True)
 def ipo(
     inputs: LossInputs,
     *,
@@ -457,7 +428,7 @@ def ipo(
     return rank.mean(), parts(rank=rank)
 
 
-@_loss("slic", learning_rate=LR_DPO, options=(MARGIN, SFT_WEIGHT, PAIR_MODE))
+@_loss("slic", LR_DPO, MARGIN, SFT_WEIGHT, PAIR_MODE)
 def slic(
     inputs: LossInputs,
     *,
@@ -479,11 +450,10 @@ def slic(
     return loss, parts(rank=rank, sft=sft_nll)
 
 
-@_loss(
-    "simpo",
-    learning_rate=LR_DPO,
-    options=(BETA, Option("gamma", "target reward margin (simpo)", ">= 0"), PAIR_MODE),
-)
+GAMMA = Option("gamma", "target reward margin (simpo)", ">= 0")
+
+
+@_loss("simpo", LR_DPO, BETA, GAMMA, PAIR_MODE)
 def simpo(
     inputs: LossInputs,
     *,
@@ -501,7 +471,7 @@ def simpo(
     return rank.mean(), parts(rank=rank)
 
 
-@_loss("cpo", learning_rate=LR_DPO, options=(BETA, SFT_WEIGHT, PAIR_MODE))
+@_loss("cpo", LR_DPO, BETA, SFT_WEIGHT, PAIR_MODE)
 def cpo(
     inputs: LossInputs,
     *,
@@ -526,13 +496,7 @@ def cpo(
 # supervised losses
 
 
-@_loss(
-    "sft",
-    learning_rate=LR_RRHF,
-    options=(SFT_REDUCTION,),
-    min_responses=1,
-    uses_scores=False,
-)
+@_loss("sft", LR_RRHF, SFT_REDUCTION, min_responses=1, uses_scores=False)
 def sft(
     inputs: LossInputs, *, sft_reduction: str = "mean"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -552,7 +516,7 @@ def sft(
     return nll.mean(), parts(sft=nll)
 
 
-@_loss("raft", learning_rate=LR_RRHF, options=(SFT_REDUCTION,), min_responses=1)
+@_loss("raft", LR_RRHF, SFT_REDUCTION, min_responses=1)
 def raft(
     inputs: LossInputs, *, sft_reduction: str = "mean"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
