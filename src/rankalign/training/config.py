@@ -111,12 +111,10 @@ def loss_default_help(option: str) -> str:
 def _loss_fields() -> list[tuple[str, type, object]]:
     """TrainConfig's loss hyperparameters, one per spec option: None until set, then the loss's
     default (shown in --help); typed by the functions' defaults; ranges and choices checked by
-    the parser (config.check_options)."""
+    the parser (option_checks.check_options)."""
     fields = []
     for name, option in LOSS_OPTIONS.items():
-        kinds = {
-            type(v) for loss in LOSS_OPTION_USERS[name][1] for v in [loss_defaults(loss)[name]]
-        }
+        kinds = {type(L.SPECS[loss].defaults()[name]) for loss in LOSS_OPTION_USERS[name][1]}
         if len(kinds) != 1:
             raise TypeError(f"loss option {name}: defaults of different types {kinds}")
         help_ = "; ".join(filter(None, (option.help, REWARD_MODEL_OPTION_HELP.get(name))))
