@@ -32,8 +32,9 @@ CLASSES = {
     "loop": ("rankalign.workflows.loop:LoopConfig", {"prompts": "missing.jsonl"}),
     "demo": ("rankalign.workflows.demo:DemoConfig", {"prompts": "missing.jsonl"}),
     "compare": ("rankalign.workflows.compare:CompareConfig", {"prompts": "missing.jsonl"}),
+    "annotate": ("rankalign.annotation.config:AnnotateConfig", {"input": "missing.jsonl"}),
 }
-OUT = {"sample": "out", "score": "out", "train": "output_dir", "evaluate": "out"}
+OUT = {"sample": "out", "score": "out", "train": "output_dir", "evaluate": "out", "annotate": "out"}
 
 
 def _class(command: str):
