@@ -9,6 +9,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+# transformers binds its log handler to the sys.stderr of the moment it first logs: bind it now,
+# to the session's stream, not to one test's captured stream that is closed when the test ends
+# (a later warning would then print "--- Logging error ---" into another test's stderr)
+hf_logging.get_logger("transformers")
 
 
 def require(available, reason: str):
