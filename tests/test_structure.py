@@ -76,22 +76,49 @@ def test_no_private_name_crosses_modules():
     assert not crossing, crossing
 
 
+STAGES = ("sampling", "scoring", "training", "evaluation", "annotation")
+UPPER = ("rankalign.workflows", "rankalign.api", "rankalign.cli")
+# the stage -> stage imports docs/design.md §0 allows: evaluation scores with scoring's rewards;
+# every other stage stands on core alone
+STAGE_GRAPH = {stage: set() for stage in STAGES} | {"evaluation": {"scoring"}}
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
 def test_core_does_not_import_stages():
     """core (data, tokenization, models, logprobs, losses, metrics, ...) <- stages <- workflows
-    <- api <- cli: a core module imports no stage package, a stage no workflow."""
-    stages = (
-        "rankalign.sampling",
-        "rankalign.scoring",
-        "rankalign.training",
-        "rankalign.evaluation",
-    )
-    upper = ("rankalign.workflows", "rankalign.api", "rankalign.cli")
+    <- api <- cli: a core module (the data/ package's included) imports no stage package, a
+    stage no workflow."""
     for m, edges in _imports().items():
         targets = {t for t, _ in edges}
-        if m.count(".") == 1 and m not in upper:  # a core module
-            assert not {t for t in targets if t.startswith(stages + upper)}, m
-        if m.startswith(stages):
-            assert not {t for t in targets if t.startswith(upper)}, m
+        if m == "rankalign" or m.startswith(UPPER):
+            continue
+        if _stage(m) is None:  # a core module
+            assert not {t for t in targets if _stage(t) or t.startswith(UPPER)}, m
+        else:
+            assert not {t for t in targets if t.startswith(UPPER)}, m
+
+
+def test_stage_imports_follow_the_design_graph():
+    """A stage imports another stage only where STAGE_GRAPH (docs/design.md §0) says so."""
+    found = {
+        (_stage(m), _stage(t))
+        for m, edges in _imports().items()
+        for t, _ in edges
+        if _stage(m) and _stage(t) and _stage(m) != _stage(t)
+    }
+    extra = sorted(f"{a} -> {b}" for a, b in found if b not in STAGE_GRAPH[a])
+    assert not extra, f"stage imports outside the design's graph: {extra}"
+    assert set(STAGE_GRAPH) == {p.name for p in (SRC / "rankalign").iterdir() if p.name in STAGES}
+
+
+def test_the_stage_graph_check_can_fail():
+    assert _stage("rankalign.training.policy") == "training"
+    assert _stage("rankalign.losses") is None and _stage("rankalign.data.files") is None
+    assert "sampling" not in STAGE_GRAPH["training"]
 
 
 def test_every_loss_has_a_spec_with_a_learning_rate():
