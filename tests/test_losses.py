@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import require
 
 from rankalign.losses import (
     LOSSES,
@@ -671,7 +672,9 @@ def _trl_sigmoid_dpo(chosen, rejected, ref_chosen, ref_rejected, beta):
     try:
         return trl_dpo.DPOTrainer._compute_loss(trainer, model, inputs, False)
     except (AttributeError, KeyError, TypeError) as err:  # TRL internals moved
-        pytest.skip(f"this TRL version's DPOTrainer._compute_loss needs more: {err!r}")
+        # `make install` installs TRL (the bench extra): in CI a moved internal must be
+        # adapted here, not skipped, or the DPO-equals-TRL check silently stops checking
+        require(False, f"this TRL version's DPOTrainer._compute_loss needs more: {err!r}")
 
 
 def test_dpo_matches_trl():
