@@ -203,7 +203,6 @@ def normalize(rec: dict, loc: dict, index: int) -> dict:
         "suffix",
         "reward",
         "messages",
-        "sft_index",
     }
     if "conversations" in rec and not any(
         k in rec for k in ("messages", "responses", *PROMPT_KEYS)
