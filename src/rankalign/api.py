@@ -120,16 +120,20 @@ def _python_data(command: str, options: dict) -> Iterator[dict]:
         yield resolved
 
 
+def checked_options(cls: type, command: str, config: Any, argv, options: dict):
+    """`cls` parsed and checked from a config object or YAML path, keywords and flags."""
+    argv, options = config_inputs(config, options, argv)
+    return parse_config(argv, (cls,), prog=f"rankalign {command}", options=options)[0]
+
+
 def sample_config(config: Any = None, *, argv: tuple | list = (), **options) -> SampleConfig:
     """The checked options of `rankalign sample` (nothing runs, nothing is written)."""
-    argv, options = config_inputs(config, options, argv)
-    return parse_config(argv, (SampleConfig,), prog="rankalign sample", options=options)[0]
+    return checked_options(SampleConfig, "sample", config, argv, options)
 
 
 def score_config(config: Any = None, *, argv: tuple | list = (), **options) -> ScoreConfig:
     """The checked options of `rankalign score` (nothing runs, nothing is written)."""
-    argv, options = config_inputs(config, options, argv)
-    return parse_config(argv, (ScoreConfig,), prog="rankalign score", options=options)[0]
+    return checked_options(ScoreConfig, "score", config, argv, options)
 
 
 def train_config(config: Any = None, *, argv: tuple | list = (), **options) -> tuple:
@@ -141,14 +145,12 @@ def train_config(config: Any = None, *, argv: tuple | list = (), **options) -> t
 
 def evaluate_config(config: Any = None, *, argv: tuple | list = (), **options) -> EvaluateConfig:
     """The checked options of `rankalign evaluate` (nothing runs, nothing is written)."""
-    argv, options = config_inputs(config, options, argv)
-    return parse_config(argv, (EvaluateConfig,), prog="rankalign evaluate", options=options)[0]
+    return checked_options(EvaluateConfig, "evaluate", config, argv, options)
 
 
 def annotate_config(config: Any = None, *, argv: tuple | list = (), **options) -> AnnotateConfig:
     """The checked options of `rankalign annotate` (nothing is read, served or written)."""
-    argv, options = config_inputs(config, options, argv)
-    return parse_config(argv, (AnnotateConfig,), prog="rankalign annotate", options=options)[0]
+    return checked_options(AnnotateConfig, "annotate", config, argv, options)
 
 
 def sample(config: Any = None, *, argv: tuple | list = (), **options) -> Result:

@@ -233,30 +233,30 @@ class Store:
         rows = {}
         loaded = load_lists(self.out, min_responses=2)
         for row, loc in zip(loaded.rows, loaded.locations):
-            given = self.rows.get(row["id"])
+            given, rid = self.rows.get(row["id"]), row["id"]
             if given is None:
-                raise UserError(
-                    f"holds row '{row['id']}', which is not among the input's rows "
-                    "(another input, or a smaller max_rows? use another --out)",
-                    file=self.out,
-                    line=loc.get("line"),
+                problem = (
+                    f"holds row '{rid}', which is not among the input's rows (another input, "
+                    "or a smaller max_rows? use another --out)",
+                    None,
                 )
-            if row["responses"] != given["responses"]:
-                raise UserError(
-                    f"row '{row['id']}' has other responses than the input's (another input? "
+            elif row["responses"] != given["responses"]:
+                problem = (
+                    f"row '{rid}' has other responses than the input's (another input? "
                     "use another --out)",
-                    file=self.out,
-                    line=loc.get("line"),
-                    field="responses",
+                    "responses",
                 )
-            if not row.get("annotations"):
-                raise UserError(
-                    f"row '{row['id']}' has no annotations: not a file `rankalign annotate` "
-                    "wrote (use another --out)",
-                    file=self.out,
-                    line=loc.get("line"),
-                    field="annotations",
+            elif not row.get("annotations"):
+                problem = (
+                    f"row '{rid}' has no annotations: not a file `rankalign annotate` wrote "
+                    "(use another --out)",
+                    "annotations",
                 )
+            else:
+                problem = None
+            if problem:
+                message, field = problem
+                raise UserError(message, file=self.out, line=loc.get("line"), field=field)
             check_annotations(row["annotations"], len(row["responses"]), loc)
             rows[row["id"]] = row
         return rows
