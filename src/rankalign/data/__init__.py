@@ -66,6 +66,7 @@ from rankalign.data.resume import (
 from rankalign.data.validate import (
     LoadedData,
     LoadReport,
+    iter_lists,
     load_lists,
 )
 from rankalign.data.write import (
@@ -101,6 +102,7 @@ __all__ = [
     "done_ids",
     "done_rows",
     "field_path",
+    "iter_lists",
     "json_text",
     "load_lists",
     "normalize",
