@@ -288,5 +288,4 @@ def test_two_processes_share_one_build(tmp_path, cache):
     assert sorted(r["built"] for r in results) == [False, True]
     assert results[0]["key"] == results[1]["key"] and results[0]["rows"] == BATCH_ROWS * 3
     assert results[0]["last"] == results[1]["last"]
-    assert sum("rankalign: tokenizing" in err for _, err in outs) == 1  # one progress bar
     assert len(_files(cache)) == 2

@@ -197,50 +197,60 @@ def build_table(
     # first
     tok_dropped, tok_notes = Counter(), Counter()
     schema, kept, pending = _schema(), 0, None
+    # on a terminal only, after 2 s (small data shows none), and cleared if the build fails: a
+    # refused run prints its one error line alone
     bar = tqdm(
         total=_row_estimate(spec, load.get("limit")),
         desc=f"rankalign: tokenizing {Path(spec).name}",
         unit=" rows",
         file=sys.stderr,
+        disable=None,
+        delay=2,
     )
     rows = iter_lists(spec, report, **load)
-    with bar, pa.OSFile(str(dest), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for batch in _batches(rows, BATCH_ROWS):
+    try:
+        with pa.OSFile(str(dest), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for batch in _batches(rows, BATCH_ROWS):
+                bar.update(report.rows_read - bar.n)
+                if pending is not None:  # keep validating: a bad row is reported before this
+                    continue
+                try:
+                    encs = encode_lists(
+                        tokenizer,
+                        [r["prompt"] for r, _ in batch],
+                        [r["responses"] for r, _ in batch],
+                        **encoding,
+                    )
+                except UserError as e:
+                    pending = e
+                    continue
+                cols = {"id": [], "prompt_ids": [], "response_ids": [], "scores": []}
+                for (row, _), enc in zip(batch, encs):
+                    if enc.prompt_truncated or enc.responses_truncated:
+                        if drop_over_length:
+                            tok_dropped["over max_length"] += 1
+                            continue
+                        tok_notes["prompts truncated"] += int(enc.prompt_truncated)
+                        tok_notes["responses truncated"] += enc.responses_truncated
+                    cols["id"].append(row["id"])
+                    cols["prompt_ids"].append(enc.prompt_ids)
+                    cols["response_ids"].append(enc.response_ids)
+                    cols["scores"].append(row.get("scores") or [0.0] * len(row["responses"]))
+                kept += len(cols["id"])
+                writer.write_batch(pa.record_batch(cols, schema=schema))
             bar.update(report.rows_read - bar.n)
-            if pending is not None:  # keep validating: a bad row is reported before this
-                continue
-            try:
-                encs = encode_lists(
-                    tokenizer,
-                    [r["prompt"] for r, _ in batch],
-                    [r["responses"] for r, _ in batch],
-                    **encoding,
-                )
-            except UserError as e:
-                pending = e
-                continue
-            cols = {"id": [], "prompt_ids": [], "response_ids": [], "scores": []}
-            for (row, _), enc in zip(batch, encs):
-                if enc.prompt_truncated or enc.responses_truncated:
-                    if drop_over_length:
-                        tok_dropped["over max_length"] += 1
-                        continue
-                    tok_notes["prompts truncated"] += int(enc.prompt_truncated)
-                    tok_notes["responses truncated"] += enc.responses_truncated
-                cols["id"].append(row["id"])
-                cols["prompt_ids"].append(enc.prompt_ids)
-                cols["response_ids"].append(enc.response_ids)
-                cols["scores"].append(row.get("scores") or [0.0] * len(row["responses"]))
-            kept += len(cols["id"])
-            writer.write_batch(pa.record_batch(cols, schema=schema))
-        bar.update(report.rows_read - bar.n)
-    if pending is not None:
-        raise pending
-    report.dropped.update(tok_dropped)
-    report.notes.update(tok_notes)
-    report.rows_kept = kept
-    if not kept:
-        raise UserError(f"no rows left after filtering ({report.summary()})", file=spec)
+        if pending is not None:
+            raise pending
+        report.dropped.update(tok_dropped)
+        report.notes.update(tok_notes)
+        report.rows_kept = kept
+        if not kept:
+            raise UserError(f"no rows left after filtering ({report.summary()})", file=spec)
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()
     return report.as_dict() | {"summary": report.summary()}
 
 
@@ -250,7 +260,7 @@ def build_table(
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on `path` held by this process (released when the file closes, also if
-    the process dies), announced when another process holds it."""
+    the process dies), announced on a terminal when another process holds it."""
     try:
         import fcntl
     except ImportError:  # no flock here: every process builds its own copy
@@ -260,10 +270,11 @@ def _locked(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(
-                "rankalign: another process is tokenizing this data; waiting for it",
-                file=sys.stderr,
-            )
+            if sys.stderr.isatty():  # as the progress bar: logs and refusals stay one line
+                print(
+                    "rankalign: another process is tokenizing this data; waiting for it",
+                    file=sys.stderr,
+                )
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -320,7 +331,6 @@ def token_table(spec: str | os.PathLike, tokenizer, *, load: dict, encoding: dic
         if table.exists() or record.exists():
             found = _check_cached(table, record, key)
             if isinstance(found, dict):
-                print(f"rankalign: tokenized data from cache {table}", file=sys.stderr)
                 return TokenTable(table, key, found["report"], built=False)
             print(
                 f"rankalign: tokenized-data cache {table} is damaged ({found}): rebuilding",
