@@ -289,3 +289,20 @@ def test_two_processes_share_one_build(tmp_path, cache):
     assert results[0]["key"] == results[1]["key"] and results[0]["rows"] == BATCH_ROWS * 3
     assert results[0]["last"] == results[1]["last"]
     assert len(_files(cache)) == 2
+
+
+def test_an_unwritable_cache_folder_gives_a_private_table(tmp_path, monkeypatch, tokenizer):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))  # under a file: cannot be created
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(_rows(5))
+    b.write_text(_rows(6))
+    first, other, again = (
+        token_table(p, tokenizer, load=LOAD, encoding=_encoding()) for p in (a, b, a)
+    )
+    assert first.built and other.built and again.built  # nothing shared
+    assert len({first.path.parent, other.path.parent, again.path.parent}) == 3
+    assert first.items == _naive(a, tokenizer, LOAD, _encoding())[0]
+    # the reference cache key: equal tokens, equal fingerprints; other tokens, another
+    assert first.fingerprint == again.fingerprint != other.fingerprint

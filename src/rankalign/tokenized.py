@@ -353,7 +353,10 @@ def token_table(spec: str | os.PathLike, tokenizer, *, load: dict, encoding: dic
         finally:
             tmp.unlink(missing_ok=True)
         atomic_write_text(record, json.dumps(meta, indent=1) + "\n")  # last: the table is whole
-    return TokenTable(table, key, report, built=True)
+    # a private table has no key over its inputs: its tokens' checksum stands for it (the
+    # reference log-probs' cache key uses the fingerprint)
+    fingerprint = key if key != "private" else meta["sha256"][:24]
+    return TokenTable(table, fingerprint, report, built=True)
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -364,8 +367,8 @@ class TokenTable(torch.utils.data.Dataset):
     takes (`id`, `prompt_ids`, `response_ids`, `scores`, and `ref_logp` once attached), built
     from the mapped columns when asked for.
 
-    `fingerprint` is the table's cache key (data, tokenizer, template mode, length options):
-    the reference log-probs' cache key uses it. `built`: this process built the table (False:
+    `fingerprint` is the table's cache key (data, tokenizer, template mode, length options; for
+    a private table, its checksum): the reference log-probs' cache key uses it. `built`: this process built the table (False:
     mapped from the cache)."""
 
     def __init__(self, path: Path, fingerprint: str, report: dict, *, built: bool):
