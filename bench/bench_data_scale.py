@@ -14,7 +14,9 @@ with the embedded SmolLM2 tokenizer (49k-entry BPE); the words of the generated 
 words of its vocabulary (about one token a word). rankalign trains RRHF with
 `--max_steps 1 --max_length 512`; TRL DPO with `max_length=512` and one step. Time to first step
 is from the subprocess's launch to the end of the first optimizer step (Python start-up,
-imports, reading, tokenizing, model loading included); peak RSS is the child's ru_maxrss.
+imports, reading, tokenizing, model loading included); CPU is the child's user + system seconds
+to its exit (all threads: less sensitive to other jobs than wall time); peak RSS is its
+ru_maxrss.
 
 Generated lists are HH-shaped: a `\\n\\nHuman: ...\\n\\nAssistant:` prompt of 40-160 words and
 k = 4 responses of 20-120 words, random scores.
@@ -117,7 +119,10 @@ class FirstStep(TrainerCallback):
         rec.setdefault("first_step_s", time.time() - spec["launch"])
 
 def finish():
-    rec["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rec["peak_rss_mib"] = usage.ru_maxrss / 1024
+    # CPU seconds, every thread: less sensitive than wall time to other jobs on the machine
+    rec["cpu_s"] = usage.ru_utime + usage.ru_stime
     rec["exit_s"] = time.time() - spec["launch"]
     with open(spec["result"], "w") as f:
         json.dump(rec, f)
@@ -290,7 +295,8 @@ def main():
                 rec["data_mib"] = round(data.stat().st_size / 2**20, 1)
                 print(
                     f"{n:>7} lists  {variant:<11} first step {rec['first_step_s']:7.1f} s  "
-                    f"data {rec['data_s']:7.1f} s  peak RSS {rec['peak_rss_mib']:7.0f} MiB  "
+                    f"data {rec['data_s']:7.1f} s  CPU {rec['cpu_s']:7.1f} s  "
+                    f"peak RSS {rec['peak_rss_mib']:7.0f} MiB  "
                     f"(load {load:.1f})",
                     flush=True,
                 )

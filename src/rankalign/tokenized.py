@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from rankalign.data import LoadReport, atomic_write_text, iter_lists
+from rankalign.data import LoadReport, atomic_write_text, iter_lists, looks_like_hub_name
 from rankalign.errors import UserError
 from rankalign.tokenization import encode_lists
 
@@ -89,7 +89,7 @@ def content_hash(spec: str | os.PathLike) -> str | None:
             for f in sorted(p for p in path.rglob("*") if p.is_file()):
                 h.update(f"{f.relative_to(path)}\0".encode())
                 _file_digest(f, h)
-        elif not path.exists() and str(spec).count("/") == 1:  # a hub name `org/name[:split]`
+        elif not path.exists() and looks_like_hub_name(str(spec)):
             import datasets
 
             name, _, split = str(spec).partition(":")
