@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tokenized training data is cached per user (rankalign.tokenized): the tests keep theirs apart,
+# shared by the session's processes and removed with it
+if "RANKALIGN_DATA_CACHE" not in os.environ:
+    os.environ["RANKALIGN_DATA_CACHE"] = tempfile.mkdtemp(prefix="rankalign-test-tokenized-")
+    atexit.register(shutil.rmtree, os.environ["RANKALIGN_DATA_CACHE"], True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

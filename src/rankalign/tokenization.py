@@ -159,21 +159,62 @@ def encode_list(
     first, each response keeps at least `min_response_tokens`). eos=False: responses are their
     text's own tokens (generated text that did not end there, e.g. for perplexity)."""
     prompt_ids = encode_prompt(tokenizer, prompt, chat_template)
-    # a left-truncated prompt keeps its BOS: the model never saw text without one
+    response_ids = [
+        encode_response(tokenizer, r) if eos else tokenizer(r, add_special_tokens=False).input_ids
+        for r in responses
+    ]
+    return fit_encoded(tokenizer, prompt_ids, response_ids, max_length, min_response_tokens)
+
+
+def fit_encoded(
+    tokenizer,
+    prompt_ids: list[int],
+    response_ids: list[list[int]],
+    max_length: int,
+    min_response_tokens: int,
+) -> EncodedList:
+    """`fit_to_length` for a prompt as the tokenizer encoded it: a left-truncated prompt keeps
+    its BOS (the model never saw text without one)."""
     bos = prompt_ids[:1] if prompt_ids[:1] == [tokenizer.bos_token_id] else []
     enc = fit_to_length(
-        prompt_ids[len(bos) :],
-        [
-            encode_response(tokenizer, r)
-            if eos
-            else tokenizer(r, add_special_tokens=False).input_ids
-            for r in responses
-        ],
-        max_length - len(bos),
-        min_response_tokens,
+        prompt_ids[len(bos) :], response_ids, max_length - len(bos), min_response_tokens
     )
     enc.prompt_ids = bos + enc.prompt_ids
     return enc
+
+
+def encode_lists(
+    tokenizer,
+    prompts: list,
+    responses: list[list[str]],
+    *,
+    max_length: int = 512,
+    min_response_tokens: int = 64,
+    chat_template: str = "auto",
+) -> list[EncodedList]:
+    """`encode_list` for many rows at once, the same ids: the texts of all prompts and of all
+    responses each go to the tokenizer in one call (a fast tokenizer encodes a batch on every
+    core), then each row is fitted as `encode_list` fits it."""
+    texts, templated = [], []
+    for p in prompts:  # row by row, so the first bad row's error is the one raised
+        texts.append(prompt_text(tokenizer, p, chat_template))
+        templated.append(uses_template(tokenizer, p, chat_template))
+    prompt_ids: list[list[int]] = [[] for _ in prompts]
+    for flag in (True, False):  # the template holds its own special tokens (`encode_prompt`)
+        idx = [i for i, t in enumerate(templated) if t == flag]
+        if idx:
+            ids = tokenizer([texts[i] for i in idx], add_special_tokens=not flag).input_ids
+            for i, one in zip(idx, ids):
+                prompt_ids[i] = one
+    flat = [r for rs in responses for r in rs]
+    flat_ids = tokenizer(flat, add_special_tokens=False).input_ids if flat else []
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    out, pos = [], 0
+    for p_ids, rs in zip(prompt_ids, responses):
+        r_ids = [ids + eos for ids in flat_ids[pos : pos + len(rs)]]
+        pos += len(rs)
+        out.append(fit_encoded(tokenizer, p_ids, r_ids, max_length, min_response_tokens))
+    return out
 
 
 HH_STOP = ["\n\nHuman:", "\n\nAssistant:"]

@@ -39,6 +39,7 @@ from rankalign.data.files import (
     PYTHON_ROWS_PREFIX,
     check_value,
     field_path,
+    looks_like_hub_name,
     python_rows_path,
     read_json_file,
     read_records,
@@ -66,6 +67,7 @@ from rankalign.data.resume import (
 from rankalign.data.validate import (
     LoadedData,
     LoadReport,
+    iter_lists,
     load_lists,
 )
 from rankalign.data.write import (
@@ -101,8 +103,10 @@ __all__ = [
     "done_ids",
     "done_rows",
     "field_path",
+    "iter_lists",
     "json_text",
     "load_lists",
+    "looks_like_hub_name",
     "normalize",
     "parts_folder",
     "pro_prefix",

@@ -47,7 +47,8 @@ def field_path(path: tuple) -> str | None:
     return text.removeprefix(".") or None
 
 
-def _looks_like_hub_name(spec: str) -> bool:
+def looks_like_hub_name(spec: str) -> bool:
+    """`org/name` or `org/name:split` with no file suffix, and not a path on disk."""
     name = spec.split(":")[0]
     parts = name.split("/")
     suffix = Path(name).suffix.lower()
@@ -86,7 +87,7 @@ def _read_any(spec: str | os.PathLike) -> Iterator[tuple[Any, dict]]:
         yield from _read_dataset_dir(path)
         return
     if not path.exists():
-        if _looks_like_hub_name(str(spec)):
+        if looks_like_hub_name(str(spec)):
             yield from _read_hub(str(spec))
             return
         raise UserError("file not found", file=spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rankalign.data.files import read_records, row_error
@@ -52,7 +53,7 @@ def load_lists(
     drop_tied_lists: bool = False,
     limit: int | None = None,
 ) -> LoadedData:
-    """Read and validate ranked lists.
+    """Read and validate ranked lists (all of them in memory; `iter_lists` streams them).
 
     - `require_scores`: every row must carry scores (training inputs).
     - `min_responses`: rows with fewer responses are an error naming the line (e.g. k=1 with a
@@ -60,11 +61,39 @@ def load_lists(
     - `empty_responses`: "error" (default) or "drop" (the empty responses are removed, counted).
     - `drop_tied_lists`: drop lists whose scores are all equal (counted); otherwise counted only.
     """
+    rows, locs, report = [], [], LoadReport()
+    for row, loc in iter_lists(
+        spec,
+        report,
+        require_scores=require_scores,
+        min_responses=min_responses,
+        empty_responses=empty_responses,
+        drop_tied_lists=drop_tied_lists,
+        limit=limit,
+    ):
+        rows.append(row)
+        locs.append(loc)
+    return LoadedData(rows, locs, report)
+
+
+def iter_lists(
+    spec: str | os.PathLike,
+    report: LoadReport,
+    *,
+    require_scores: bool = False,
+    min_responses: int = 0,
+    empty_responses: str = "error",
+    drop_tied_lists: bool = False,
+    limit: int | None = None,
+) -> Iterator[tuple[dict, dict]]:
+    """`load_lists` one row at a time: yields each kept (row, location), counting into `report`.
+    The checks and errors are `load_lists`' (it is this loop); "no usable rows" is raised once
+    the input is exhausted without a kept row. Only the ids seen are held."""
     if empty_responses not in ("error", "drop"):
         raise UserError(f"empty_responses must be 'error' or 'drop', got '{empty_responses}'")
-    rows, locs, report, seen = [], [], LoadReport(), {}
+    kept, seen = 0, {}
     for i, (rec, loc) in enumerate(read_records(spec)):
-        if limit is not None and len(rows) >= limit:
+        if limit is not None and kept >= limit:
             break
         report.rows_read += 1
         row = normalize(rec, loc, i)
@@ -104,14 +133,13 @@ def load_lists(
                 report.dropped["all responses tied"] += 1
                 continue
             report.notes["lists with all responses tied"] += 1
-        rows.append(row)
-        locs.append(loc)
-    report.rows_kept = len(rows)
-    if not rows:
+        kept += 1
+        yield row, loc
+    report.rows_kept = kept
+    if not kept:
         raise UserError(
             "no usable rows" + (f" ({report.summary()})" if report.rows_read else ""), file=spec
         )
-    return LoadedData(rows, locs, report)
 
 
 def _where(loc: dict) -> str:

@@ -19,50 +19,31 @@ from rankalign.reward_inputs import (
     preference_ids,
     preference_prompt,
 )
-from rankalign.tokenization import encode_list
+from rankalign.tokenized import TokenTable, token_table
 from rankalign.training.config import TrainConfig
 
 
 def tokenize_lists(
     path: str, tokenizer, cfg: TrainConfig, *, min_responses: int
-) -> tuple[ListDataset, dict]:
-    loaded = load_lists(
-        path,
+) -> tuple[TokenTable, dict]:
+    """The policy losses' data: read, validated and tokenized in one streaming pass into a
+    memory-mapped Arrow table, cached and shared by key (`rankalign.tokenized`); returns the
+    table and the data report."""
+    load = dict(
         require_scores=cfg.uses_scores,
         min_responses=min_responses,
         empty_responses=cfg.empty_responses,
         drop_tied_lists=cfg.drop_tied_lists,
         limit=cfg.max_rows,
     )
-    items, report = [], loaded.report
-    for row in loaded.rows:
-        enc = encode_list(
-            tokenizer,
-            row["prompt"],
-            row["responses"],
-            max_length=cfg.max_length,
-            min_response_tokens=cfg.min_response_tokens,
-            chat_template=cfg.chat_template,
-        )
-        if enc.prompt_truncated or enc.responses_truncated:
-            if cfg.drop_over_length:
-                report.dropped["over max_length"] += 1
-                continue
-            report.notes["prompts truncated"] += int(enc.prompt_truncated)
-            report.notes["responses truncated"] += enc.responses_truncated
-        scores = row.get("scores") or [0.0] * len(row["responses"])
-        items.append(
-            {
-                "id": row["id"],
-                "prompt_ids": enc.prompt_ids,
-                "response_ids": enc.response_ids,
-                "scores": scores,
-            }
-        )
-    report.rows_kept = len(items)
-    if not items:
-        raise UserError(f"no rows left after filtering ({report.summary()})", file=path)
-    return ListDataset(items), report.as_dict() | {"summary": report.summary()}
+    encoding = dict(
+        max_length=cfg.max_length,
+        min_response_tokens=cfg.min_response_tokens,
+        chat_template=cfg.chat_template,
+        drop_over_length=cfg.drop_over_length,
+    )
+    table = token_table(path, tokenizer, load=load, encoding=encoding)
+    return table, table.report
 
 
 def _load(path: str, cfg: TrainConfig, *, min_responses: int = 2):

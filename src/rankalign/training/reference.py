@@ -19,11 +19,16 @@ from rankalign.models import (
     load_causal_lm,
     model_fingerprint,
 )
+from rankalign.tokenized import TokenTable
 from rankalign.training.config import TrainConfig
 from rankalign.training.setup import load_options, zero3_enabled
 
 
-def data_fingerprint(dataset: ListDataset) -> str:
+def data_fingerprint(dataset: ListDataset | TokenTable) -> str:
+    """The data part of the cache key: a token table's own key (data, tokenizer, template mode,
+    length options), else a hash of the token ids."""
+    if isinstance(dataset, TokenTable):
+        return dataset.fingerprint
     h = hashlib.sha256()
     for item in dataset.items:
         h.update(json.dumps([item["prompt_ids"], item["response_ids"]]).encode())
@@ -31,7 +36,11 @@ def data_fingerprint(dataset: ListDataset) -> str:
 
 
 def attach_reference(
-    dataset: ListDataset, cfg: TrainConfig, args: TrainingArguments, pad_id: int, ref_path: str
+    dataset: ListDataset | TokenTable,
+    cfg: TrainConfig,
+    args: TrainingArguments,
+    pad_id: int,
+    ref_path: str,
 ) -> str:
     """Precompute reference log-probs once (cached on disk by model and data) and attach them.
 
@@ -78,6 +87,12 @@ def attach_reference(
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
             save_file({"logps": torch.tensor(flat, dtype=torch.float64)}, str(tmp))
             os.replace(tmp, path)
+    if isinstance(dataset, TokenTable):
+        try:
+            dataset.attach_ref_logp(flat)
+        except ValueError:
+            raise RuntimeError(f"reference cache {path} does not match the data") from None
+        return str(path)
     pos = 0
     for item in dataset.items:
         k = len(item["response_ids"])
