@@ -47,6 +47,17 @@ SECRET_ASSIGNMENT = re.compile(
 )
 
 
+def same_fields(cls, source: Any, **overrides):
+    """`cls(...)` with each of its fields taken from `source`'s attribute of the same name
+    (where `source` has one), then `overrides`: one options object from another command's."""
+    values = {
+        f.name: getattr(source, f.name)
+        for f in dataclasses.fields(cls)
+        if f.init and hasattr(source, f.name)
+    }
+    return cls(**{**values, **overrides})
+
+
 def option(
     default,
     check: str | None = None,

@@ -27,7 +27,7 @@ class AnnotateConfig:
         metadata={
             "aliases": ["--in"],
             "help": "(required unless --agreement) candidates to rank: ranked lists with k >= 2 "
-            "responses (JSONL, JSON, Parquet, CSV, a dataset folder; any layout data.py reads)",
+            "responses (JSONL, JSON, Parquet, CSV, a dataset folder; any layout rankalign.data reads)",
         },
     )
     out: str = field(

@@ -31,7 +31,7 @@ class EvaluateConfig:
         },
     )
     prompts: str | None = field(
-        default=None, metadata={"help": "held-out prompts (any layout data.py reads)"}
+        default=None, metadata={"help": "held-out prompts (any layout rankalign.data reads)"}
     )
     reward: list[str] = field(
         default_factory=list,

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from rankalign.config import same_fields
 from rankalign.data import (
     write_jsonl,
 )
@@ -35,15 +36,7 @@ class Generator:
         """The generation backend (loaded on first use)."""
         if self._policy is None:
             c = self.cfg
-            options = BackendOptions(
-                dtype=c.dtype,
-                device=default_device(c.device),
-                trust_remote_code=c.trust_remote_code,
-                allow_pickle=c.allow_pickle,
-                chat_template=c.chat_template,
-                max_prompt_length=c.max_prompt_length,
-                seed=c.seed,
-            )
+            options = same_fields(BackendOptions, c, device=default_device(c.device))
             self._policy = make_backend(c.backend, self.entry.path, options)
         return self._policy
 

@@ -5,6 +5,7 @@ itself (`dataset_responses`). This module turns the run's options into the backe
 
 from __future__ import annotations
 
+from rankalign.config import same_fields
 from rankalign.generation import (
     BackendOptions,
     GenerationBackend,
@@ -16,18 +17,8 @@ from rankalign.sampling.config import SampleConfig, SourceConfig
 
 def backend_options(cfg: SampleConfig, device: str, src: SourceConfig | None = None):
     """The run's loading options (for an `openai` source: its endpoint)."""
-    return BackendOptions(
-        dtype=cfg.dtype,
-        device=device,
-        trust_remote_code=cfg.trust_remote_code,
-        allow_pickle=cfg.allow_pickle,
-        chat_template=cfg.chat_template,
-        max_prompt_length=cfg.max_prompt_length,
-        seed=cfg.seed,
-        tensor_parallel_size=cfg.tensor_parallel_size,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-        remote=src.remote_config() if src is not None and src.kind == "openai" else None,
-    )
+    remote = src.remote_config() if src is not None and src.kind == "openai" else None
+    return same_fields(BackendOptions, cfg, device=device, remote=remote)
 
 
 def load_policy(name: str, cfg: SampleConfig, device: str) -> GenerationBackend:

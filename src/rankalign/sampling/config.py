@@ -182,17 +182,10 @@ class SourceConfig:
 
     def remote_config(self):
         """The endpoint settings of an `openai` source (remote.py checks them)."""
+        from rankalign.config import same_fields
         from rankalign.remote import RemoteConfig
 
-        return RemoteConfig(
-            base_url=self.base_url,
-            model=self.model,
-            api_key_env=self.api_key_env,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-            concurrency=self.concurrency,
-            backoff=self.backoff,
-        )
+        return same_fields(RemoteConfig, self)
 
     def as_dict(self) -> dict:
         """The settings that matter for this source (for the resolved config)."""

@@ -30,7 +30,7 @@ Validate, then write: options (with every source's values), the output location,
 row, every model (loaded) and every prompt's chat template are checked before the run record and
 config are written.
 
-Scale: prompts are batched by token length; rows are committed in atomic shards (data.py's resume
+Scale: prompts are batched by token length; rows are committed in atomic shards (rankalign.data's resume
 protocol: OUT.parts/, one shard series per process), so
 a killed run resumes where it stopped (same command) and ends with every prompt exactly once.
 Data parallel: `accelerate launch --multi_gpu -m rankalign.cli sample ...` (on CPU:

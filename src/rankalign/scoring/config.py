@@ -26,7 +26,7 @@ class ScoreConfig:
         metadata={
             "aliases": ["--in"],
             "help": "(required) ranked lists to score (JSONL, "
-            "JSON, Parquet, CSV, a dataset folder; any layout data.py reads)",
+            "JSON, Parquet, CSV, a dataset folder; any layout rankalign.data reads)",
         },
     )
     out: str = field(
