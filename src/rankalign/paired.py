@@ -250,3 +250,19 @@ def paired_comparison(
     out["sign_test"] = sign_test(d)
     out["wilcoxon"] = wilcoxon_signed_rank(d)
     return out
+
+
+def verdict(c: dict) -> str:
+    """The verdict of a `paired_comparison` `c` that carries `significant` (its Holm-corrected
+    Wilcoxon p-value at the table's alpha): better / worse when the test rejects and the ranks
+    (W+ vs W-) and the mean difference point the same way; mixed when they point apart; no
+    difference when every scored unit is tied (the test is then undefined)."""
+    if c["significant"] is None:  # no non-zero difference: tied everywhere, or nothing scored
+        return "no difference (every prompt tied)" if c["wilcoxon"]["zeros"] else "undefined"
+    if not c["significant"]:
+        return "no detectable difference"
+    w = c["wilcoxon"]
+    ranks, mean = np.sign(w["w_plus"] - w["w_minus"]), np.sign(c["mean_difference"])
+    if ranks == mean != 0:
+        return "better" if mean > 0 else "worse"
+    return "mixed (ranks and mean disagree)"

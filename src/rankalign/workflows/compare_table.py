@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from rankalign.metrics import bootstrap_ci, win_rate
-from rankalign.metrics import compare as verdict
-from rankalign.paired import holm, length_controlled_difference, paired_comparison
+from rankalign.metrics import compare as compare_rewards
+from rankalign.paired import holm, length_controlled_difference, paired_comparison, verdict
 from rankalign.report import number
 
 ALPHA = 0.05  # family-wise error rate of the table's comparisons (Holm)
@@ -53,7 +53,7 @@ def win_rate_vs(points: list[dict], base: dict) -> dict:
     for p in points:
         for pid, r in zip(p["ids"], p["rewards"]):
             b = base_reward.get(pid)
-            verdicts.append(None if r is None or b is None else verdict(r, b))
+            verdicts.append(None if r is None or b is None else compare_rewards(r, b))
     return win_rate(verdicts)
 
 
@@ -160,7 +160,7 @@ def paired_section(
         if p is None:
             why = c["wilcoxon"]["notes"]["p_value"]
             c.setdefault("notes", {}).update(p_holm=why, significant=why)
-        c["verdict"] = QUICK_VERDICT if quick else _verdict(c)
+        c["verdict"] = QUICK_VERDICT if quick else verdict(c)
     out = {
         "unit": UNIT,
         "units": len(ids),
@@ -190,21 +190,6 @@ def _length_controlled(a: list[dict], b: list[dict], ids: list, seed: int, resam
     dr = [x - y for x, y, _, _ in rows]
     dl = [x - y for _, _, x, y in rows]
     return length_controlled_difference(dr, dl, resamples=resamples, seed=seed)
-
-
-def _verdict(c: dict) -> str:
-    """better / worse when the Holm-corrected signed-rank test rejects and the ranks (W+ vs W-)
-    and the mean difference point the same way; mixed when they point apart; no difference when
-    every scored prompt is tied (the test is then undefined)."""
-    if c["significant"] is None:  # no non-zero difference: tied everywhere, or nothing scored
-        return "no difference (every prompt tied)" if c["wilcoxon"]["zeros"] else "undefined"
-    if not c["significant"]:
-        return "no detectable difference"
-    w = c["wilcoxon"]
-    ranks, mean = np.sign(w["w_plus"] - w["w_minus"]), np.sign(c["mean_difference"])
-    if ranks == mean != 0:
-        return "better" if mean > 0 else "worse"
-    return "mixed (ranks and mean disagree)"
 
 
 def versus(paired: dict, a: str, b: str) -> dict | None:
