@@ -7,7 +7,6 @@ each model from `--kl_reference` on its own samples (`drift`), and the paired st
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,11 +16,10 @@ from rankalign.evaluation.scoring import load_lm
 from rankalign.metrics import reward_summary
 from rankalign.models import load_tokenizer
 
-if TYPE_CHECKING:
-    from rankalign.evaluation.steps import Inputs, Made
+# `inp` and `made` are `steps.Inputs` and `steps.Made` (not imported: steps imports this module)
 
 
-def score_samples(inp: Inputs, made: Made, e: Entry, notes: list) -> dict:
+def score_samples(inp, made, e: Entry, notes: list) -> dict:
     """`score_entries` of an entry with eval samples: every sample scored, the per-prompt means
     in `made.rewards` and their summary."""
     cfg, lists = inp.cfg, made.drawn[e.name]
@@ -32,10 +30,6 @@ def score_samples(inp: Inputs, made: Made, e: Entry, notes: list) -> dict:
         "eval_samples": cfg.eval_samples,
         "reward_unit": f"per-prompt mean reward of {cfg.eval_samples} samples",
     }
-    if m["empty_responses"]:
-        from rankalign.evaluation.steps import empty_note
-
-        notes.append(empty_note(e, m["empty_responses"], len(texts), cfg))
     if inp.rewards is None:
         return m
     rows = [row for row, ls in zip(inp.rows, lists) for _ in ls]
@@ -84,7 +78,7 @@ def sample_logps(model, tokenizer, rows, lists, cfg: EvaluateConfig, entry: Entr
     return logps
 
 
-def drift(inp: Inputs, made: Made) -> dict:
+def drift(inp, made) -> dict:
     """With --kl_reference: KL(model || reference) of every model entry, estimated from its own
     eval samples (`drift.kl_estimate`: per sample log pi(y|x) - log pi_ref(y|x), the mean per
     prompt, the mean over prompts with its bootstrap interval; the prompt is the unit).
@@ -135,7 +129,7 @@ def drift(inp: Inputs, made: Made) -> dict:
     return {"kl_reference": path, "models": models, "notes": notes}
 
 
-def paired_baselines(inp: Inputs, made: Made) -> dict:
+def paired_baselines(inp, made) -> dict:
     """Every --model against every --baseline prompt by prompt (`paired.paired_comparison` of
     the per-prompt rewards: with --eval_samples the per-prompt means; the prompt is the unit):
     the mean difference with its paired bootstrap interval, the exact sign test and the Wilcoxon

@@ -166,7 +166,10 @@ def score_entries(inp: Inputs, made: Made) -> dict:
         notes.append("no --reward: reward, win rate and best-of-n are not computed")
     for e in inp.entries:
         if e.name in made.drawn:
-            models[e.name] = score_samples(inp, made, e, notes)
+            m = models[e.name] = score_samples(inp, made, e, notes)
+            if m["empty_responses"]:
+                n = sum(len(ls) for ls in made.drawn[e.name])
+                notes.append(empty_note(e, m["empty_responses"], n, cfg))
             continue
         texts = made.responses[e.name]
         m = {
