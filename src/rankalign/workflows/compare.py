@@ -10,9 +10,10 @@ offline). One run:
     sample once (or take `data`) -> score
       -> per method and seed: train from the same start model, the same `max_steps` optimizer
          steps, the same seed; checkpoints every `eval_every` steps
-      -> evaluate every checkpoint and the final model on the same held-out prompts (greedy)
+      -> evaluate every checkpoint and the final model on the same held-out prompts (greedy,
+         or `eval_samples` samples per prompt with the KL from the start model)
       -> compare.json (the table and the paired comparisons), compare_reward.png,
-         compare_steps.png, compare.md/.html
+         compare_steps.png, compare_frontier.png, compare.md/.html
 
 Methods (`methods`): a list whose entries are a name or a one-key mapping `{name: overrides}`.
 
@@ -32,9 +33,20 @@ by that command's parser before anything runs.
 Pooling: with `seeds: S` each trained method runs with seeds seed..seed+S-1; the held-out
 rewards of all seeds go into one bootstrap interval (n = prompts x seeds) and one win rate
 against base (per prompt and seed: reward above, equal to or below base's on that prompt).
-Perplexity (under the start model) and mean length are averaged over seeds. Generation is
-greedy, so base (untrained, seed-free) is evaluated once (`eval_samples` > 0, sampled
-evaluation, is declared but refused until it is wired).
+Perplexity (under the start model) and mean length are averaged over seeds. Base (untrained,
+seed-free) is evaluated once.
+
+Sampled evaluation (`eval_samples: n`, with `eval_temperature` / `eval_top_p`;
+`evaluate --eval_samples`): each model draws n responses per held-out prompt and a prompt's
+reward (and length) is their mean, so it is an estimate rather than one greedy draw; the pooled
+interval then resamples prompts (a prompt's mean over seeds is one unit, n = prompts) as the
+paired statistics do. `eval_samples: 0` is greedy, as before. With samples, every evaluated
+model (each checkpoint too) gets KL(pi || start model) from its own samples
+(`evaluate --kl_reference`, `drift.kl_estimate`; base's is 0 by definition and not estimated):
+the KL column and `compare_frontier.png` (reward against KL, the DPO paper's Figure 2 view). It
+is the KL at `eval_temperature: 1`, `eval_top_p: 1`; at another setting the samples come from
+the tempered policy and the column is E_tempered[log pi - log pi_ref] (a note says so). The
+samples are texts re-encoded by the tokenizer (the backends return text, not the ids drawn).
 
 Paired statistics (`compare_table.paired_section`, `rankalign.paired`): every method is
 evaluated on the same prompts, so each method is compared with base and with every other method
