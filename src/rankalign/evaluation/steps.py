@@ -8,6 +8,7 @@ result section by section (`report_sections`).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,11 +221,13 @@ def perplexities(inp: Inputs, made: Made) -> dict:
     models = {}
     for e in inp.entries:
         texts, prompts = made.responses[e.name], [row["prompt"] for row in inp.rows]
-        if e.name in made.drawn:  # every sample, its prompt repeated
+        cfg = inp.cfg
+        if e.name in made.drawn:  # every sample, its prompt repeated; batches as the KL's
             lists = made.drawn[e.name]
             texts = [t for ls in lists for t in ls]
             prompts = [row["prompt"] for row, ls in zip(inp.rows, lists) for _ in ls]
-        m = perplexity(model, tok, prompts, texts, inp.cfg, f"perplexity {e.name}")
+            cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * cfg.eval_samples)
+        m = perplexity(model, tok, prompts, texts, cfg, f"perplexity {e.name}")
         lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
         models[e.name] = {**m, "mean_length": float(np.mean(lengths)) if lengths else None}
     del model
