@@ -9,6 +9,35 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+# transformers binds its log handler to the sys.stderr of the moment it first logs: bind it now,
+# to the session's stream, not to one test's captured stream that is closed when the test ends
+# (a later warning would then print "--- Logging error ---" into another test's stderr)
+hf_logging.get_logger("transformers")
+
+
+def require(available, reason: str):
+    """Skip a test whose tool is missing on a developer's machine, but fail it in CI
+    (`CI=true`), where .ci/run installs every such tool: a skip there would hide the very
+    regression the test guards."""
+    if available:
+        return available
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI installs it: a skip here would hide a regression)")
+    pytest.skip(reason)
+
+
+def chromium() -> str:
+    """Debian's headless Chromium (`apt-get install -y chromium`, as .ci/run does)."""
+    import shutil
+
+    found = next(
+        (p for b in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(b))),
+        None,
+    )
+    return require(found, "chromium is not installed (Debian: apt-get install -y chromium)")
+
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"

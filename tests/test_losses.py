@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import require
 
 from rankalign.losses import (
     LOSSES,
@@ -143,12 +144,14 @@ def py_plackett_luce(s, sc, reward_gap=False):
     return total
 
 
-def ref_pro(resp, sft_weight=1.0, temperature="none", sft_reduction="mean", sft_scale="none"):
+def ref_pro(
+    resp, sft_weight=1.0, pro_temperature="none", sft_reduction="mean", pro_sft_scale="none"
+):
     lp, _, sc, _, p = unpack(resp)
-    rank = py_plackett_luce(p, sc, reward_gap=temperature == "reward-gap")
+    rank = py_plackett_luce(p, sc, reward_gap=pro_temperature == "reward-gap")
     b = py_best(sc)
     ft = -p[b] if sft_reduction == "mean" else -lp[b]
-    weight = sft_weight * ((len(resp) - 1) ** 2 if sft_scale == "n-1-squared" else 1)
+    weight = sft_weight * ((len(resp) - 1) ** 2 if pro_sft_scale == "n-1-squared" else 1)
     return rank + weight * ft, {"rank": rank, "sft": ft}
 
 
@@ -168,20 +171,20 @@ def ref_dpo(resp, beta=0.1, label_smoothing=0.0, pair_mode="all"):
     return rank, {"rank": rank}
 
 
-def ref_ipo(resp, beta=0.1, pair_mode="all", log_ratio="sequence"):
+def ref_ipo(resp, beta=0.1, pair_mode="all", ipo_log_ratio="sequence"):
     lp, ln, sc, rf, _ = unpack(resp)
-    ratio = [(a - r) / (n if log_ratio == "token" else 1) for a, r, n in zip(lp, rf, ln)]
+    ratio = [(a - r) / (n if ipo_log_ratio == "token" else 1) for a, r, n in zip(lp, rf, ln)]
     vals = [(ratio[w] - ratio[lo] - 1 / (2 * beta)) ** 2 for w, lo in py_pairs(sc, pair_mode)]
     rank = pair_mean(vals)
     return rank, {"rank": rank}
 
 
-def ref_lipo(resp, beta=0.1, labels="normalized"):
+def ref_lipo(resp, beta=0.1, lipo_labels="normalized"):
     lp, _, sc, rf, _ = unpack(resp)
     n = len(resp)
     s = [beta * (a - r) for a, r in zip(lp, rf)]
     lo, hi = min(sc), max(sc)
-    if labels == "raw":
+    if lipo_labels == "raw":
         psi = sc
     else:
         psi = [(x - lo) / (hi - lo) if hi > lo else 0.0 for x in sc]
@@ -203,24 +206,24 @@ def py_targets(sc, alpha):
     return [v / sum(e) for v in e]
 
 
-def ref_infonca(resp, beta=0.1, alpha=1e-4):
+def ref_infonca(resp, beta=0.1, nca_alpha=1e-4):
     lp, _, sc, rf, _ = unpack(resp)
     r = [beta * (a - b) for a, b in zip(lp, rf)]
     if not py_pairs(sc):
         return 0.0, {"rank": 0.0}
-    w = py_targets(sc, alpha)
+    w = py_targets(sc, nca_alpha)
     top = max(r)
     log_z = top + math.log(sum(math.exp(x - top) for x in r))
     rank = -sum(wi * (ri - log_z) for wi, ri in zip(w, r))
     return rank, {"rank": rank}
 
 
-def ref_nca(resp, beta=0.1, alpha=1e-4):
+def ref_nca(resp, beta=0.1, nca_alpha=1e-4):
     lp, _, sc, rf, _ = unpack(resp)
     r = [beta * (a - b) for a, b in zip(lp, rf)]
     if not py_pairs(sc):
         return 0.0, {"rank": 0.0}
-    w = py_targets(sc, alpha)
+    w = py_targets(sc, nca_alpha)
     rank = -sum(wi * logsig(ri) + logsig(-ri) / len(r) for wi, ri in zip(w, r))
     return rank, {"rank": rank}
 
@@ -282,15 +285,15 @@ CONFIGS = [
     ("rrhf", {"sft_reduction": "mean", "sft_weight": 0.3}),
     ("rrhf", {"pair_mode": "best-worst", "margin": 0.1}),
     ("pro", {}),
-    ("pro", {"temperature": "reward-gap", "sft_weight": 0.5}),
+    ("pro", {"pro_temperature": "reward-gap", "sft_weight": 0.5}),
     ("pro", {"sft_weight": 0.0}),
-    ("pro", {"sft_reduction": "sum", "sft_scale": "n-1-squared", "sft_weight": 0.05}),
+    ("pro", {"sft_reduction": "sum", "pro_sft_scale": "n-1-squared", "sft_weight": 0.05}),
     ("lipo", {}),
-    ("lipo", {"beta": 0.5, "labels": "raw"}),
+    ("lipo", {"beta": 0.5, "lipo_labels": "raw"}),
     ("infonca", {}),
-    ("infonca", {"beta": 0.5, "alpha": 1.0}),
+    ("infonca", {"beta": 0.5, "nca_alpha": 1.0}),
     ("nca", {}),
-    ("nca", {"beta": 0.5, "alpha": 2.0}),
+    ("nca", {"beta": 0.5, "nca_alpha": 2.0}),
     ("listwise-dpo", {}),
     ("listwise-dpo", {"beta": 0.5}),
     ("dpo", {}),
@@ -298,7 +301,7 @@ CONFIGS = [
     ("dpo", {"pair_mode": "best-worst"}),
     ("ipo", {}),
     ("ipo", {"beta": 0.5, "pair_mode": "best-worst"}),
-    ("ipo", {"log_ratio": "token"}),
+    ("ipo", {"ipo_log_ratio": "token"}),
     ("slic", {}),
     ("slic", {"margin": 2.0, "sft_weight": 0.5}),
     ("simpo", {}),
@@ -433,7 +436,7 @@ def test_pro_strict_ranking_equals_eq18():
 def test_pro_reward_gap_by_hand():
     # k=2: s = [-1, -2], r = [3, 1]: gap 2 -> -log(e^{-2} / (e^{-2} + e^{-4}))
     lists = [[(-1.0, 1, 3.0, 0.0), (-4.0, 2, 1.0, 0.0)]]
-    loss, _ = pro(make(lists), temperature="reward-gap", sft_weight=0.0)
+    loss, _ = pro(make(lists), pro_temperature="reward-gap", sft_weight=0.0)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-2.0)), rel=1e-12)
 
 
@@ -528,7 +531,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError):
         dpo(inputs, pair_mode="adjacent")
     with pytest.raises(ValueError):
-        pro(inputs, temperature="hot")
+        pro(inputs, pro_temperature="hot")
     bad = LossInputs(inputs.logp, inputs.lengths[:, :2], inputs.scores, inputs.mask)
     with pytest.raises(ValueError, match="lengths"):
         rrhf(bad)
@@ -669,7 +672,9 @@ def _trl_sigmoid_dpo(chosen, rejected, ref_chosen, ref_rejected, beta):
     try:
         return trl_dpo.DPOTrainer._compute_loss(trainer, model, inputs, False)
     except (AttributeError, KeyError, TypeError) as err:  # TRL internals moved
-        pytest.skip(f"this TRL version's DPOTrainer._compute_loss needs more: {err!r}")
+        # `make install` installs TRL (the bench extra): in CI a moved internal must be
+        # adapted here, not skipped, or the DPO-equals-TRL check silently stops checking
+        require(False, f"this TRL version's DPOTrainer._compute_loss needs more: {err!r}")
 
 
 def test_dpo_matches_trl():
@@ -689,3 +694,35 @@ def test_dpo_matches_trl():
     # listwise DPO on pairs is the same loss
     got, _ = listwise_dpo(inputs, beta=beta)
     assert got.item() == pytest.approx(float(want), rel=1e-6)
+
+
+def test_a_loss_spec_is_checked_against_its_function():
+    """A spec needs a learning rate, and its options must be exactly the function's keyword
+    arguments (names = keywords = config keys = flags), with defaults among their choices."""
+    from rankalign.loss_spec import LossSpec, Option, merged_options
+
+    def toy(inputs, *, beta: float = 0.1, mode: str = "a"):
+        return inputs
+
+    beta = Option("beta", "inverse temperature", "> 0")
+    mode = Option("mode", "a | b", None, ("a", "b"))
+    spec = LossSpec(name="toy", fn=toy, learning_rate=1e-6, options=(beta, mode))
+    assert spec.defaults() == {"beta": 0.1, "mode": "a"}
+    with pytest.raises(TypeError, match="learning_rate"):
+        LossSpec(name="toy", fn=toy, options=(beta, mode))
+    with pytest.raises(ValueError, match="learning_rate must be a positive float"):
+        LossSpec(name="toy", fn=toy, learning_rate=0.0, options=(beta, mode))
+    with pytest.raises(ValueError, match="function keywords"):
+        LossSpec(name="toy", fn=toy, learning_rate=1e-6, options=(beta,))
+    with pytest.raises(ValueError, match="not one of"):
+        LossSpec(
+            name="toy",
+            fn=toy,
+            learning_rate=1e-6,
+            options=(beta, Option("mode", "b | c", None, ("b", "c"))),
+        )
+    other = LossSpec(
+        name="other", fn=toy, learning_rate=1e-6, options=(Option("beta", "x", ">= 0"), mode)
+    )
+    with pytest.raises(ValueError, match="declares it unlike"):
+        merged_options({"toy": spec, "other": other})

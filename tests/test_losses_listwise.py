@@ -82,9 +82,9 @@ def test_lipo_raw_labels_use_the_scores_as_gains():
     x = inputs([[0.5, -1.0]], [[0.0, 0.0]], [[3.0, 1.0]])
     delta = (2**3 - 2**1) * (1 - 1 / math.log2(3))
     expected = -delta * math.log(1 / (1 + math.exp(-1.5)))
-    assert lipo(x, beta=1.0, labels="raw")[0].item() == pytest.approx(expected, rel=1e-12)
+    assert lipo(x, beta=1.0, lipo_labels="raw")[0].item() == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="labels"):
-        lipo(x, labels="ranks")
+        lipo(x, lipo_labels="ranks")
 
 
 def test_infonca_and_nca_by_hand():
@@ -95,19 +95,19 @@ def test_infonca_and_nca_by_hand():
     r = [1.0, -0.5, 0.0]
     log_z = math.log(sum(math.exp(v) for v in r))
     expected_info = -sum(wi * (ri - log_z) for wi, ri in zip(w, r))
-    assert infonca(x, beta=1.0, alpha=1.0)[0].item() == pytest.approx(expected_info, rel=1e-12)
+    assert infonca(x, beta=1.0, nca_alpha=1.0)[0].item() == pytest.approx(expected_info, rel=1e-12)
 
     def logsig(v):
         return -math.log1p(math.exp(-v))
 
     expected_nca = -sum(wi * logsig(ri) + logsig(-ri) / 3 for wi, ri in zip(w, r))
-    assert nca(x, beta=1.0, alpha=1.0)[0].item() == pytest.approx(expected_nca, rel=1e-12)
+    assert nca(x, beta=1.0, nca_alpha=1.0)[0].item() == pytest.approx(expected_nca, rel=1e-12)
 
 
 def test_infonca_k2_with_a_one_hot_target_is_dpo():
     x = inputs([[-3.0, -5.0], [-2.0, -1.0]], [[-3.5, -4.0], [-2.5, -1.5]], [[1.0, 0.0], [0.3, 0.9]])
     for beta in (0.1, 0.7):
-        got = infonca(x, beta=beta, alpha=1e-6)[0].item()  # alpha -> 0: w one-hot on the best
+        got = infonca(x, beta=beta, nca_alpha=1e-6)[0].item()  # alpha -> 0: w one-hot on the best
         assert got == pytest.approx(dpo(x, beta=beta)[0].item(), rel=1e-12)
 
 
@@ -120,14 +120,16 @@ def test_nca_k2_one_hot_is_trls_nca_pair():
     ratios = torch.tensor(logp, dtype=torch.float64) - torch.tensor(ref, dtype=torch.float64)
     c, r = beta * ratios[:, 0], beta * ratios[:, 1]
     trl = (-F.logsigmoid(c) - 0.5 * F.logsigmoid(-c) - 0.5 * F.logsigmoid(-r)).mean()
-    assert nca(x, beta=beta, alpha=1e-6)[0].item() == pytest.approx(trl.item(), rel=1e-12)
+    assert nca(x, beta=beta, nca_alpha=1e-6)[0].item() == pytest.approx(trl.item(), rel=1e-12)
 
 
 def test_nca_targets_follow_alpha():
     x = inputs([[1.0, -0.5, 0.0]], [[0.0] * 3], [[2.0, 0.0, 1.0]])
     with pytest.raises(ValueError, match="alpha"):
-        nca(x, alpha=0.0)
-    assert infonca(x, alpha=100.0)[0].item() != pytest.approx(infonca(x, alpha=0.01)[0].item())
+        nca(x, nca_alpha=0.0)
+    assert infonca(x, nca_alpha=100.0)[0].item() != pytest.approx(
+        infonca(x, nca_alpha=0.01)[0].item()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +170,11 @@ def test_pro_reproduces_the_released_loss(n):
     released = released_pro_loss(sum_scores, lengths.double(), rewards, sft_weight=0.05)
     x = LossInputs(sum_scores, lengths, rewards, torch.ones(batch, n, dtype=torch.bool))
     ours, _ = pro(
-        x, temperature="reward-gap", sft_reduction="sum", sft_scale="n-1-squared", sft_weight=0.05
+        x,
+        pro_temperature="reward-gap",
+        sft_reduction="sum",
+        pro_sft_scale="n-1-squared",
+        sft_weight=0.05,
     )
     assert ours.item() == pytest.approx(released.item(), rel=1e-9)
 
@@ -223,6 +229,8 @@ def test_ipo_token_log_ratio_matches_trl():
         mask=torch.ones(6, 2, dtype=torch.bool),
         ref_logp=torch.stack([ref_c, ref_r], 1),
     )
-    assert ipo(x, beta=beta, log_ratio="token")[0].item() == pytest.approx(trl.item(), rel=1e-12)
+    assert ipo(x, beta=beta, ipo_log_ratio="token")[0].item() == pytest.approx(
+        trl.item(), rel=1e-12
+    )
     sequence = (((chosen - ref_c) - (rejected - ref_r) - 1 / (2 * beta)) ** 2).mean()
     assert ipo(x, beta=beta)[0].item() == pytest.approx(sequence.item(), rel=1e-12)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chromium
 
 from rankalign.evaluation.logs import read_loop_metrics, read_training_log
 from rankalign.report import number, pct, write_report
@@ -255,14 +256,8 @@ def test_sections_without_data_are_left_out(tmp_path):
     assert "## Models" in md and "Best-of-n" not in md and "PPL" not in md
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_report_html_renders_in_headless_chromium(report, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    browser = chromium()
     out, _ = report
     cmd = [
         browser,
@@ -296,9 +291,7 @@ def test_report_html_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_screenshot_of_the_report_is_not_blank(report, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    browser = chromium()
     from PIL import Image
 
     out, _ = report

@@ -441,7 +441,8 @@ def test_packed_prompt_and_activation_checkpointing_train_like_the_cached_path(
 
 
 def test_listwise_frontier_and_released_convention_options():
-    """Each new option reaches its loss's keyword, and only that loss takes it."""
+    """Each new option reaches its loss's keyword (the same name since the loss specs), and only
+    that loss takes it."""
     from rankalign.errors import UserError
 
     def kwargs(*flags):
@@ -449,14 +450,14 @@ def test_listwise_frontier_and_released_convention_options():
         return cfg.loss_kwargs()
 
     assert kwargs("--loss", "lipo", "--lipo_labels", "raw", "--beta", "0.2") == {
-        "labels": "raw",
+        "lipo_labels": "raw",
         "beta": 0.2,
     }
-    assert kwargs("--loss", "nca", "--nca_alpha", "0.5") == {"alpha": 0.5}
-    assert kwargs("--loss", "infonca", "--nca_alpha", "0.5") == {"alpha": 0.5}
-    assert kwargs("--loss", "ipo", "--ipo_log_ratio", "token") == {"log_ratio": "token"}
+    assert kwargs("--loss", "nca", "--nca_alpha", "0.5") == {"nca_alpha": 0.5}
+    assert kwargs("--loss", "infonca", "--nca_alpha", "0.5") == {"nca_alpha": 0.5}
+    assert kwargs("--loss", "ipo", "--ipo_log_ratio", "token") == {"ipo_log_ratio": "token"}
     assert kwargs("--loss", "pro", "--pro_sft_scale", "n-1-squared", "--sft_reduction", "sum") == {
-        "sft_scale": "n-1-squared",
+        "pro_sft_scale": "n-1-squared",
         "sft_reduction": "sum",
     }
     for flags, name in (

@@ -3,7 +3,8 @@
 The Python API (the same code path as the `rankalign` command; see `rankalign.api`):
 
     rankalign.sample(...), rankalign.score(...), rankalign.train(...), rankalign.evaluate(...),
-    rankalign.loop(...), rankalign.demo(...), rankalign.compare(...)  -> rankalign.Result
+    rankalign.loop(...), rankalign.demo(...), rankalign.compare(...),
+    rankalign.annotate(...)                   -> rankalign.Result
     rankalign.sample_config(...), ...         -> the checked config, nothing runs
 
 Names are resolved on first use, so `import rankalign` stays light (no torch import).
@@ -24,6 +25,8 @@ _API = {
             "score_config",
             "train_config",
             "evaluate_config",
+            "annotate",
+            "annotate_config",
         )
     },
     "loop": "rankalign.workflows.loop",

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankalign.annotation.config import AnnotateConfig
+from rankalign.annotation.stage import run as run_annotate
 from rankalign.config import parse_config
 from rankalign.data import PYTHON_ROWS_PREFIX, write_jsonl
 from rankalign.errors import UserError
@@ -44,6 +46,7 @@ DATA_OPTIONS = {
     "score": ("input",),
     "train": ("data", "eval_data"),
     "evaluate": ("prompts", "pairs"),
+    "annotate": ("input",),
 }
 
 
@@ -142,6 +145,12 @@ def evaluate_config(config: Any = None, *, argv: tuple | list = (), **options) -
     return parse_config(argv, (EvaluateConfig,), prog="rankalign evaluate", options=options)[0]
 
 
+def annotate_config(config: Any = None, *, argv: tuple | list = (), **options) -> AnnotateConfig:
+    """The checked options of `rankalign annotate` (nothing is read, served or written)."""
+    argv, options = config_inputs(config, options, argv)
+    return parse_config(argv, (AnnotateConfig,), prog="rankalign annotate", options=options)[0]
+
+
 def sample(config: Any = None, *, argv: tuple | list = (), **options) -> Result:
     """k candidate responses per prompt from the configured sources -> ranked lists (no scores)
     in `out`. Resumes a killed run with the same options."""
@@ -175,3 +184,14 @@ def evaluate(config: Any = None, *, argv: tuple | list = (), **options) -> Resul
         cfg = evaluate_config(config, argv=argv, **options)
         metrics = run_evaluate(cfg)
     return Result("evaluate", Path(cfg.out), metrics, cfg)
+
+
+def annotate(config: Any = None, *, argv: tuple | list = (), **options) -> Result:
+    """Serve a local page where a person ranks each prompt's responses -> ranked lists in
+    `out` (one row per answered prompt, written as each answer comes; rerun to resume; several
+    annotators merge by mean rank). Returns when the server stops (Ctrl-C). With `agreement=FILE`
+    nothing is served: Kendall's tau-b and Krippendorff's alpha of FILE's annotations."""
+    with _python_data("annotate", options) as options:
+        cfg = annotate_config(config, argv=argv, **options)
+        metrics = run_annotate(cfg)
+    return Result("annotate", Path(cfg.agreement or cfg.out), metrics, cfg)

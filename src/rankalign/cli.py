@@ -32,6 +32,10 @@ COMMANDS = {
         "rankalign.api:evaluate",
         "reward, perplexity, RM accuracy, best-of-n, win rate; a report",
     ),
+    "annotate": (
+        "rankalign.api:annotate",
+        "rank the candidates yourself on a local web page; --agreement FILE",
+    ),
     "loop": ("rankalign.workflows.loop:loop", "online iterative alignment"),
     "demo": ("rankalign.workflows.demo:demo", "the embedded default, end to end, offline"),
     "compare": (

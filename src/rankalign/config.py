@@ -18,8 +18,17 @@ from typing import Any
 
 import yaml
 
+from rankalign import option_checks
 from rankalign.data import MAX_DEPTH, check_value
 from rankalign.errors import UserError
+from rankalign.option_checks import check_text, describe, fits, type_hints, type_name
+
+# re-exported: stages import these from here (their home before option_checks.py)
+check_options, in_range, range_error = (
+    option_checks.check_options,
+    option_checks.in_range,
+    option_checks.range_error,
+)
 
 # Names of secrets that must never be written to a config dump or a log (whole-word endings:
 # `hub_token` and `api_key` are secrets; `max_new_tokens` and `api_key_env` are not).
@@ -38,10 +47,19 @@ SECRET_ASSIGNMENT = re.compile(
 )
 
 
-def option(default, check: str | None = None, help: str | None = None, **kw):
-    """A config dataclass field with its range check and help text (as `parse_config` reads them
-    from the field's metadata)."""
-    meta = {k: v for k, v in (("check", check), ("help", help)) if v is not None}
+def option(
+    default,
+    check: str | None = None,
+    help: str | None = None,
+    *,
+    choices: tuple | None = None,
+    conflicts: tuple[str, ...] | None = None,
+    **kw,
+):
+    """A config dataclass field with its range check, choices, contradictory options and help
+    text (as `parse_config` and `check_options` read them from the field's metadata)."""
+    given = (("check", check), ("help", help), ("choices", choices), ("conflicts", conflicts))
+    meta = {k: v for k, v in given if v is not None}
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
@@ -191,9 +209,9 @@ def parse_config(
 
     Precedence: flags > `options` (keyword arguments of the Python API) > YAML (`--config`) >
     `defaults` > dataclass defaults. YAML values and `options` are checked the same way.
-    Every value is then checked (`check_options`): its annotated type, finite floats, and the
-    range in the field's `metadata["check"]` (or, for classes that are not ours such as
-    TrainingArguments, in EXTERNAL_CHECKS). Returns (instances..., yaml_path).
+    Every value is then checked (`option_checks.check_options`): its annotated type, finite
+    floats, the range in the field's `metadata["check"]` (or, for classes that are not ours such
+    as TrainingArguments, in EXTERNAL_CHECKS), its `choices` and its `conflicts`. Returns (instances..., yaml_path).
     """
     config_path, rest = split_config_arg(argv)
     values, loaded = dict(defaults or {}), {}
@@ -203,7 +221,7 @@ def parse_config(
         raise RuntimeError(f"{prog}: option names defined twice: {', '.join(twice)}")
     known = set(names)
     aliases = aliases_for(known)
-    hints = {name: hint for t in types for name, hint in _type_hints(t).items()}
+    hints = {name: hint for t in types for name, hint in type_hints(t).items()}
 
     def check_keys(given: dict, source: str | None) -> dict:
         given = _resolve_aliases(given, aliases, source)
@@ -213,9 +231,9 @@ def parse_config(
                 raise UserError(f"unknown option '{key}'{hint}", file=source, field=key)
             # argparse converts (and checks) string defaults itself; YAML numbers, booleans,
             # lists and mappings reach the dataclass as they are, so their type is checked here
-            if not isinstance(value, str) and not _fits(value, hints.get(key)):
+            if not isinstance(value, str) and not fits(value, hints.get(key)):
                 raise UserError(
-                    f"expected {_type_name(hints[key])}, got {_describe(value)}",
+                    f"expected {type_name(hints[key])}, got {describe(value)}",
                     file=source,
                     field=key,
                 )
@@ -247,183 +265,6 @@ def parse_config(
     for obj in parsed:
         check_options(obj, files=from_file)
     return (*parsed, config_path)
-
-
-# ----------------------------------------------------------------------------- option checks
-
-
-def _type_hints(cls) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # an annotation that does not resolve: its values are not type-checked
-        return {}
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Does `value` (from YAML or the parser) have the annotated type? Unknown types pass."""
-    import enum
-    import types
-    import typing
-
-    if hint is None or hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return isinstance(value, str | hint)
-    if origin in (list, tuple) or hint in (list, tuple):
-        return isinstance(value, list | tuple)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    import types
-    import typing
-
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        names = [_type_name(a) for a in typing.get_args(hint) if a is not type(None)]
-        return " or ".join(names) + (" or null" if type(None) in typing.get_args(hint) else "")
-    if hint is float:
-        return "a number"
-    if hint is int:
-        return "an integer"
-    if hint is bool:
-        return "true or false"
-    if hint is str:
-        return "a string"
-    return getattr(hint, "__name__", None) or str(hint)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-_CHECK = re.compile(
-    r"^\s*(>=|<=|>|<)\s*(\S+)\s*$|^\s*([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])\s*$"
-)
-
-
-def _check_text(check: str) -> str:
-    """`> 0` -> "must be > 0"; `(0, 1]` -> "must be in (0, 1]"."""
-    check = check.strip()
-    return f"must be {'in ' if check[:1] in '[(' else ''}{check}"
-
-
-def in_range(value: float, check: str) -> bool:
-    """Does `value` satisfy a range check: `> X`, `>= X`, `< X`, `<= X`, or an interval whose
-    ends are closed `[ ]` or open `( )`?"""
-    m = _CHECK.match(check)
-    if m is None:
-        raise ValueError(f"bad range check {check!r}")  # a bug in a config class, not user input
-    if m.group(1):
-        bound = float(m.group(2))
-        return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[
-            m.group(1)
-        ]
-    low, high = float(m.group(4)), float(m.group(5))
-    above = value >= low if m.group(3) == "[" else value > low
-    below = value <= high if m.group(6) == "]" else value < high
-    return above and below
-
-
-def range_error(check: str, value: Any) -> str:
-    """The message for a value out of its range (options, and specs parsed from strings)."""
-    return f"{_check_text(check)}, got {value}"
-
-
-MAX_INT = 2**63 - 1
-
-# Ranges of options in classes that are not ours (by class name, matched along the MRO, so
-# subclasses get them too). Every command that takes TrainingArguments checks these.
-EXTERNAL_CHECKS: dict[str, dict[str, str]] = {
-    "TrainingArguments": {
-        "learning_rate": ">= 0",  # 0: a run that only measures (bench/bench_dpo_trl.py)
-        "per_device_train_batch_size": ">= 1",
-        "per_device_eval_batch_size": ">= 1",
-        "gradient_accumulation_steps": ">= 1",
-        "num_train_epochs": "> 0",
-        "max_steps": ">= -1",
-        "warmup_steps": ">= 0",
-        "weight_decay": ">= 0",
-        "max_grad_norm": ">= 0",
-        "adam_beta1": "[0, 1]",
-        "adam_beta2": "[0, 1]",
-        "adam_epsilon": ">= 0",
-        "label_smoothing_factor": "[0, 1]",
-        "logging_steps": "> 0",
-        "save_steps": "> 0",
-        "eval_steps": "> 0",
-        "save_total_limit": ">= 1",
-        "seed": "[0, 4294967295]",  # numpy's and torch's seeds are 32-bit
-        "data_seed": "[0, 4294967295]",
-        "dataloader_num_workers": ">= 0",
-        "eval_accumulation_steps": ">= 1",
-    }
-}
-
-
-def _scalar(hint: Any) -> bool:
-    """bool, int, float or str, optionally `| None`: the types whose values we check after
-    parsing (others, like TrainingArguments' dict-or-str fields, are converted by their class)."""
-    import types
-    import typing
-
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return len(args) == 1 and _scalar(args[0])
-    return hint in (bool, int, float, str)
-
-
-def check_options(obj: Any, *, files: dict[str, Any] | None = None) -> None:
-    """Refuse option values of the wrong type, non-finite numbers and values out of range.
-
-    A field's range is `metadata={"check": "> 0"}` on our dataclasses (`> X`, `>= X`, `< X`,
-    `<= X`, or an interval `[A, B]`, `(A, B]`, `[A, B)`, `(A, B)`), or EXTERNAL_CHECKS for a
-    class that is not ours. The one-line error names the option, and the config file where
-    `files` says it came from one."""
-    import math
-
-    hints = _type_hints(type(obj))
-    external = [EXTERNAL_CHECKS.get(cls.__name__, {}) for cls in reversed(type(obj).__mro__)]
-    checks = {k: v for table in external for k, v in table.items()}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if value is None:
-            continue
-        where = {"file": (files or {}).get(f.name), "field": f.name}
-        hint = hints.get(f.name)
-        if _scalar(hint) and not _fits(value, hint):
-            raise UserError(f"expected {_type_name(hint)}, got {_describe(value)}", **where)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"must be a finite number, got {value}", **where)
-        if isinstance(value, int) and abs(value) > MAX_INT:
-            # torch, numpy and the samplers take 64-bit integers: larger ones fail deep inside
-            raise UserError(
-                f"must be at most 2**63 - 1, got a {len(str(value))}-digit number", **where
-            )
-        check = f.metadata.get("check") or checks.get(f.name)
-        if check and not in_range(value, check):
-            raise UserError(range_error(check, value), **where)
 
 
 def _resolve_aliases(given: dict, aliases: dict[str, str], source: Any) -> dict:
@@ -505,7 +346,15 @@ def _parser_class(aliases: dict[str, str] | None = None):
             meta = dict(field.metadata)
             if "check" in meta:
                 check = meta.pop("check")
-                meta["help"] = f"{meta.get('help', '')} ({_check_text(check)})".strip()
+                meta["help"] = f"{meta.get('help', '')} ({check_text(check)})".strip()
+            # choices and conflicts are checked by check_options (flags, YAML and keywords
+            # alike), not by argparse
+            meta.pop("conflicts", None)
+            if choices := meta.pop("choices", None):
+                help_ = meta.get("help", "")
+                shown = [str(c) for c in choices if c is not None]
+                if not all(c in help_ for c in shown):
+                    meta["help"] = f"{help_} (one of: {', '.join(shown)})".strip()
             if field.name in flags:
                 meta["aliases"] = [*meta.get("aliases", ()), *flags[field.name]]
             if meta != dict(field.metadata):

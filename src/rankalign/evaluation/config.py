@@ -43,7 +43,8 @@ class EvaluateConfig:
     out: str = field(default="eval", metadata={"help": "output folder"})
     # generation
     strategy: str = field(
-        default="greedy", metadata={"help": "greedy | sample (top-p/temperature)"}
+        default="greedy",
+        metadata={"help": "greedy | sample (top-p/temperature)", "choices": ("greedy", "sample")},
     )
     temperature: float = field(
         default=0.8,
@@ -80,7 +81,7 @@ class EvaluateConfig:
     )
     chat_template: str | None = field(
         default=None,
-        metadata={"help": CHAT_TEMPLATE_HELP},
+        metadata={"help": CHAT_TEMPLATE_HELP, "choices": CHAT_TEMPLATE_MODES},
     )
     seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed", "check": ">= 0"})
     regenerate: bool = field(default=False, metadata={"help": "ignore cached generations"})
@@ -146,7 +147,9 @@ class EvaluateConfig:
             "check": ">= 0",
         },
     )
-    length_unit: str = field(default="tokens", metadata={"help": "tokens | chars | words"})
+    length_unit: str = field(
+        default="tokens", metadata={"help": "tokens | chars | words", "choices": LENGTH_UNITS}
+    )
     # sampled evaluation: the per-prompt mean reward of n samples instead of one greedy response
     eval_samples: int = field(
         default=0,
@@ -187,11 +190,16 @@ class EvaluateConfig:
         metadata={
             "help": "evaluate a reward / preference model (or a policy as one) on --pairs "
             "instead of policies: pair accuracy by category, RewardBench sections, "
-            "reward-length correlation on --samples"
+            "reward-length correlation on --samples",
+            "conflicts": ("model", "baseline"),  # --rm evaluates no policy
         },
     )
     kind: str = field(
-        default="auto", metadata={"help": "with --rm: auto | rm | preference | policy"}
+        default="auto",
+        metadata={
+            "help": "with --rm: auto | rm | preference | policy",
+            "choices": ("auto", "rm", "preference", "policy"),
+        },
     )
     format: str | None = field(
         default=None, metadata={"help": "with --rm: rm input format (default: as trained)"}

@@ -28,27 +28,42 @@ def safe_name(name: str) -> str:
 
 
 def parse_entries(models: list[str] | dict, baselines: list[str] | dict) -> list[Entry]:
-    """`NAME=SPEC` or `SPEC` (dict form: {name: spec}) into entries with unique names."""
+    """`NAME=SPEC` or `SPEC` (dict form: {name: spec}) into entries with unique names.
+
+    A name the user gave (`NAME=`, a dict key) is kept as given, and one given twice is refused
+    (it names the output folder and the report's row); a name derived from the spec yields: a
+    repeat gets `-2`, `-3`, ..."""
     from rankalign.models import resolve_model
 
-    entries: list[Entry] = []
+    given: list[tuple[bool, str | None, str]] = []  # (baseline?, name or None, spec)
     for is_base, items in ((False, models), (True, baselines)):
-        pairs = list(items.items()) if isinstance(items, dict) else []
-        for item in [] if isinstance(items, dict) else items:
+        if isinstance(items, dict):
+            given += [(is_base, name, spec) for name, spec in items.items()]
+            continue
+        for item in items:
             m = re.match(r"^([\w.\-]+)=(.+)$", item)
-            pairs.append((m.group(1), m.group(2)) if m else (None, item))
-        for name, spec in pairs:
-            if spec.startswith("dataset:"):
-                entry = Entry(name or spec, spec, "dataset", baseline=is_base)
-            elif Path(spec).is_file():
-                entry = Entry(name or Path(spec).stem, spec, "file", spec, baseline=is_base)
-            else:
-                path = resolve_model(spec)
-                entry = Entry(name or Path(spec.rstrip("/")).name, spec, "model", path, is_base)
+            given.append((is_base, m.group(1), m.group(2)) if m else (is_base, None, item))
+    explicit: set[str] = set()
+    for is_base, name, _ in given:
+        if name in explicit:
+            option = "baseline" if is_base else "model"
+            raise UserError(f"the name '{name}' is given twice: names must be unique", field=option)
+        if name is not None:
+            explicit.add(name)
+    entries: list[Entry] = []
+    for is_base, name, spec in given:
+        if spec.startswith("dataset:"):
+            entry = Entry(name or spec, spec, "dataset", baseline=is_base)
+        elif Path(spec).is_file():
+            entry = Entry(name or Path(spec).stem, spec, "file", spec, baseline=is_base)
+        else:
+            path = resolve_model(spec)
+            entry = Entry(name or Path(spec.rstrip("/")).name, spec, "model", path, is_base)
+        if name is None:  # a derived name steps aside for the given ones and earlier entries
             base, i = entry.name, 2
-            while any(e.name == entry.name for e in entries):
+            while entry.name in explicit or any(e.name == entry.name for e in entries):
                 entry.name, i = f"{base}-{i}", i + 1
-            entries.append(entry)
+        entries.append(entry)
     return entries
 
 

@@ -233,7 +233,8 @@ class SampleConfig:
         default=None,
         metadata={
             "help": "paper Table 1 setting: BP (beam+dataset), SP (top-p+dataset), DP (diverse beam+dataset), "
-            "D (diverse beam), P (dataset only)"
+            "D (diverse beam), P (dataset only)",
+            "choices": tuple(PRESETS),
         },
     )
     num: int = field(
@@ -263,7 +264,7 @@ class SampleConfig:
     )
     chat_template: str | None = field(
         default=None,
-        metadata={"help": CHAT_TEMPLATE_HELP},
+        metadata={"help": CHAT_TEMPLATE_HELP, "choices": CHAT_TEMPLATE_MODES},
     )
     backend: str = field(
         default="hf",
@@ -283,7 +284,10 @@ class SampleConfig:
             "check": "(0, 1]",
         },
     )
-    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "float32 | bfloat16 | float16", "choices": tuple(DTYPES)},
+    )
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 (default: the process's)"}
     )
@@ -294,7 +298,8 @@ class SampleConfig:
     on_remote_error: str = field(
         default="fail",
         metadata={
-            "help": "a remote request failed after retries: fail (stop; rerun resumes) | skip (count it)"
+            "help": "a remote request failed after retries: fail (stop; rerun resumes) | skip (count it)",
+            "choices": ("fail", "skip"),
         },
     )
     shard_size: int = field(default=64, metadata={"help": "rows per output shard", "check": ">= 1"})

@@ -43,7 +43,8 @@ class ScoreConfig:
     on_failure: str = field(
         default="skip",
         metadata={
-            "help": "responses a reward could not score: skip (row to <stem>.failed.jsonl) or min"
+            "help": "responses a reward could not score: skip (row to <stem>.failed.jsonl) or min",
+            "choices": ("skip", "min"),
         },
     )
     shard_size: int = field(
@@ -56,15 +57,21 @@ class ScoreConfig:
         default=1024, metadata={"help": "token limit of model inputs", "check": ">= 2"}
     )
     dtype: str = field(
-        default="float32", metadata={"help": "model dtype: float32, bfloat16 or float16"}
+        default="float32",
+        metadata={"help": "model dtype: float32, bfloat16 or float16", "choices": tuple(DTYPES)},
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda:0"})
-    chat_template: str = field(default="auto", metadata={"help": " | ".join(CHAT_TEMPLATE_MODES)})
+    chat_template: str = field(
+        default="auto",
+        metadata={"help": " | ".join(CHAT_TEMPLATE_MODES), "choices": CHAT_TEMPLATE_MODES},
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "run the model repository's own Python code"}
     )
     allow_pickle: bool = field(default=False, metadata={"help": "allow .bin (pickle) weights"})
-    empty_responses: str = field(default="error", metadata={"help": "error or drop"})
+    empty_responses: str = field(
+        default="error", metadata={"help": "error or drop", "choices": ("error", "drop")}
+    )
     max_rows: int | None = field(
         default=None,
         metadata={"aliases": ["--limit"], "help": "score only the first N rows", "check": ">= 1"},

@@ -3,9 +3,9 @@
     rankalign score --in candidates.jsonl --out scored.jsonl \\
         --reward rm:./my-rm --reward length:lambda=0.001,unit=chars
 
-Reward specs are documented in rewards.py (kinds: rm, causal-rm, preference, judge, sentiment,
-python, length, policy-logprob, input). Each row gets `score_parts` ({reward name: one value per
-response}) and `scores` = sum of weight * part. Beside the output:
+Reward specs are parsed by scoring/rewards/registry.py against each kind's schema (kinds:
+`rankalign score --help`). Each row gets `score_parts` ({reward name: one value per response})
+and `scores` = sum of weight * part. Beside the output:
 `<stem>.config.yaml` (resolved config), `<stem>.summary.json` (also printed) and, when rows fail,
 `<stem>.failed.jsonl`.
 

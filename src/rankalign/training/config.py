@@ -1,45 +1,38 @@
 """Options of `rankalign train` (one class for every loss: policy losses and reward models)
-and the per-loss defaults, declared here as plain tables.
+and the per-loss defaults.
 
-YAML keys = flags = field names. Every field is listed by `rankalign train --help`; options that
-do not apply to the chosen loss are refused before any work starts (`TrainConfig.loss_kwargs`,
-`__post_init__`).
+The policy losses' options, their help, checks and defaults, and their learning rates come from
+the loss specs (`losses.SPECS`, declared next to each loss function): the option names are the
+functions' keyword arguments, the fields of `TrainConfig`, the YAML keys and the flags. The
+reward models (bt-reward, preference) keep their own tables here. Every field is listed by
+`rankalign train --help`; options that do not apply to the chosen loss are refused before any
+work starts (`TrainConfig.loss_kwargs`, `__post_init__`).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
 import torch
 
 from rankalign import losses as L
 from rankalign.errors import UserError
-from rankalign.losses import MARGIN_MODES, PAIR_MODES
+from rankalign.loss_spec import merged_options
+from rankalign.losses import MARGIN_MODES
+from rankalign.models import DTYPES
+from rankalign.option_checks import check_choices, check_conflicts
 
 REWARD_MODEL_LOSSES = ("bt-reward", "preference")
 ALL_LOSSES = (*L.LOSSES, *REWARD_MODEL_LOSSES)
 # None: transformers' default for the model (sdpa where it is supported)
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flex_attention", "flash_attention_2")
 
-# Loss hyperparameters: option name -> the loss function's keyword. None (the option's default)
-# means "the loss function's own default" (losses.py).
-LOSS_OPTIONS = {
-    "beta": "beta",
-    "margin": "margin",
-    "rank_weight": "rank_weight",
-    "sft_weight": "sft_weight",
-    "sft_reduction": "sft_reduction",
-    "pair_mode": "pair_mode",
-    "gamma": "gamma",
-    "label_smoothing": "label_smoothing",
-    "pro_temperature": "temperature",
-    "pro_sft_scale": "sft_scale",
-    "ipo_log_ratio": "log_ratio",
-    "lipo_labels": "labels",
-    "nca_alpha": "alpha",
-}
+# Loss hyperparameters: option name -> (its declaration, the policy losses that take it), from
+# the specs. The name is the loss function's keyword, the field, the YAML key and the flag.
+# Listed (fields, --help) from the most widely shared to the single-loss ones.
+LOSS_OPTION_USERS = dict(sorted(merged_options(L.SPECS).items(), key=lambda item: -len(item[1][1])))
+LOSS_OPTIONS = {name: option for name, (option, _) in LOSS_OPTION_USERS.items()}
 # options only the reward-model losses read (and the value that means "not set")
 REWARD_MODEL_OPTIONS = {
     "margin_mode": "constant",
@@ -74,12 +67,10 @@ REWARD_MODEL_DEFAULTS = {
     "max_length": 1024,
 }
 LOSS_DEFAULTS = {
-    # RRHF paper §4.1: lr 2e-5, 3 epochs, warmup then linear decay to 0.
-    **{k: {**COMMON_DEFAULTS, "learning_rate": 2e-5} for k in ("rrhf", "pro", "sft", "raft")},
-    # DPO paper: lr 1e-6 (its successors use the same order of magnitude).
+    # each policy loss: the common defaults, its spec's learning rate and any other it declares
     **{
-        k: {**COMMON_DEFAULTS, "learning_rate": 1e-6}
-        for k in ("dpo", "ipo", "listwise-dpo", "lipo", "infonca", "nca", "slic", "simpo", "cpo")
+        name: {**COMMON_DEFAULTS, **spec.training_args, "learning_rate": spec.learning_rate}
+        for name, spec in L.SPECS.items()
     },
     # RLHF Workflow §2.2: lr 2e-6 for the Bradley-Terry model, 5e-6 for the preference model.
     "bt-reward": {**REWARD_MODEL_DEFAULTS, "learning_rate": 2e-6},
@@ -93,6 +84,8 @@ REWARD_MODEL_LOSS_DEFAULTS = {
     "bt-reward": {"margin": 0.0, "pair_mode": "all"},
     "preference": {"pair_mode": "all"},
 }
+# what a loss option means for the reward models (added to its help)
+REWARD_MODEL_OPTION_HELP = {"margin": "bt-reward: m in -log sigmoid(r_w - r_l - m)"}
 
 
 def loss_defaults(loss: str) -> dict:
@@ -100,12 +93,7 @@ def loss_defaults(loss: str) -> dict:
     function's keyword default, losses.py); options the loss does not take are absent."""
     if loss in REWARD_MODEL_LOSS_DEFAULTS:
         return dict(REWARD_MODEL_LOSS_DEFAULTS[loss])
-    params = inspect.signature(L.LOSSES[loss]).parameters
-    return {
-        name: params[keyword].default
-        for name, keyword in LOSS_OPTIONS.items()
-        if keyword in params and params[keyword].default is not inspect.Parameter.empty
-    }
+    return L.SPECS[loss].defaults()
 
 
 def loss_default_help(option: str) -> str:
@@ -120,12 +108,21 @@ def loss_default_help(option: str) -> str:
     return f"default: {'; '.join(parts)}; other losses do not take it" if parts else ""
 
 
-def _loss_option(help_: str, option: str, check: str | None = None):
-    """A loss hyperparameter: None until set, then the loss's default (shown in --help)."""
-    meta = {"help": f"{help_} ({loss_default_help(option)})"}
-    if check:
-        meta["check"] = check
-    return field(default=None, metadata=meta)
+def _loss_fields() -> list[tuple[str, type, object]]:
+    """TrainConfig's loss hyperparameters, one per spec option: None until set, then the loss's
+    default (shown in --help); typed by the functions' defaults; ranges and choices checked by
+    the parser (option_checks.check_options)."""
+    fields = []
+    for name, option in LOSS_OPTIONS.items():
+        kinds = {type(L.SPECS[loss].defaults()[name]) for loss in LOSS_OPTION_USERS[name][1]}
+        if len(kinds) != 1:
+            raise TypeError(f"loss option {name}: defaults of different types {kinds}")
+        help_ = "; ".join(filter(None, (option.help, REWARD_MODEL_OPTION_HELP.get(name))))
+        meta = {"help": f"{help_} ({loss_default_help(name)})"}
+        meta |= {"check": option.check} if option.check else {}
+        meta |= {"choices": option.choices} if option.choices else {}
+        fields.append((name, kinds.pop() | None, field(default=None, metadata=meta)))
+    return fields
 
 
 def _per_loss_text(option: str) -> str:
@@ -153,8 +150,8 @@ def defaults_for(loss: str) -> dict:
 
 
 @dataclass
-class TrainConfig:
-    """Options of `rankalign train`: policy losses and reward models (YAML keys = flags)."""
+class _TrainHead:
+    """The first options of `rankalign train` (listed first in --help): data, model, loss."""
 
     data: str = field(
         default=None,
@@ -177,68 +174,33 @@ class TrainConfig:
     loss: str = field(
         default="rrhf",
         metadata={
+            "choices": ALL_LOSSES,
             "help": f"policy: {', '.join(L.LOSSES)}; reward model: bt-reward (Bradley-Terry "
             "scalar head) | preference (A/B preference model). The TrainingArguments defaults "
             "below are the chosen loss's (`--loss X --help` shows X's): "
             + _per_loss_text("learning_rate")
             + "; "
             + _per_loss_text("num_train_epochs")
-            + " (default: rrhf)"
+            + " (default: rrhf)",
         },
     )
-    # loss hyperparameters (None = the loss's default; see losses.py and `loss_defaults`)
-    beta: float | None = _loss_option(
-        "inverse temperature of the implicit reward (dpo family; simpo's reward scale)",
-        "beta",
-        "> 0",
-    )
-    margin: float | None = _loss_option(
-        "rrhf: margin in the ranking hinge; slic: hinge margin; bt-reward: m in "
-        "-log sigmoid(r_w - r_l - m)",
-        "margin",
-        ">= 0",
-    )
-    rank_weight: float | None = _loss_option("weight of the ranking term", "rank_weight", ">= 0")
-    sft_weight: float | None = _loss_option("weight of the SFT term", "sft_weight", ">= 0")
-    sft_reduction: str | None = _loss_option(
-        "sum | mean: the SFT term over the response's tokens", "sft_reduction"
-    )
-    pair_mode: str | None = _loss_option(
-        "all | best-worst: the pairs of a list of k > 2 (pairwise losses, reward models)",
-        "pair_mode",
-    )
-    gamma: float | None = _loss_option("target reward margin (simpo)", "gamma", ">= 0")
-    label_smoothing: float | None = _loss_option(
-        "conservative DPO's label smoothing", "label_smoothing", "[0, 0.5]"
-    )
-    pro_temperature: str | None = _loss_option(
-        "pro: none | reward-gap (the released PRO code's)", "pro_temperature"
-    )
-    pro_sft_scale: str | None = _loss_option(
-        "pro: none | n-1-squared (SFT weight x (n-1)^2 for n responses, the released code's; "
-        "with --sft_reduction sum and --sft_weight 0.05 it is released PRO)",
-        "pro_sft_scale",
-    )
-    ipo_log_ratio: str | None = _loss_option(
-        "ipo: sequence (sum log-ratios, the paper as printed) | token (per-token means, TRL's "
-        "loss_type ipo)",
-        "ipo_log_ratio",
-    )
-    lipo_labels: str | None = _loss_option(
-        "lipo: normalized (each list's scores mapped onto [0, 1]) | raw (scores as gains' "
-        "labels as given)",
-        "lipo_labels",
-    )
-    nca_alpha: float | None = _loss_option(
-        "infonca, nca: temperature of the target softmax(scores / alpha) (1e-4, the released "
-        "code's: near one-hot on the best response)",
-        "nca_alpha",
-        "> 0",
-    )
+
+
+# the loss hyperparameters, one field per loss-spec option, listed after the loss in --help
+_TrainLossOptions = make_dataclass("_TrainLossOptions", _loss_fields(), bases=(_TrainHead,))
+
+
+@dataclass
+class TrainConfig(_TrainLossOptions):
+    """Options of `rankalign train`: policy losses and reward models (YAML keys = flags)."""
+
     # reward models (bt-reward, preference)
     margin_mode: str = field(
         default="constant",
-        metadata={"help": "bt-reward: constant (m) | score-gap (m * (s_w - s_l), Llama-2 style)"},
+        metadata={
+            "help": "bt-reward: constant (m) | score-gap (m * (s_w - s_l), Llama-2 style)",
+            "choices": MARGIN_MODES,
+        },
     )
     center_rewards_coefficient: float | None = field(
         default=None,
@@ -249,7 +211,10 @@ class TrainConfig:
     )
     format: str = field(
         default="auto",
-        metadata={"help": "bt-reward input text as `rm:` builds it: auto | chat | concat | pair"},
+        metadata={
+            "help": "bt-reward input text as `rm:` builds it: auto | chat | concat | pair",
+            "choices": ("auto", "chat", "concat", "pair"),
+        },
     )
     template: str | None = field(
         default=None,
@@ -257,16 +222,21 @@ class TrainConfig:
     )
     orders: str = field(
         default="random",
-        metadata={"help": "preference: random (one seeded order per pair) | both (two examples)"},
+        metadata={
+            "help": "preference: random (one seeded order per pair) | both (two examples)",
+            "choices": ("random", "both"),
+        },
     )
-    # reference model (dpo, ipo, listwise-dpo, lipo, infonca, nca)
+    # reference model (the losses whose spec says needs_reference)
     ref_model: str | None = field(
         default=None, metadata={"help": "reference model; default: the initial policy"}
     )
     reference: str = field(
         default="precompute",
         metadata={
-            "help": "precompute (one pass, cached on disk) | adapters-off (LoRA: the policy with adapters disabled)"
+            "help": "precompute (one pass, cached on disk) | adapters-off (LoRA: the policy "
+            "with adapters disabled)",
+            "choices": ("precompute", "adapters-off"),
         },
     )
     ref_cache_dir: str | None = field(
@@ -286,13 +256,19 @@ class TrainConfig:
         metadata={"help": "tokens a response keeps when the prompt is long", "check": ">= 1"},
     )
     chat_template: str = field(
-        default="auto", metadata={"help": "auto (message lists only) | always | never"}
+        default="auto",
+        metadata={
+            "help": "auto (message lists only) | always | never",
+            "choices": ("auto", "always", "never"),
+        },
     )
     drop_over_length: bool = field(
         default=False,
         metadata={"help": "drop lists that need truncation (counted) instead of truncating"},
     )
-    empty_responses: str = field(default="error", metadata={"help": "error | drop"})
+    empty_responses: str = field(
+        default="error", metadata={"help": "error | drop", "choices": ("error", "drop")}
+    )
     drop_tied_lists: bool = field(
         default=False, metadata={"help": "drop lists whose scores are all equal (counted)"}
     )
@@ -308,7 +284,8 @@ class TrainConfig:
         metadata={
             "help": "share the prompt by packing it and its responses into one sequence (block "
             "attention mask) instead of through the KV cache; always so under activation "
-            "checkpointing"
+            "checkpointing",
+            "conflicts": ("shared_prompt",),  # packing is a way of sharing the prompt
         },
     )
     logps_chunk_size: int = field(
@@ -323,14 +300,18 @@ class TrainConfig:
     )
     dtype: str = field(
         default="float32",
-        metadata={"help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)"},
+        metadata={
+            "help": "weights dtype: float32 | bfloat16 (mixed precision: --bf16 true)",
+            "choices": tuple(DTYPES),
+        },
     )
     attn_implementation: str | None = field(
         default=None,
         metadata={
             "help": "attention kernel: eager | sdpa | flex_attention | flash_attention_2 "
             "(default: transformers' choice, sdpa). flex_attention runs the packed scorer's "
-            "block mask as a fused kernel, GPU only (torch has no CPU backward for it)"
+            "block mask as a fused kernel, GPU only (torch has no CPU backward for it)",
+            "choices": ATTN_IMPLEMENTATIONS,
         },
     )
     use_lora: bool = field(
@@ -362,25 +343,16 @@ class TrainConfig:
         default=False,
         metadata={
             "help": "train into a non-empty output_dir, replacing its run (its checkpoints are "
-            "removed first); without it (or --resume) a non-empty output_dir is refused"
+            "removed first); without it (or --resume) a non-empty output_dir is refused",
+            "conflicts": ("resume",),
         },
     )
 
     def __post_init__(self):
         if self.loss not in ALL_LOSSES:
             raise ValueError(f"unknown loss '{self.loss}' (choose from: {', '.join(ALL_LOSSES)})")
-        checks = [
-            ("pair_mode", self.pair_mode, (None, *PAIR_MODES)),
-            ("margin_mode", self.margin_mode, MARGIN_MODES),
-            ("format", self.format, ("auto", "chat", "concat", "pair")),
-            ("chat_template", self.chat_template, ("auto", "always", "never")),
-            ("orders", self.orders, ("random", "both")),
-            ("empty_responses", self.empty_responses, ("error", "drop")),
-        ]
-        for name, value, allowed in checks:
-            if value not in allowed:
-                shown = ", ".join(a for a in allowed if a is not None)
-                raise ValueError(f"{name} must be one of {shown}, got '{value}'")
+        check_choices(self)  # every field's `choices` (loss options included)
+        check_conflicts(self)  # e.g. overwrite and resume
         if not self.reward_model:
             for name, unset in REWARD_MODEL_OPTIONS.items():
                 if getattr(self, name) != unset:
@@ -391,17 +363,15 @@ class TrainConfig:
             raise ValueError("margin, center_rewards_coefficient and format are bt-reward options")
         elif self.loss == "bt-reward" and (self.template or self.orders != "random"):
             raise ValueError("template and orders are preference-model options")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            shown = ", ".join(a for a in ATTN_IMPLEMENTATIONS if a)
-            raise ValueError(f"attn_implementation must be one of {shown}")
         if self.attn_implementation == "flex_attention" and not torch.cuda.is_available():
             raise ValueError("attn_implementation flex_attention trains only on a GPU")
-        if self.reference not in ("precompute", "adapters-off"):
-            raise ValueError(
-                f"reference must be precompute or adapters-off, got '{self.reference}'"
-            )
         if self.reference == "adapters-off" and not self.use_lora:
             raise ValueError("reference: adapters-off needs use_lora: true")
+
+    @property
+    def uses_scores(self) -> bool:
+        """Do the rows need scores (every loss but those whose spec says not, e.g. sft)?"""
+        return self.reward_model or L.SPECS[self.loss].uses_scores
 
     @property
     def reward_model(self) -> bool:
@@ -420,16 +390,13 @@ class TrainConfig:
 
     def loss_kwargs(self) -> dict:
         """The loss function's keyword arguments; an option the loss does not take is an error."""
-        if self.reward_model:
-            accepted = {"margin", "pair_mode"}
-        else:
-            accepted = inspect.signature(L.LOSSES[self.loss]).parameters
+        accepted = set(loss_defaults(self.loss))
         kwargs = {}
-        for name, keyword in LOSS_OPTIONS.items():
+        for name in LOSS_OPTIONS:
             value = getattr(self, name)
             if value is None:
                 continue
-            if keyword not in accepted:
+            if name not in accepted:
                 raise UserError(f"option '{name}' does not apply to loss '{self.loss}'", field=name)
-            kwargs[keyword] = value
+            kwargs[name] = value
         return kwargs

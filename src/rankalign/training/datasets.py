@@ -28,7 +28,7 @@ def tokenize_lists(
 ) -> tuple[ListDataset, dict]:
     loaded = load_lists(
         path,
-        require_scores=cfg.loss != "sft",
+        require_scores=cfg.uses_scores,
         min_responses=min_responses,
         empty_responses=cfg.empty_responses,
         drop_tied_lists=cfg.drop_tied_lists,

@@ -1,6 +1,6 @@
-"""Training a policy on ranked lists (rrhf, pro, listwise-dpo, dpo, ipo, slic, simpo, cpo, sft,
-raft): validate everything, write the run's first files, precompute reference log-probs when the
-loss needs them, train with `RankTrainer`, save.
+"""Training a policy on ranked lists with any loss of `losses.LOSSES`: validate everything,
+write the run's first files, precompute reference log-probs when the loss needs them, train with
+`RankTrainer`, save.
 """
 
 from __future__ import annotations

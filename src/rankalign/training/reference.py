@@ -1,6 +1,5 @@
-"""Reference log-probs for the losses that need them (dpo, ipo, listwise-dpo, lipo,
-infonca, nca): computed once by
-the reference model alone (then freed), cached on disk by model and data fingerprint, attached
+"""Reference log-probs for the losses that need them (`needs_reference` in their spec,
+`losses.NEEDS_REFERENCE`): computed once by the reference model alone (then freed), cached on disk by model and data fingerprint, attached
 to the dataset; under ZeRO-3 computed through a DeepSpeed inference engine.
 """
 

@@ -63,17 +63,6 @@ from rankalign.training.datasets import (
 from rankalign.training.setup import check_trainer_options, load_options, with_lora
 from rankalign.training.trainers import BTRewardTrainer, PreferenceTrainer
 
-# ----------------------------------------------------------------------------- the BT loss
-
-
-# ----------------------------------------------------------------------------- data
-
-
-# ----------------------------------------------------------------------------- trainers
-
-
-# ----------------------------------------------------------------------------- training
-
 
 def load_bt_model(path: str, cfg: TrainConfig, tokenizer):
     """AutoModelForSequenceClassification with one label on any backbone (a causal-LM or encoder

@@ -132,7 +132,9 @@ class CompareConfig:
     )
     reward: str = option("sentiment", help="reward spec of `rankalign score`")
     max_new_tokens: int = option(24, ">= 1", "sampling and evaluation")
-    chat_template: str = option("always", help=" | ".join(CHAT_TEMPLATE_MODES))
+    chat_template: str = option(
+        "always", help=" | ".join(CHAT_TEMPLATE_MODES), choices=CHAT_TEMPLATE_MODES
+    )
     max_steps: int = option(8, ">= 1", "optimizer steps of every method (the same budget)")
     eval_every: int | None = option(
         None, ">= 1", "also evaluate checkpoints every N steps (reward vs step); default none"

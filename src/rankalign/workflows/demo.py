@@ -89,7 +89,8 @@ class DemoConfig:
     # token-mean SFT term (as the released RRHF code, without its padded-length bug): with the
     # sum, the SFT term outweighs the ranking term and RRHF ends up no better than SFT-on-best
     sft_reduction: str = field(
-        default="mean", metadata={"help": "RRHF's SFT term: mean | sum (paper Eq. 4)"}
+        default="mean",
+        metadata={"help": "RRHF's SFT term: mean | sum (paper Eq. 4)", "choices": ("mean", "sum")},
     )
     batch_size: int = field(
         default=4, metadata={"help": "lists per optimizer step", "check": ">= 1"}

@@ -12,7 +12,7 @@ Data builders (`builder`):
 - `best-worst`: one pair per prompt, best vs worst sample; prompts where they tie are dropped
   (counted in metrics as `dropped_ties`), as RLHF Workflow does;
 - `all-pairs`: every strictly ordered pair of a prompt's samples, one row each;
-- `list`: the whole ranked list (rrhf, pro, listwise-dpo, lipo, infonca, nca);
+- `list`: the whole ranked list (the listwise losses: rrhf, pro, listwise-dpo, ...);
 - `rso`: statistical rejection sampling (RSO, thesis §2.6): two samples accepted with
   probability exp((r - r_max) / rso_beta), paired by reward;
 - `raft`: best-of-n filtering: each prompt's best sample (train with loss sft/raft).
@@ -70,7 +70,9 @@ class LoopConfig:
     top_p: float = option(1.0, "(0, 1]", "nucleus sampling: keep this probability mass")
     strategy: str = option("sample", help="sample | diverse-beam (RRHF DP)")
     max_new_tokens: int = option(128, ">= 1", "tokens generated per response")
-    chat_template: str = option("auto", help=" | ".join(CHAT_TEMPLATE_MODES))
+    chat_template: str = option(
+        "auto", help=" | ".join(CHAT_TEMPLATE_MODES), choices=CHAT_TEMPLATE_MODES
+    )
     backend: str = option(
         "hf", help="generation backend of sampling and the held-out evaluation: hf | vllm (GPU)"
     )
@@ -86,7 +88,7 @@ class LoopConfig:
         0.0, ">= 0", "OP-k+KL: reward - kl_coef*log(pi/pi_ref) (paper §5: 0.01)"
     )
     # data and training (through `rankalign train`)
-    builder: str = option("best-worst", help=" | ".join(BUILDERS))
+    builder: str = option("best-worst", help=" | ".join(BUILDERS), choices=BUILDERS)
     rso_beta: float = option(0.5, "> 0", "rso builder: temperature of the rejection sampling")
     loss: str = option("dpo", help="`rankalign train` loss of each iteration")
     hybrid: bool = option(False, help="train each iteration on all data so far")
@@ -105,6 +107,7 @@ class LoopConfig:
         help="last: only the newest iteration's model weights stay (earlier ones are removed once "
         "the next iteration has trained; LoRA adapters, configs and logs stay) | all: every "
         "iteration's",
+        choices=KEEP_MODELS,
     )
     train_args: list[str] = field(
         default_factory=list, metadata={"help": "extra `rankalign train` flags"}

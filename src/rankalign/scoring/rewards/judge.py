@@ -16,7 +16,7 @@ Spec options (`judge:model=NAME,base_url=URL,...`):
   with backoff by the HTTP client (max_retries, backoff, timeout, concurrency);
 - api_key_env=OPENAI_API_KEY: the key is read from that environment variable only.
 
-A response still unscored after the retries is None, with its reason in `failures`; score.py
+A response still unscored after the retries is None, with its reason in `failures`; scoring/stage.py
 applies the failure policy (documented there) and marks the row. An endpoint that refuses every
 connection of the first batch is a user error (exit 2), not thousands of failed rows.
 """

@@ -27,7 +27,7 @@ default, the positional option, the option naming a model or a file, pairwise, b
 ranges are per kind: two kinds may give one option name different rules.
 
 Each reward returns, per row, one value per response, or None where it could not score a
-response (only the judge does that); score.py applies the failure policy to those.
+response (only the judge does that); scoring/stage.py applies the failure policy to those.
 """
 
 from __future__ import annotations
