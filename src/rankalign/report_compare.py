@@ -203,8 +203,13 @@ def compare_blocks(table: dict, plots: dict[str, list[str]]) -> list[dict]:
             f"Start model `{s.get('model')}`, reward `{s.get('reward')}`, {s.get('max_steps')} "
             f"optimizer steps per method (batch {s.get('batch_size')}), seeds {s.get('seeds')}, "
             f"{s.get('heldout_prompts')} held-out prompts, evaluation: "
-            f"{s.get('evaluation', 'greedy')}. The reward's 95% bootstrap interval pools every "
-            "seed's held-out rewards; Δ vs base is the mean paired difference from base per "
+            f"{s.get('evaluation', 'greedy')}. The reward's 95% bootstrap interval "
+            + (
+                "resamples prompts (a prompt's mean over seeds and samples is one unit)"
+                if s.get("eval_samples")
+                else "pools every seed's held-out rewards"
+            )
+            + "; Δ vs base is the mean paired difference from base per "
             "held-out prompt with its paired bootstrap interval, and the verdict reads the "
             "Wilcoxon signed-rank test after Holm's correction over every comparison of the "
             "table; Δ at equal length regresses the per-prompt length difference out. KL is "

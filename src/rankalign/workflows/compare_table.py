@@ -29,7 +29,8 @@ ALPHA = 0.05  # family-wise error rate of the table's comparisons (Holm)
 QUICK_VERDICT = "too small to decide (--quick)"
 UNIT = (
     "held-out prompt: each method's reward on a prompt is the mean over its seeds (base: one "
-    "greedy evaluation), and the difference of two methods on a prompt is one unit; prompts are "
+    "evaluation; with eval_samples, each evaluation's reward on a prompt is the mean of its "
+    "samples), and the difference of two methods on a prompt is one unit; prompts are "
     "resampled (the seeds of a prompt stay together)"
 )
 
