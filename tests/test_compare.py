@@ -10,6 +10,8 @@ import pytest
 from rankalign.cli import main
 from rankalign.errors import UserError
 from rankalign.report import compare_reward_points, write_compare_report
+from rankalign.report_blocks import render_markdown
+from rankalign.report_compare import compare_blocks, frontier_points, paired_matrix
 from rankalign.workflows.compare import build_table, compare_config, parse_methods, summary_table
 from rankalign.workflows.compare_table import QUICK_VERDICT, versus
 
@@ -321,12 +323,13 @@ def test_undefined_paired_numbers_are_null_with_a_note():
     assert c["verdict"] == "no difference (every prompt tied)"
 
 
-def test_quick_caps_the_run_and_sampled_evaluation_is_not_yet_accepted(tmp_path):
+def test_quick_caps_the_run_and_sampled_evaluation_is_accepted(tmp_path):
     cfg = compare_config(quick=True, max_steps=8, seeds=3, eval_every=2, heldout_prompts=40)
     assert (cfg.max_steps, cfg.seeds, cfg.eval_every, cfg.heldout_prompts) == (2, 1, None, 12)
     assert compare_config(quick=True, train_prompts=4).train_prompts == 4  # caps, not sets
-    with pytest.raises(UserError, match="eval_samples > 0") as e:
-        compare_config(eval_samples=2)
+    assert compare_config(eval_samples=2, eval_temperature=0.7).eval_samples == 2
+    with pytest.raises(UserError, match="eval_samples") as e:
+        compare_config(eval_samples=-1)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="eval_top_p"):
         compare_config(eval_top_p=1.5)
@@ -396,3 +399,60 @@ def test_compare_page_shows_both_plots_in_headless_chromium(tmp_path):
     m = re.search(r'id="images-loaded">(\d+)/(\d+)<', proc.stdout)
     assert m and m.group(1) == m.group(2) == "2", proc.stdout[-2000:]
     assert "rrhf" in proc.stdout and "win vs base" in proc.stdout
+
+
+def _with_kl(results: dict) -> dict:
+    """`_paired_results` evaluated with samples: per-prompt KL (base 0; good 0.5 per prompt on
+    seed 1, 1.5 on seed 2: mean 1.0; other 0.1..0.8)."""
+    for name, runs in results.items():
+        for i, r in enumerate(runs):
+            n = len(r["final"]["ids"])
+            kls = {"base": [0.0] * n, "good": [0.5 + i] * n}.get(
+                name, [0.1 * (k + 1) for k in range(n)]
+            )
+            r["final"]["kls"] = kls
+            r["curve"] = (
+                [{"step": 0, **r["final"]}] if name == "base" else [{"step": 2, **r["final"]}]
+            )
+    return results
+
+
+def test_paired_matrix_marks_the_significant_differences():
+    table = build_table(_paired_results(), resamples=300, seed=0)
+    matrix = paired_matrix(table)
+    assert matrix["header"] == ["row − column", "base", "good", "other"]
+    rows = {r[0]: r[1:] for r in matrix["rows"]}
+    # Holm over 3: good-base p 2/256 x 3 = 0.023 and other-good 0.0141 x 2 = 0.028 are
+    # significant; other-base (p 1) is not: no star; the mirror cells carry the same mark
+    assert rows["good"] == ["+4.625*", "·", "+4.594*"]
+    assert rows["other"] == ["+0.031", "-4.594*", "·"]
+    assert rows["base"] == ["·", "-4.625*", "-0.031"]
+    md = render_markdown(compare_blocks(table, {}))
+    assert "| good | - | 16 | 4.625 |" in md and "| +4.625 | [" in md and "| better |" in md
+    assert "Paired differences" in md and "too small to decide" not in md
+    quick = build_table(_paired_results(), resamples=300, seed=0, quick=True)
+    quick["settings"] = {"quick": True}
+    md = render_markdown(compare_blocks(quick, {}))
+    assert md.count("too small to decide") >= 2  # the banner, the verdicts and the matrix
+
+
+def test_kl_is_pooled_by_prompt_and_drawn_against_reward(tmp_path):
+    table = build_table(_with_kl(_paired_results()), resamples=300, seed=0, by_prompt=True)
+    m = table["methods"]
+    assert m["base"]["kl"] == 0.0 and m["good"]["kl"] == pytest.approx(1.0)
+    assert m["other"]["kl"] == pytest.approx(0.45)
+    assert m["other"]["kl_ci_low"] <= 0.45 <= m["other"]["kl_ci_high"]
+    # by prompt: good's two seeds are one unit per prompt, n = 8 prompts (not 16)
+    assert m["good"]["n"] == 8 and m["good"]["mean_reward"] == pytest.approx(37 / 8)
+    points = frontier_points(table)
+    assert [p["step"] for p in points["good"]] == [2] and points["base"][0]["kl"] == 0.0
+    assert "KL (95% CI)" in summary_table(table).splitlines()[0]
+    table["settings"] = {}
+    files = write_compare_report(table, tmp_path)
+    assert (tmp_path / "compare_frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "compare_frontier.png" in files
+    greedy = build_table(_paired_results(), resamples=50)  # no samples: no KL, a note says why
+    assert greedy["methods"]["good"]["kl"] is None
+    assert "eval_samples" in greedy["methods"]["good"]["notes"]["kl"]
+    write_compare_report({**greedy, "settings": {}}, tmp_path)
+    assert not (tmp_path / "compare_frontier.png").exists()

@@ -134,6 +134,7 @@ def test_the_registry_copy_did_not_leak():
         "header",
         "models",
         "win_rates",
+        "paired",
         "rm_accuracy",
         "best_of_n",
         "sample_stats",

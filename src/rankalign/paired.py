@@ -250,3 +250,56 @@ def paired_comparison(
     out["sign_test"] = sign_test(d)
     out["wilcoxon"] = wilcoxon_signed_rank(d)
     return out
+
+
+def verdict(c: dict) -> str:
+    """The verdict of a `paired_comparison` `c` that carries `significant` (its Holm-corrected
+    Wilcoxon p-value at the table's alpha): better / worse when the test rejects and the ranks
+    (W+ vs W-) and the mean difference point the same way; mixed when they point apart; no
+    difference when every scored unit is tied (the test is then undefined)."""
+    if c["significant"] is None:  # no non-zero difference: tied everywhere, or nothing scored
+        return "no difference (every prompt tied)" if c["wilcoxon"]["zeros"] else "undefined"
+    if not c["significant"]:
+        return "no detectable difference"
+    w = c["wilcoxon"]
+    ranks, mean = np.sign(w["w_plus"] - w["w_minus"]), np.sign(c["mean_difference"])
+    if ranks == mean != 0:
+        return "better" if mean > 0 else "worse"
+    return "mixed (ranks and mean disagree)"
+
+
+def versus(paired: dict, a: str, b: str) -> dict | None:
+    """The comparison of `a` against `b` from a paired section (a dict whose `comparisons` hold
+    `method` vs `versus`, as `compare_table.paired_section` writes), in either order: `b` vs `a`
+    is stored, `a` vs `b` is its mirror (differences and bounds negated, positive/negative and
+    W+/W- swapped, better/worse swapped; the p-values are the same)."""
+    for c in paired.get("comparisons", []):
+        if (c["method"], c["versus"]) == (a, b):
+            return c
+        if (c["method"], c["versus"]) == (b, a):
+            return _mirror(c)
+    return None
+
+
+def _mirror(c: dict) -> dict:
+    flip = {"better": "worse", "worse": "better"}
+    out = {**c, "method": c["versus"], "versus": c["method"]}
+    out["verdict"] = flip.get(c["verdict"], c["verdict"])
+    out.update(_negated(c, "mean_difference"))
+    s, w = c["sign_test"], c["wilcoxon"]
+    out["sign_test"] = {**s, "positive": s["negative"], "negative": s["positive"]}
+    out["wilcoxon"] = {**w, "w_plus": w["w_minus"], "w_minus": w["w_plus"]}
+    if "length_controlled" in c:  # -dr = -a + b (-dl): the slope stays, the intercept flips
+        out["length_controlled"] = {
+            **c["length_controlled"],
+            **_negated(c["length_controlled"], "difference"),
+        }
+    return out
+
+
+def _negated(d: dict, key: str) -> dict:
+    return {key: _neg(d[key]), "ci_low": _neg(d["ci_high"]), "ci_high": _neg(d["ci_low"])}
+
+
+def _neg(x: float | None) -> float | None:
+    return None if x is None else -x

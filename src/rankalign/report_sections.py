@@ -73,9 +73,13 @@ def header(metrics: dict, plots: Plots) -> Blocks:
     if cfg.get("reward"):
         said.append(f"reward: `{' + '.join(map(str, cfg['reward']))}`")
     if any(m.get("kind") == "model" for m in models.values()):
-        said.append(
-            f"generation: {cfg.get('strategy', 'greedy')}, {cfg.get('max_new_tokens')} new tokens"
-        )
+        how = cfg.get("strategy", "greedy")
+        if cfg.get("eval_samples"):  # the prompt's reward: the mean of its samples
+            how = (
+                f"{cfg['eval_samples']} samples per prompt (temperature {cfg.get('temperature')}, "
+                f"top_p {cfg.get('top_p')}), a prompt's reward the mean of its samples"
+            )
+        said.append(f"generation: {how}, {cfg.get('max_new_tokens')} new tokens")
     if said:
         said[0] = said[0][0].upper() + said[0][1:]
         b.append(text("; ".join(said) + "."))
@@ -85,6 +89,7 @@ def header(metrics: dict, plots: Plots) -> Blocks:
 def model_table(models: dict[str, dict]) -> dict:
     """The side-by-side table (RRHF paper Table 2): one row per model, present columns only."""
     optional = [
+        ("kl", "KL vs reference"),
         ("perplexity", "PPL"),
         ("mean_length", "length (tokens)"),
         ("bleu", "BLEU"),
@@ -134,6 +139,29 @@ def win_rates(metrics: dict, plots: Plots) -> Blocks:
     ]
     head = ["model", "baseline", "judge", "n", "win", "tie", "lose", "win rate", "win+tie/2"]
     return [heading("Win rate"), table(head, rows)]
+
+
+def paired(metrics: dict, plots: Plots) -> Blocks:
+    """Each --model against each --baseline, prompt by prompt (`steps.paired_baselines`)."""
+    p = metrics.get("paired")
+    if not p or not p.get("comparisons"):
+        return []
+    rows = []
+    for c in p["comparisons"]:
+        ci = f"[{fmt(c.get('ci_low'))}, {fmt(c.get('ci_high'))}]"
+        rows.append(
+            [c["model"], c["baseline"], c["n"], c.get("mean_difference"), ci]
+            + [c["sign_test"].get("p_value"), c["wilcoxon"].get("p_value"), c.get("p_holm")]
+            + [c["verdict"]]
+        )
+    head = ["model", "baseline", "n", "Δ reward", "95% CI", "sign p", "Wilcoxon p", "Holm p"]
+    explain = (
+        f"The unit is the {p['unit']}: per prompt, the model's reward minus the baseline's; "
+        "the interval is a paired bootstrap over prompts; the verdict reads the Wilcoxon "
+        f"signed-rank test after {p['correction']} at alpha {fmt(p['alpha'])}."
+    )
+    return [heading("Paired comparison with the baselines"), table(head + ["verdict"], rows),
+            text(explain)]  # fmt: skip
 
 
 def rm_accuracy(metrics: dict, plots: Plots) -> Blocks:
@@ -288,6 +316,7 @@ SECTIONS: list[Section] = [
     Section("header", header),
     Section("models", models, Plot("reward.png", _reward_plot_data, plot_rewards)),
     Section("win_rates", win_rates),
+    Section("paired", paired),
     Section("rm_accuracy", rm_accuracy),
     Section(
         "best_of_n",

@@ -150,6 +150,23 @@ class EvaluateConfig:
     length_unit: str = field(
         default="tokens", metadata={"help": "tokens | chars | words", "choices": LENGTH_UNITS}
     )
+    # sampled evaluation: the per-prompt mean reward of n samples instead of one greedy response
+    eval_samples: int = field(
+        default=0,
+        metadata={
+            "help": "responses sampled (temperature/top_p) per prompt from every model; each "
+            "prompt's reward is their mean (the unit of the statistics); 0: one response "
+            "(--strategy)",
+            "check": ">= 0",
+        },
+    )
+    kl_reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "with --eval_samples: KL(model || this reference model) of every model, "
+            "estimated from its own eval samples (exact at temperature 1, top_p 1)"
+        },
+    )
     # training statistics and logs
     train_data: list[str] = field(
         default_factory=list,
@@ -225,9 +242,23 @@ class EvaluateConfig:
             )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop strings must be non-empty strings")
+        if self.kl_reference and not self.eval_samples:
+            raise ValueError("kl_reference needs eval_samples > 0 (the policy's own samples)")
         check_backend_name(self.backend)
         # what the backend needs and cannot decode (vllm: the package), before anything loads
         check_backend(self.backend, {"strategy": self.request(max(1, self.num_samples))})
+
+    def eval_request(self) -> DecodeRequest:
+        """How a model draws its `eval_samples` per prompt: temperature / top-p sampling, even
+        for one sample."""
+        return DecodeRequest(
+            "sample",
+            self.eval_samples,
+            self.temperature,
+            self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            stop=self.stop,
+        )
 
     def request(self, num: int) -> DecodeRequest:
         """How a model generates `num` responses per prompt: greedy (one response, strategy

@@ -17,7 +17,7 @@ from rankalign.data import (
 from rankalign.errors import UserError
 from rankalign.evaluation.config import EvaluateConfig
 from rankalign.evaluation.entries import Entry
-from rankalign.generation import BackendOptions, make_backend
+from rankalign.generation import BackendOptions, DecodeRequest, make_backend
 from rankalign.models import default_device
 from rankalign.tokenization import resolve_chat_template
 
@@ -67,16 +67,18 @@ class Generator:
     def tokenizer(self):
         return self.policy.tokenizer
 
-    def label(self, num: int) -> str:
+    def label(self, num: int, request: DecodeRequest | None = None) -> str:
         """What seeds the samples, as a sample source's label (`policy:sample(top_p=...)`)."""
-        return f"policy:{self.cfg.request(num).describe()}"
+        return f"policy:{(request or self.cfg.request(num)).describe()}"
 
-    def generate(self, rows: list[dict], num: int):
+    def generate(self, rows: list[dict], num: int, request: DecodeRequest | None = None):
         """Yield (row indices, their `num` responses) batch by batch; prompts of similar length
-        share a batch; responses are cut at the first stop string."""
+        share a batch; responses are cut at the first stop string. `request`: how to decode
+        (default: `cfg.request(num)`; evaluation samples: `cfg.eval_request()`)."""
         from rankalign.decoding import derive_seed, truncate_at_stop
 
-        request, label = self.cfg.request(num), self.label(num)
+        request = request or self.cfg.request(num)
+        label = self.label(num, request)
         ids = [self.policy.encode(row["prompt"])[0] for row in rows]
         order = sorted(range(len(rows)), key=lambda i: -len(ids[i]))
         for s in range(0, len(order), self.cfg.batch_size):
@@ -91,7 +93,7 @@ class Generator:
                     raise UserError(f"{self.entry.name}: prompt '{rows[i]['id']}': {t}")
             yield idx, [[truncate_at_stop(x, self.cfg.stop) for x in t] for t in texts]
 
-    def settings_key(self, num: int) -> str:
+    def settings_key(self, num: int, request: DecodeRequest | None = None) -> str:
         """Every setting that changes the texts (the keys of runs before backends existed are
         kept: `backend` enters only when it is not hf)."""
         from rankalign.models import model_fingerprint
@@ -99,7 +101,7 @@ class Generator:
         c = self.cfg
         data = {
             "model": model_fingerprint(self.entry.path),
-            "source": {"kind": "policy", **c.request(num).settings()},
+            "source": {"kind": "policy", **(request or c.request(num)).settings()},
             "max_new_tokens": c.max_new_tokens,
             "stop": c.stop,
             "seed": c.seed,
@@ -118,14 +120,20 @@ class Generator:
 
 
 def cached_generate(
-    gen: Generator, rows: list[dict], num: int, path: Path, cfg: EvaluateConfig, desc: str
+    gen: Generator,
+    rows: list[dict],
+    num: int,
+    path: Path,
+    cfg: EvaluateConfig,
+    desc: str,
+    request: DecodeRequest | None = None,
 ) -> list[list[str]]:
     """Generations for `rows`, reusing the rows of `path` made with the same settings.
 
     Missing rows are generated batch by batch; the file is rewritten atomically every few
     batches, so an interrupted run keeps what it finished and a rerun only generates the rest.
     """
-    key = gen.settings_key(num)
+    key = gen.settings_key(num, request)
     done: dict[str, list[str]] = {}
     if path.is_file() and not cfg.regenerate:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -169,7 +177,7 @@ def cached_generate(
         return [done[row["id"]] for row in rows]
     gen.load()  # the model's own loading bar must not nest inside ours (`[A` in logs)
     with tqdm(total=len(todo), desc=desc, unit="prompt") as bar:
-        for b, (idx, responses) in enumerate(gen.generate(todo, num)):
+        for b, (idx, responses) in enumerate(gen.generate(todo, num, request)):
             for i, resp in zip(idx, responses):
                 done[todo[i]["id"]] = resp
             bar.update(len(idx))

@@ -132,6 +132,8 @@ def prepare(cfg: EvaluateConfig, entries: list[Entry]) -> Inputs:
     lm_paths = [e.path for e in entries if e.kind == "model"]  # resolved by parse_entries
     if cfg.ppl_model not in ("auto", "none"):
         lm_paths.append(resolve_model(cfg.ppl_model))
+    if cfg.kl_reference:
+        lm_paths.append(resolve_model(cfg.kl_reference))
     scorers = [s for s in cfg.rm_scorers if s not in ("reward", "models")]
     for spec in scorers:
         if spec.startswith(("policy:", "policy-logprob:")):

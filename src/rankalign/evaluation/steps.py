@@ -8,6 +8,7 @@ result section by section (`report_sections`).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from rankalign.data import write_jsonl
 from rankalign.evaluation.config import EvaluateConfig
 from rankalign.evaluation.entries import Entry, safe_name
 from rankalign.evaluation.generate import Generator, cached_generate
+from rankalign.evaluation.sampled import drift, paired_baselines, sample_logps, score_samples
 from rankalign.evaluation.scoring import RewardSet, load_lm, perplexity, policy_scores
 from rankalign.metrics import (
     NO_PAIR_TIED,
@@ -62,6 +64,13 @@ class Made:
     samples: dict[str, list[dict]] = field(default_factory=dict)  # drawn sets (`collect_responses`)
     pair_scores: dict[str, list[list[float]]] = field(default_factory=dict)  # (`collect_responses`)
     rewards: dict[str, list[float | None]] = field(default_factory=dict)  # (`score_entries`)
+    # --eval_samples: entry -> per prompt its n sampled responses (`collect_responses`), their
+    # rewards (`score_entries`) and, with --kl_reference, their log-probs under the entry's own
+    # model (`collect_responses`) and the per-prompt KL estimates (`drift`)
+    drawn: dict[str, list[list[str]]] = field(default_factory=dict)
+    sample_rewards: dict[str, list[list[float | None]]] = field(default_factory=dict)
+    policy_logps: dict[str, list[list[float]]] = field(default_factory=dict)
+    kl: dict[str, list[float]] = field(default_factory=dict)
 
 
 Step = Callable[[Inputs, Made], dict]
@@ -87,24 +96,48 @@ def add_part(metrics: dict, part: dict) -> None:
 
 def collect_responses(inp: Inputs, made: Made) -> dict:
     """Every entry's response per prompt; each model is loaded once (lazily) for its greedy
-    generations, its --num_samples samples and its p_i on the pairs, then freed. (Responses
+    generations (or, with --eval_samples n, its n sampled responses per prompt instead: the
+    first one stands for the prompt in the examples), its --num_samples samples, its p_i on the
+    pairs and, with --kl_reference, the log-probs of its eval samples, then freed. (Responses
     from files and dataset fields were read by `stage.prepare`.)"""
     cfg, out = inp.cfg, Path(inp.cfg.out)
     for e in [e for e in inp.entries if e.kind == "model"]:
         gen, name = Generator(e, cfg), safe_name(e.name)
-        greedy = cached_generate(
-            gen, inp.rows, 1, out / "generations" / f"{name}.jsonl", cfg, f"generate {e.name}"
-        )
-        made.responses[e.name] = [g[0] for g in greedy]
-        if cfg.num_samples:
-            lists = cached_generate(
+        if cfg.eval_samples:
+            drawn = cached_generate(
                 gen,
                 inp.rows,
-                cfg.num_samples,
-                out / "samples" / f"{name}.jsonl",
+                cfg.eval_samples,
+                out / "eval_samples" / f"{name}.jsonl",
                 cfg,
-                f"sample {e.name} x{cfg.num_samples}",
+                f"sample {e.name} x{cfg.eval_samples} (evaluation)",
+                request=cfg.eval_request(),
             )
+            made.drawn[e.name] = drawn
+            made.responses[e.name] = [ls[0] for ls in drawn]
+            if cfg.kl_reference:
+                made.policy_logps[e.name] = sample_logps(
+                    gen.model, gen.tokenizer, inp.rows, drawn, cfg, e, f"kl: {e.name}"
+                )
+        else:
+            greedy = cached_generate(
+                gen, inp.rows, 1, out / "generations" / f"{name}.jsonl", cfg, f"generate {e.name}"
+            )
+            made.responses[e.name] = [g[0] for g in greedy]
+        if cfg.num_samples:
+            if cfg.eval_samples == cfg.num_samples and cfg.request(cfg.num_samples) == (
+                cfg.eval_request()
+            ):  # the same draws (same settings, same seeds): not generated twice
+                lists = made.drawn[e.name]
+            else:
+                lists = cached_generate(
+                    gen,
+                    inp.rows,
+                    cfg.num_samples,
+                    out / "samples" / f"{name}.jsonl",
+                    cfg,
+                    f"sample {e.name} x{cfg.num_samples}",
+                )
             made.samples[e.name] = [
                 {
                     "id": row["id"],
@@ -123,11 +156,22 @@ def collect_responses(inp: Inputs, made: Made) -> dict:
 
 
 def score_entries(inp: Inputs, made: Made) -> dict:
-    """Length, empty responses, and mean reward, std and bootstrap interval of every entry."""
+    """Length, empty responses, and mean reward, std and bootstrap interval of every entry.
+
+    With --eval_samples n, a model's reward on a prompt is the mean of its n samples' rewards
+    (those that could be scored; None when none could): these per-prompt means are the units of
+    the mean, the interval, the win rates and the paired statistics (`made.rewards`); lengths
+    and empty responses count every sample."""
     cfg, models, notes = inp.cfg, {}, []
     if inp.rewards is None and inp.entries:
         notes.append("no --reward: reward, win rate and best-of-n are not computed")
     for e in inp.entries:
+        if e.name in made.drawn:
+            m = models[e.name] = score_samples(inp, made, e, notes)
+            if m["empty_responses"]:
+                n = sum(len(ls) for ls in made.drawn[e.name])
+                notes.append(empty_note(e, m["empty_responses"], n, cfg))
+            continue
         texts = made.responses[e.name]
         m = {
             "mean_length_chars": float(np.mean([len(t) for t in texts])) if texts else None,
@@ -174,11 +218,16 @@ def perplexities(inp: Inputs, made: Made) -> dict:
     if not path or not inp.entries:
         return {}
     model, tok = load_lm(path, inp.cfg)
-    prompts = [row["prompt"] for row in inp.rows]
     models = {}
     for e in inp.entries:
-        texts = made.responses[e.name]
-        m = perplexity(model, tok, prompts, texts, inp.cfg, f"perplexity {e.name}")
+        texts, prompts = made.responses[e.name], [row["prompt"] for row in inp.rows]
+        cfg = inp.cfg
+        if e.name in made.drawn:  # every sample, its prompt repeated; batches as the KL's
+            lists = made.drawn[e.name]
+            texts = [t for ls in lists for t in ls]
+            prompts = [row["prompt"] for row, ls in zip(inp.rows, lists) for _ in ls]
+            cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * cfg.eval_samples)
+        m = perplexity(model, tok, prompts, texts, cfg, f"perplexity {e.name}")
         lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
         models[e.name] = {**m, "mean_length": float(np.mean(lengths)) if lengths else None}
     del model
@@ -296,15 +345,20 @@ def per_prompt_outputs(inp: Inputs, made: Made) -> dict:
     """OUT/per_prompt.jsonl (every response and reward) and the report's example generations."""
     if not (inp.rows and inp.entries):
         return {}
-    per_prompt = [
-        {
+    per_prompt = []
+    for i, row in enumerate(inp.rows):
+        p = {
             "id": row["id"],
             "prompt": row["prompt"],
             "responses": {e.name: made.responses[e.name][i] for e in inp.entries},
             "rewards": {n: v[i] for n, v in made.rewards.items()},
         }
-        for i, row in enumerate(inp.rows)
-    ]
+        if made.drawn:  # --eval_samples: `rewards` are the means of `sample_rewards`
+            p["samples"] = {n: v[i] for n, v in made.drawn.items()}
+            p["sample_rewards"] = {n: v[i] for n, v in made.sample_rewards.items()}
+        if made.kl:
+            p["kl"] = {n: v[i] for n, v in made.kl.items()}
+        per_prompt.append(p)
     write_jsonl(Path(inp.cfg.out) / "per_prompt.jsonl", per_prompt)
     return {
         "examples": [
@@ -318,8 +372,10 @@ STEPS: tuple[Step, ...] = (
     collect_responses,
     score_entries,
     perplexities,
+    drift,
     reference_scores,
     win_rates,
+    paired_baselines,
     rm_accuracies,
     sample_metrics,
     training_logs,

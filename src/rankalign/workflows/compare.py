@@ -10,9 +10,10 @@ offline). One run:
     sample once (or take `data`) -> score
       -> per method and seed: train from the same start model, the same `max_steps` optimizer
          steps, the same seed; checkpoints every `eval_every` steps
-      -> evaluate every checkpoint and the final model on the same held-out prompts (greedy)
+      -> evaluate every checkpoint and the final model on the same held-out prompts (greedy,
+         or `eval_samples` samples per prompt with the KL from the start model)
       -> compare.json (the table and the paired comparisons), compare_reward.png,
-         compare_steps.png, compare.md/.html
+         compare_steps.png, compare_frontier.png, compare.md/.html
 
 Methods (`methods`): a list whose entries are a name or a one-key mapping `{name: overrides}`.
 
@@ -32,9 +33,20 @@ by that command's parser before anything runs.
 Pooling: with `seeds: S` each trained method runs with seeds seed..seed+S-1; the held-out
 rewards of all seeds go into one bootstrap interval (n = prompts x seeds) and one win rate
 against base (per prompt and seed: reward above, equal to or below base's on that prompt).
-Perplexity (under the start model) and mean length are averaged over seeds. Generation is
-greedy, so base (untrained, seed-free) is evaluated once (`eval_samples` > 0, sampled
-evaluation, is declared but refused until it is wired).
+Perplexity (under the start model) and mean length are averaged over seeds. Base (untrained,
+seed-free) is evaluated once.
+
+Sampled evaluation (`eval_samples: n`, with `eval_temperature` / `eval_top_p`;
+`evaluate --eval_samples`): each model draws n responses per held-out prompt and a prompt's
+reward (and length) is their mean, so it is an estimate rather than one greedy draw; the pooled
+interval then resamples prompts (a prompt's mean over seeds is one unit, n = prompts) as the
+paired statistics do. `eval_samples: 0` is greedy, as before. With samples, every evaluated
+model (each checkpoint too) gets KL(pi || start model) from its own samples
+(`evaluate --kl_reference`, `drift.kl_estimate`; base's is 0 by definition and not estimated):
+the KL column and `compare_frontier.png` (reward against KL, the DPO paper's Figure 2 view). It
+is the KL at `eval_temperature: 1`, `eval_top_p: 1`; at another setting the samples come from
+the tempered policy and the column is E_tempered[log pi - log pi_ref] (a note says so). The
+samples are texts re-encoded by the tokenizer (the backends return text, not the ids drawn).
 
 Paired statistics (`compare_table.paired_section`, `rankalign.paired`): every method is
 evaluated on the same prompts, so each method is compared with base and with every other method
@@ -63,13 +75,14 @@ killed compare reruns only the unfinished methods.
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from rankalign import api
 from rankalign.config import dump_config, load_yaml, load_yaml_text, option, parse_config
@@ -78,6 +91,7 @@ from rankalign.errors import UserError
 from rankalign.tokenization import CHAT_TEMPLATE_MODES
 from rankalign.workflows import demo as demo_workflow
 from rankalign.workflows import loop as loop_workflow
+from rankalign.workflows.compare_measure import measured
 from rankalign.workflows.compare_methods import DEFAULT_METHODS, Method, parse_methods
 from rankalign.workflows.compare_table import build_table, summary_table
 
@@ -138,8 +152,8 @@ class CompareConfig:
     eval_samples: int = option(
         0,
         ">= 0",
-        "responses sampled per held-out prompt and model, averaged per prompt; 0: one greedy "
-        "response (the only mode so far)",
+        "responses sampled per held-out prompt and model, averaged per prompt (the unit), and "
+        "the KL from the start model; 0: one greedy response, no KL",
     )
     eval_temperature: float = option(1.0, "> 0", "sampling temperature of eval_samples")
     eval_top_p: float = option(1.0, "(0, 1]", "nucleus mass of eval_samples")
@@ -150,11 +164,6 @@ class CompareConfig:
     )
 
     def __post_init__(self):
-        if self.eval_samples:
-            raise ValueError(
-                "eval_samples > 0 (sampled evaluation) is not available yet: compare evaluates "
-                "one greedy response per held-out prompt (eval_samples: 0)"
-            )
         if self.quick:
             for key, cap in QUICK.items():
                 setattr(self, key, min(getattr(self, key), cap))
@@ -341,51 +350,6 @@ def _seeds(cfg: CompareConfig) -> list[int]:
     return list(range(cfg.seed, cfg.seed + cfg.seeds))
 
 
-# ----------------------------------------------------------------------------- measuring
-
-
-def _reset_peak_rss() -> bool:
-    try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _status_kb(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def measured(fn) -> dict:
-    """Run `fn()` and measure it: wall seconds, peak RSS (MiB) of this process during the call
-    (null with a note where it cannot be reset), peak CUDA memory allocated (MiB) on a GPU."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    gc.collect()
-    reset = _reset_peak_rss()
-    start = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - start
-    hwm = _status_kb("VmHWM") if reset else None
-    out = {
-        "train_seconds": seconds,
-        "peak_rss_mb": hwm / 1024 if hwm is not None else None,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-    }
-    if hwm is None:
-        out["notes"] = {"peak_rss_mb": "the peak RSS could not be reset (/proc/self/clear_refs)"}
-    return out
-
-
 # ----------------------------------------------------------------------------- stages
 
 
@@ -393,12 +357,24 @@ def _stage(title: str) -> None:
     print(f"\n[compare] {title}", file=sys.stderr, flush=True)
 
 
-def _evaluate(cfg: CompareConfig, entries: list[str], heldout: Path, out: Path, seed: int) -> dict:
-    """Greedy generations of `entries` on the held-out prompts, rewarded; perplexity under the
-    start model. Returns {entry: {mean_reward, ..., ids, rewards, lengths: per-prompt lists}}
+def _evaluate(
+    cfg: CompareConfig, entries: list[str], heldout: Path, out: Path, seed: int, kl: bool = True
+) -> dict:
+    """Generations of `entries` on the held-out prompts (greedy, or `eval_samples` samples per
+    prompt: a prompt's reward and length are its samples' means), rewarded; perplexity under the
+    start model; with samples and `kl`, the KL from the start model (`evaluate --kl_reference`).
+    Returns {entry: {mean_reward, ..., kl, ids, rewards, lengths, kls: per-prompt lists}}
     (lengths in tokens of the start model's tokenizer)."""
     from rankalign.models import load_tokenizer, resolve_model
 
+    sampled = {}
+    if cfg.eval_samples:
+        sampled = {
+            "eval_samples": cfg.eval_samples,
+            "temperature": cfg.eval_temperature,
+            "top_p": cfg.eval_top_p,
+            "kl_reference": resolve_model(cfg.model) if kl else None,
+        }
     metrics = api.evaluate(
         model=entries,
         prompts=str(heldout),
@@ -412,18 +388,24 @@ def _evaluate(cfg: CompareConfig, entries: list[str], heldout: Path, out: Path, 
         bootstrap_resamples=cfg.bootstrap_resamples,
         seed=seed,
         report=False,
+        **sampled,
     ).metrics
     rows = [json.loads(x) for x in (out / "per_prompt.jsonl").read_text().splitlines()]
     tok = load_tokenizer(resolve_model(cfg.model))  # lengths as evaluate's mean_length counts
     result = {}
     for name, m in metrics["models"].items():
         keep = ("mean_reward", "ci_low", "ci_high", "perplexity", "mean_length", "n")
+        keep += ("kl", "kl_ci_low", "kl_ci_high") if "kl" in m else ()
         result[name] = {k: m.get(k) for k in keep}
         result[name]["ids"] = [r["id"] for r in rows]
         result[name]["rewards"] = [r["rewards"].get(name) for r in rows]
+        texts = [r["samples"][name] if cfg.eval_samples else [r["responses"][name]] for r in rows]
         result[name]["lengths"] = [
-            len(tok(r["responses"][name], add_special_tokens=False).input_ids) for r in rows
+            float(np.mean([len(tok(t, add_special_tokens=False).input_ids) for t in ts]))
+            for ts in texts
         ]
+        if "kl" in m:
+            result[name]["kls"] = [r["kl"][name] for r in rows]
     return result
 
 
@@ -510,7 +492,13 @@ def run_base(cfg: CompareConfig, paths: dict) -> dict:
     if done.is_file():
         return json.loads(done.read_text())
     _stage("evaluate base (the start model)")
-    evaluated = _evaluate(cfg, [f"final={cfg.model}"], paths["heldout"], where / "eval", cfg.seed)
+    # its KL from itself is 0 by definition (tested in evaluate): not estimated
+    evaluated = _evaluate(
+        cfg, [f"final={cfg.model}"], paths["heldout"], where / "eval", cfg.seed, kl=False
+    )
+    if cfg.eval_samples:
+        final = evaluated["final"]
+        final.update(kl=0.0, kl_ci_low=0.0, kl_ci_high=0.0, kls=[0.0] * len(final["ids"]))
     result = {"method": "base", "kind": "base", "loss": None, "seed": None}
     result.update(final=evaluated["final"], curve=[{"step": 0, **evaluated["final"]}])
     write_json(done, result)
@@ -545,7 +533,13 @@ def run(cfg: CompareConfig) -> dict:
     results = {"base": [run_base(cfg, paths)]}
     for m in methods[1:]:
         results[m.name] = [run_method(cfg, m, s, paths, data) for s in _seeds(cfg)]
-    table = build_table(results, resamples=cfg.bootstrap_resamples, seed=cfg.seed, quick=cfg.quick)
+    table = build_table(
+        results,
+        resamples=cfg.bootstrap_resamples,
+        seed=cfg.seed,
+        quick=cfg.quick,
+        by_prompt=cfg.eval_samples > 0,
+    )
     if cfg.quick:  # in compare.md's notes too
         table["methods"]["base"].setdefault("notes", {})["quick"] = QUICK_NOTE
     table["settings"] = {
@@ -557,7 +551,13 @@ def run(cfg: CompareConfig) -> dict:
         "heldout_prompts": table["methods"]["base"]["n"],
         "minutes": (time.time() - started) / 60,
         "quick": cfg.quick,
-        "evaluation": "greedy",
+        "evaluation": (
+            f"{cfg.eval_samples} samples per prompt (temperature {cfg.eval_temperature}, top_p "
+            f"{cfg.eval_top_p}), a prompt's reward their mean"
+            if cfg.eval_samples
+            else "greedy"
+        ),
+        "eval_samples": cfg.eval_samples,
     }
     _stage("report")
     from rankalign.report import write_compare_report

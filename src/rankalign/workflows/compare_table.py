@@ -15,15 +15,22 @@ from __future__ import annotations
 import numpy as np
 
 from rankalign.metrics import bootstrap_ci, win_rate
-from rankalign.metrics import compare as verdict
-from rankalign.paired import holm, length_controlled_difference, paired_comparison
+from rankalign.metrics import compare as compare_rewards
+from rankalign.paired import (  # versus: public here too
+    holm,
+    length_controlled_difference,
+    paired_comparison,
+    verdict,
+    versus,
+)
 from rankalign.report import number
 
 ALPHA = 0.05  # family-wise error rate of the table's comparisons (Holm)
 QUICK_VERDICT = "too small to decide (--quick)"
 UNIT = (
     "held-out prompt: each method's reward on a prompt is the mean over its seeds (base: one "
-    "greedy evaluation), and the difference of two methods on a prompt is one unit; prompts are "
+    "evaluation; with eval_samples, each evaluation's reward on a prompt is the mean of its "
+    "samples), and the difference of two methods on a prompt is one unit; prompts are "
     "resampled (the seeds of a prompt stay together)"
 )
 
@@ -33,16 +40,43 @@ def _mean(values: list) -> float | None:
     return float(np.mean(x)) if x else None
 
 
-def pooled(points: list[dict], *, resamples: int, seed: int) -> dict:
+def pooled(points: list[dict], *, resamples: int, seed: int, by_prompt: bool = False) -> dict:
     """One mean and bootstrap interval over the rewards of several seeds' evaluations (each a
-    dict with a per-prompt `rewards` list): n = prompts x seeds, None rewards left out."""
-    values = [v for p in points for v in p["rewards"] if v is not None]
+    dict with a per-prompt `rewards` list): n = prompts x seeds, None rewards left out;
+    `by_prompt` (sampled evaluation): each prompt's mean over the seeds is one unit, n = prompts
+    (the prompt is the unit of resampling, as in the paired statistics)."""
+    if by_prompt:
+        values = [v for v in per_prompt(points).values() if v is not None]
+    else:
+        values = [v for p in points for v in p["rewards"] if v is not None]
     if not values:
         why = "no held-out response could be scored: the mean reward is undefined"
         keys = ("mean_reward", "ci_low", "ci_high")
         return {**dict.fromkeys(keys), "n": 0, "notes": dict.fromkeys(keys, why)}
     low, high = bootstrap_ci(values, resamples=resamples, seed=seed)
     return {"mean_reward": float(np.mean(values)), "ci_low": low, "ci_high": high, "n": len(values)}
+
+
+def pooled_kl(points: list[dict], *, resamples: int, seed: int) -> dict:
+    """KL from the start model over several seeds' evaluations: per prompt the mean over seeds
+    of its KL estimate (`kls`, from the policy's own samples), then the mean over prompts with a
+    bootstrap interval (prompts resampled). None with a note without sampled evaluation."""
+    keys = ("kl", "kl_ci_low", "kl_ci_high")
+    if not all("kls" in p for p in points):
+        why = "greedy evaluation: the KL estimate needs the policy's samples (eval_samples > 0)"
+        return {**dict.fromkeys(keys), "notes": dict.fromkeys(keys, why)}
+    values = [v for v in per_prompt(points, "kls").values() if v is not None]
+    if not values:
+        why = "no sample: the KL estimate is undefined"
+        return {**dict.fromkeys(keys), "notes": dict.fromkeys(keys, why)}
+    if all(v == values[0] for v in values):  # base: 0 by definition, no interval to draw
+        return {
+            "kl": float(values[0]),
+            "kl_ci_low": float(values[0]),
+            "kl_ci_high": float(values[0]),
+        }
+    low, high = bootstrap_ci(values, resamples=resamples, seed=seed)
+    return {"kl": float(np.mean(values)), "kl_ci_low": low, "kl_ci_high": high}
 
 
 def win_rate_vs(points: list[dict], base: dict) -> dict:
@@ -53,17 +87,25 @@ def win_rate_vs(points: list[dict], base: dict) -> dict:
     for p in points:
         for pid, r in zip(p["ids"], p["rewards"]):
             b = base_reward.get(pid)
-            verdicts.append(None if r is None or b is None else verdict(r, b))
+            verdicts.append(None if r is None or b is None else compare_rewards(r, b))
     return win_rate(verdicts)
 
 
 def build_table(
-    results: dict[str, list[dict]], *, resamples: int = 1000, seed: int = 0, quick: bool = False
+    results: dict[str, list[dict]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    quick: bool = False,
+    by_prompt: bool = False,
 ) -> dict:
     """{method: [result per seed]} -> compare.json's content: one row per method (pooled reward
-    and CI, win rate vs base, perplexity, length, train time, peak memory), one reward-vs-step
-    curve per method (step 0 = base) and the paired comparisons (`paired_section`; `quick`: a
-    --quick run, its verdicts withheld). `base` must be among the results."""
+    and CI, KL from the start model (`pooled_kl`), win rate vs base, perplexity, length, train
+    time, peak memory), one reward-vs-step curve per method (step 0 = base; each point with its
+    KL: the reward-KL frontier) and the paired comparisons (`paired_section`; `quick`: a --quick
+    run, its verdicts withheld). `by_prompt`: pool by prompt (`pooled`). `base` must be among
+    the results."""
+    pool = {"resamples": resamples, "seed": seed}
     base = results["base"][0]["final"]
     rows, curves = {}, {}
     for name, runs in results.items():
@@ -72,9 +114,12 @@ def build_table(
             "kind": runs[0]["kind"],
             "loss": runs[0]["loss"],
             "seeds": [r["seed"] for r in runs if r["seed"] is not None],
-            **pooled(finals, resamples=resamples, seed=seed),
+            **pooled(finals, by_prompt=by_prompt, **pool),
         }
         notes = dict(row.pop("notes", {}))
+        kl = pooled_kl(finals, **pool)
+        notes.update(kl.pop("notes", {}))
+        row.update(kl)
         if name == "base":
             row.update(dict.fromkeys(("win_rate", "tie_rate", "loss_rate")))
             notes["win_rate"] = "base is the reference of the win rate"
@@ -106,7 +151,8 @@ def build_table(
         if name != "base":
             by_step.setdefault(0, []).append(base)
         curves[name] = [
-            {"step": s, **pooled(by_step[s], resamples=resamples, seed=seed)}
+            {"step": s, **pooled(by_step[s], by_prompt=by_prompt, **pool)}
+            | {k: v for k, v in pooled_kl(by_step[s], **pool).items() if k != "notes"}
             for s in sorted(by_step)
         ]
     paired = paired_section(results, resamples=resamples, seed=seed, quick=quick)
@@ -160,7 +206,7 @@ def paired_section(
         if p is None:
             why = c["wilcoxon"]["notes"]["p_value"]
             c.setdefault("notes", {}).update(p_holm=why, significant=why)
-        c["verdict"] = QUICK_VERDICT if quick else _verdict(c)
+        c["verdict"] = QUICK_VERDICT if quick else verdict(c)
     out = {
         "unit": UNIT,
         "units": len(ids),
@@ -192,64 +238,13 @@ def _length_controlled(a: list[dict], b: list[dict], ids: list, seed: int, resam
     return length_controlled_difference(dr, dl, resamples=resamples, seed=seed)
 
 
-def _verdict(c: dict) -> str:
-    """better / worse when the Holm-corrected signed-rank test rejects and the ranks (W+ vs W-)
-    and the mean difference point the same way; mixed when they point apart; no difference when
-    every scored prompt is tied (the test is then undefined)."""
-    if c["significant"] is None:  # no non-zero difference: tied everywhere, or nothing scored
-        return "no difference (every prompt tied)" if c["wilcoxon"]["zeros"] else "undefined"
-    if not c["significant"]:
-        return "no detectable difference"
-    w = c["wilcoxon"]
-    ranks, mean = np.sign(w["w_plus"] - w["w_minus"]), np.sign(c["mean_difference"])
-    if ranks == mean != 0:
-        return "better" if mean > 0 else "worse"
-    return "mixed (ranks and mean disagree)"
-
-
-def versus(paired: dict, a: str, b: str) -> dict | None:
-    """The comparison of `a` against `b` from `paired_section`, in either order: `b` vs `a` is
-    stored, `a` vs `b` is its mirror (differences and bounds negated, positive/negative and
-    W+/W- swapped, better/worse swapped; the p-values are the same)."""
-    for c in paired.get("comparisons", []):
-        if (c["method"], c["versus"]) == (a, b):
-            return c
-        if (c["method"], c["versus"]) == (b, a):
-            return _mirror(c)
-    return None
-
-
-def _mirror(c: dict) -> dict:
-    flip = {"better": "worse", "worse": "better"}
-    out = {**c, "method": c["versus"], "versus": c["method"]}
-    out["verdict"] = flip.get(c["verdict"], c["verdict"])
-    out.update(_negated(c, "mean_difference"))
-    s, w = c["sign_test"], c["wilcoxon"]
-    out["sign_test"] = {**s, "positive": s["negative"], "negative": s["positive"]}
-    out["wilcoxon"] = {**w, "w_plus": w["w_minus"], "w_minus": w["w_plus"]}
-    if "length_controlled" in c:  # -dr = -a + b (-dl): the slope stays, the intercept flips
-        out["length_controlled"] = {
-            **c["length_controlled"],
-            **_negated(c["length_controlled"], "difference"),
-        }
-    return out
-
-
-def _negated(d: dict, key: str) -> dict:
-    return {key: _neg(d[key]), "ci_low": _neg(d["ci_high"]), "ci_high": _neg(d["ci_low"])}
-
-
-def _neg(x: float | None) -> float | None:
-    return None if x is None else -x
-
-
 def summary_table(table: dict) -> str:
     """The console table: one row per method, its difference from base with the paired interval
     and the verdict of the Holm-corrected signed-rank test."""
     lines = [
-        "| method | mean reward (95% CI) | Δ vs base (95% CI) | verdict | win rate vs base | "
-        "perplexity | length | train s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | mean reward (95% CI) | Δ vs base (95% CI) | verdict | KL (95% CI) | "
+        "win rate vs base | perplexity | length | train s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in table["methods"].items():
         ci = ", ".join(number(m.get(k), "+.3f") for k in ("ci_low", "ci_high"))
@@ -262,8 +257,16 @@ def summary_table(table: dict) -> str:
             said = c["verdict"]
         lines.append(
             f"| {name} | {number(m.get('mean_reward'), '+.3f')} ({ci}) | {delta} | {said} | "
-            f"{win} | {number(m.get('perplexity'), '.2f')} | {number(m.get('mean_length'), '.1f')} "
+            f"{kl_cell(m)} | {win} | {number(m.get('perplexity'), '.2f')} | {number(m.get('mean_length'), '.1f')} "
             f"| {number(m.get('train_seconds'), '.0f', '-')} | "
             f"{number(m.get('peak_rss_mb'), '.0f', '-')} |"
         )
     return "\n".join(lines)
+
+
+def kl_cell(m: dict) -> str:
+    """`KL (low, high)` of a table row, "-" where it is not estimated (greedy evaluation)."""
+    if m.get("kl") is None:
+        return "-"
+    bounds = ", ".join(number(m.get(k), ".3f", "-") for k in ("kl_ci_low", "kl_ci_high"))
+    return f"{number(m['kl'], '.3f')} ({bounds})"
