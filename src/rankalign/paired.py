@@ -268,6 +268,19 @@ def verdict(c: dict) -> str:
     return "mixed (ranks and mean disagree)"
 
 
+def decide(comparisons: list[dict], alpha: float) -> list[dict]:
+    """Each `paired_comparison` of one table gains `p_holm` (Holm's adjustment of its Wilcoxon
+    p-value over all of them), `significant` (p_holm <= alpha; None, with the reason as a note,
+    where the test is undefined) and its `verdict`."""
+    for c, p in zip(comparisons, holm([c["wilcoxon"]["p_value"] for c in comparisons])):
+        c["p_holm"], c["significant"] = p, (None if p is None else p <= alpha)
+        if p is None:
+            why = c["wilcoxon"]["notes"]["p_value"]
+            c.setdefault("notes", {}).update(p_holm=why, significant=why)
+        c["verdict"] = verdict(c)
+    return comparisons
+
+
 def versus(paired: dict, a: str, b: str) -> dict | None:
     """The comparison of `a` against `b` from a paired section (a dict whose `comparisons` hold
     `method` vs `versus`, as `compare_table.paired_section` writes), in either order: `b` vs `a`

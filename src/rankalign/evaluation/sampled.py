@@ -135,7 +135,7 @@ def paired_baselines(inp, made) -> dict:
     the mean difference with its paired bootstrap interval, the exact sign test and the Wilcoxon
     signed-rank test, Holm's correction of the Wilcoxon p-values over all these comparisons,
     `significant` at alpha = 1 - confidence and the verdict (`paired.verdict`)."""
-    from rankalign.paired import holm, paired_comparison, verdict
+    from rankalign.paired import decide, paired_comparison
 
     cfg = inp.cfg
     pairs = [
@@ -161,12 +161,7 @@ def paired_baselines(inp, made) -> dict:
             )
         )
         comparisons.append(c)
-    for c, p in zip(comparisons, holm([c["wilcoxon"]["p_value"] for c in comparisons])):
-        c["p_holm"], c["significant"] = p, (None if p is None else p <= alpha)
-        if p is None:
-            why = c["wilcoxon"]["notes"]["p_value"]
-            c.setdefault("notes", {}).update(p_holm=why, significant=why)
-        c["verdict"] = verdict(c)
+    decide(comparisons, alpha)
     unit = "prompt (its reward"
     unit += f": the mean of {cfg.eval_samples} samples)" if cfg.eval_samples else ")"
     return {

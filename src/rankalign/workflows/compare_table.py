@@ -17,10 +17,9 @@ import numpy as np
 from rankalign.metrics import bootstrap_ci, win_rate
 from rankalign.metrics import compare as compare_rewards
 from rankalign.paired import (  # versus: public here too
-    holm,
+    decide,
     length_controlled_difference,
     paired_comparison,
-    verdict,
     versus,
 )
 from rankalign.report import number
@@ -201,12 +200,9 @@ def paired_section(
                     finals[a], finals[b], ids, seed, resamples
                 )
             comparisons.append(c)
-    for c, p in zip(comparisons, holm([c["wilcoxon"]["p_value"] for c in comparisons])):
-        c["p_holm"], c["significant"] = p, (None if p is None else p <= ALPHA)
-        if p is None:
-            why = c["wilcoxon"]["notes"]["p_value"]
-            c.setdefault("notes", {}).update(p_holm=why, significant=why)
-        c["verdict"] = QUICK_VERDICT if quick else verdict(c)
+    for c in decide(comparisons, ALPHA):
+        if quick:  # a first look: the statistics stand, the verdicts are withheld
+            c["verdict"] = QUICK_VERDICT
     out = {
         "unit": UNIT,
         "units": len(ids),
