@@ -62,6 +62,12 @@ def _with_plot(blocks: Blocks, plots: Plots, file: str, alt: str) -> Blocks:
     return blocks + [image(file, alt)] if file in plots else blocks
 
 
+def _explained_table(title: str, tbl: dict, note: str, plots: Plots, plot: tuple) -> Blocks:
+    """A heading, one table, the note saying what it shows, and the plot (file, alt text) of
+    the same numbers."""
+    return _with_plot([heading(title), tbl, text(note)], plots, *plot)
+
+
 def header(metrics: dict, plots: Plots) -> Blocks:
     """The title and what this evaluation used: a --loop_run alone has no prompts."""
     b = [heading("rankalign evaluation report", 1)]
@@ -198,16 +204,14 @@ def best_of_n(metrics: dict, plots: Plots) -> Blocks:
         [label] + [next((p["expected_max"] for p in c if p["n"] == n), None) for n in ns]
         for label, c in curves.items()
     ]
-    b = [
-        heading("Best-of-n"),
+    return _explained_table(
+        "Best-of-n",
         table(["samples"] + [f"n={n}" for n in ns], rows),
-        text(
-            "Expected maximum reward of n responses drawn without replacement from a "
-            "prompt's k scored samples, averaged over prompts with k >= n (exact, over "
-            "all C(k, n) subsets)."
-        ),
-    ]
-    return _with_plot(b, plots, "best_of_n.png", "Best-of-n reward curve")
+        "Expected maximum reward of n responses drawn without replacement from a prompt's k "
+        "scored samples, averaged over prompts with k >= n (exact, over all C(k, n) subsets).",
+        plots,
+        ("best_of_n.png", "Best-of-n reward curve"),
+    )
 
 
 def sample_stats(metrics: dict, plots: Plots) -> Blocks:
@@ -244,16 +248,15 @@ def reward_length_table(sets: dict[str, dict]) -> dict:
 def reward_length(metrics: dict, plots: Plots) -> Blocks:
     if not metrics.get("reward_length"):
         return []
-    b = [
-        heading("Reward-length correlation"),
+    return _explained_table(
+        "Reward-length correlation",
         reward_length_table(metrics["reward_length"]),
-        text(
-            "Pearson r between reward and response length over each prompt's k samples "
-            "(RLHF Workflow Fig. 5); prompts with fewer than 2 samples or constant "
-            "reward/length are skipped."
-        ),
-    ]
-    return _with_plot(b, plots, "reward_length.png", "Reward-length correlation")
+        "Pearson r between reward and response length over each prompt's k samples (RLHF "
+        "Workflow Fig. 5); prompts with fewer than 2 samples or constant reward/length are "
+        "skipped.",
+        plots,
+        ("reward_length.png", "Reward-length correlation"),
+    )
 
 
 def training(metrics: dict, plots: Plots) -> Blocks:
