@@ -32,13 +32,12 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import append_record, llama_config, machine_info
+from common import append_record, llama_config, machine_info, run_python
 
 ROOT = Path(__file__).parents[1]
 VARIANTS = ("old", "new", "new-cached", "trl", "trl-cached")
@@ -246,16 +245,7 @@ def run_child(variant: str, spec: dict, workdir: Path) -> dict:
     env["RANKALIGN_DATA_CACHE"] = str(workdir / "rankalign-cache")
     env.setdefault("TQDM_DISABLE", "1")
     spec["launch"] = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    if proc.returncode:
-        raise SystemExit(f"{variant} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(result.read_text())
+    return run_python(code, spec, env, variant)
 
 
 # ----------------------------------------------------------------------------- main

@@ -38,13 +38,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import SHAPES, append_record, llama_config, machine_info
+from common import SHAPES, append_record, llama_config, machine_info, run_python
 
 ROOT = Path(__file__).parents[1]
 DEFAULT_DATA = ROOT / "examples" / "data" / "preferences_train.jsonl"
@@ -281,16 +280,7 @@ def run_child(lib: str, spec: dict, workdir: Path, tag: str) -> dict:
     env.setdefault("TQDM_DISABLE", "1")
     if spec.get("threads"):
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(spec["threads"])
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    if proc.returncode:
-        raise SystemExit(f"{lib} run failed:\n{proc.stderr[-4000:]}")
-    return json.loads(result.read_text())
+    return run_python(code, spec, env, f"{lib} run")
 
 
 # ----------------------------------------------------------------------------- main

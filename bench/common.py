@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,3 +88,18 @@ def llama_config(shape: str, **overrides):
         "pad_token_id": 0,
     }
     return LlamaConfig(**{**fields, **overrides})
+
+
+def run_python(code: str, spec: dict, env: dict, what: str) -> dict:
+    """`code` in a fresh interpreter (its own peak memory, no state shared with this one), given
+    `spec` as JSON in argv[1]; it writes its record to `spec["result"]`, which is returned."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[1],
+    )
+    if proc.returncode:
+        raise SystemExit(f"{what} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(Path(spec["result"]).read_text())
