@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from test_compare_slow import split_prompts
 
 from rankalign.cli import main
 
@@ -15,12 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_tiny_compare_with_eval_samples(tmp_path, tiny_model_dir):
-    rows = [{"id": f"t{i}", "prompt": p, "split": "train"} for i, p in enumerate(
-        ["the movie was", "i think this", "hello there", "the film"])]  # fmt: skip
-    rows += [{"id": f"h{i}", "prompt": p, "split": "heldout"} for i, p in enumerate(
-        ["how are you", "what a show", "a story"])]  # fmt: skip
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = split_prompts(tmp_path)
     out = tmp_path / "run"
     cfg = tmp_path / "compare.yaml"
     cfg.write_text(

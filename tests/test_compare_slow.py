@@ -19,13 +19,19 @@ def vowels(prompt, response):
 """
 
 
-def test_tiny_compare_end_to_end_and_resume(tmp_path, tiny_model_dir):
+def split_prompts(tmp_path):
+    """4 train and 3 held-out prompts (a `split` column), as a JSONL file."""
     rows = [{"id": f"t{i}", "prompt": p, "split": "train"} for i, p in enumerate(
         ["the movie was", "i think this", "hello there", "the film"])]  # fmt: skip
     rows += [{"id": f"h{i}", "prompt": p, "split": "heldout"} for i, p in enumerate(
         ["how are you", "what a show", "a story"])]  # fmt: skip
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return prompts
+
+
+def test_tiny_compare_end_to_end_and_resume(tmp_path, tiny_model_dir):
+    prompts = split_prompts(tmp_path)
     (tmp_path / "reward_fn.py").write_text(REWARD)
     out = tmp_path / "run"
     cfg = tmp_path / "compare.yaml"
