@@ -28,6 +28,7 @@ whole wall time is printed too. rankalign's final model save is skipped in the c
 
     python bench/bench_dpo_trl.py                 # embedded SmolLM2-135M, 24 pairs, batch 4
     python bench/bench_dpo_trl.py --tiny          # random tiny Llama, a few seconds
+    python bench/bench_dpo_trl.py --hh --max_length 512   # HH lengths (~100 + 70 tokens a pair)
     python bench/bench_dpo_trl.py --model PATH --bf16
     python bench/bench_dpo_trl.py --shape smollm2-1.7b --bf16   # random weights, real shape
 """
@@ -294,6 +295,12 @@ def main():
         "--shape", choices=sorted(SHAPES), help="a random Llama of this shape instead (GPU check)"
     )
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="ranked-list or pairwise JSONL")
+    ap.add_argument(
+        "--hh",
+        action="store_true",
+        help="generated HH-length lists instead of --data (prompt 40-160 words, responses 20-120: "
+        "bench_data_scale's generator, about one token a word)",
+    )
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--batch_size", type=int, default=4, help="pairs per device batch")
     ap.add_argument("--beta", type=float, default=0.1)
@@ -321,9 +328,17 @@ def main():
     sys.path.insert(0, str(ROOT / "src"))
     from rankalign.models import resolve_model
 
-    pairs = make_pairs(args.data, args.pairs)
     with tempfile.TemporaryDirectory(prefix="bench-dpo-trl-") as tmp:
         work = Path(tmp)
+        data = args.data
+        if args.hh:
+            from bench_data_scale import _words, write_lists
+
+            from rankalign.models import load_tokenizer
+
+            data = work / "hh-lists.jsonl"
+            write_lists(data, args.pairs, _words(load_tokenizer(resolve_model("smollm2"))))
+        pairs = make_pairs(str(data), args.pairs)
         shape = "tiny" if args.tiny else args.shape
         if shape:
             ref = work / "random-ref"

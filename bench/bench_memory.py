@@ -16,7 +16,8 @@ CPU, or torch.cuda.max_memory_allocated on GPU.
 256 tokens, on the embedded SmolLM2-135M (49k vocabulary) and on the same architecture with a
 random-initialised 128k vocabulary (Llama 3's), each variant in its own process. Peak memory above
 the weights (CPU: resident set sampled every millisecond during the timed steps; CUDA:
-max_memory_allocated) and median step time, chunked (`logps_chunk_size` 1024) beside full logits.
+max_memory_allocated) and median step time, for each of `--chunks` (default: full logits, 1024
+positions, and the chunk chosen from the vocabulary, `logprobs.chunk_for_vocab`).
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ print("RESULT", json.dumps({"peak_above_weights": peak[0] - base, "step_s": stat
 """
 
 
-def measure_scoring(model: str, chunk: int, device: str, steps: int, checkpointing: bool) -> dict:
+def measure_scoring(
+    model: str, chunk: int | None, device: str, steps: int, checkpointing: bool
+) -> dict:
     spec = {
         "model": model,
         "chunk": chunk,
@@ -140,19 +143,29 @@ def run_child(code: str, arg, tag: str) -> str:
 
 
 def scoring(args) -> None:
+    """Peak memory and step time for each of `--chunks` (0: full logits; auto: the chunk chosen
+    from the vocabulary, `logprobs.chunk_for_vocab`, the default), each in its own process, with
+    the ratio to the full logits."""
+    from rankalign.logprobs import chunk_for_vocab
+
     results = {}
-    for model in ("smollm2", "random-128k"):
-        ckpt = args.checkpointing
-        rows = {"full": measure_scoring(model, 0, args.device, args.steps, ckpt)}
-        rows["chunked"] = measure_scoring(model, 1024, args.device, args.steps, ckpt)
-        full, chunked = rows["full"], rows["chunked"]
-        print(
-            f"{model:12s} peak above weights: full {full['peak_above_weights'] / 2**30:.2f} GiB, "
-            f"chunked {chunked['peak_above_weights'] / 2**30:.2f} GiB "
-            f"({full['peak_above_weights'] / max(chunked['peak_above_weights'], 1):.2f}x lower); "
-            f"step: full {full['step_s']:.2f} s, chunked {chunked['step_s']:.2f} s "
-            f"({chunked['step_s'] / full['step_s']:.2f}x the time)"
-        )
+    for model, vocab in (("smollm2", 49152), ("random-128k", 128256)):
+        rows = {}
+        for c in args.chunks:
+            chunk = None if c == "auto" else int(c)
+            name = "full" if chunk == 0 else f"chunk-{c}"
+            rows[name] = measure_scoring(model, chunk, args.device, args.steps, args.checkpointing)
+            rows[name]["chunk"] = chunk_for_vocab(vocab) if chunk is None else chunk
+        full = rows.get("full")
+        for name, r in rows.items():
+            line = f"{model:12s} {name:11s} (chunk {r['chunk']:>4}) peak above weights "
+            line += f"{r['peak_above_weights'] / 2**30:.2f} GiB, step {r['step_s']:.2f} s"
+            if full and name != "full":
+                line += (
+                    f" ({full['peak_above_weights'] / max(r['peak_above_weights'], 1):.2f}x lower,"
+                    f" {r['step_s'] / full['step_s']:.2f}x the time)"
+                )
+            print(line, flush=True)
         results[model] = rows
     append_record(
         args.out,
@@ -199,6 +212,12 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "examples" / "data" / "tiny_lists.jsonl"))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory.jsonl"))
     ap.add_argument("--scoring", action="store_true", help="chunked vs full logits instead")
+    ap.add_argument(
+        "--chunks",
+        nargs="+",
+        default=["0", "1024", "auto"],
+        help="--scoring: chunk sizes to measure (0: full logits; auto: from the vocabulary)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=2, help="timed scoring steps (after 1 warm-up)")
     ap.add_argument(

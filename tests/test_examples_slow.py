@@ -55,7 +55,7 @@ def test_listwise_frontier_losses_train_smollm2(tmp_path, loss):
     out = tmp_path / loss
     summary = _train_example(out, "--loss", loss, "--learning_rate", "2e-5", "--max_steps", "6")
     assert summary["global_step"] == 6 and math.isfinite(summary["train_loss"])
-    assert summary["reference_cache"] and list((out / "ref_cache").glob("ref-logps-*"))
+    assert summary["reference_cache"] and Path(summary["reference_cache"]).is_file()
     log = json.loads((out / "trainer_state.json").read_text())["log_history"]
     losses = [step["loss"] for step in log if "loss" in step]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)

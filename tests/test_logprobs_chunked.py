@@ -7,11 +7,15 @@ import pytest
 import torch
 from conftest import build_gpt2, build_llama
 
+from rankalign import logprobs
 from rankalign.logprobs import (
+    LOGITS_BUDGET,
+    chunk_for_vocab,
     chunk_supported,
     chunked_token_logps,
     collate_lists,
     head_returns_logps,
+    resolve_chunk,
     response_logps,
     token_logps,
 )
@@ -39,10 +43,17 @@ def _run(model, batch, path, chunk):
     return logp.detach(), grads
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-softmax", "recomputed"])
 @pytest.mark.parametrize("chunk", [3, 7, 10_000])  # 3 and 7 divide no length here
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("build", [build_llama, build_gpt2], ids=["llama", "gpt2"])
-def test_chunked_equals_full_logits_values_and_gradients(tokenizer, build, path, chunk):
+def test_chunked_equals_full_logits_values_and_gradients(
+    tokenizer, build, path, chunk, keep, monkeypatch
+):
+    """Both backward passes: the softmax kept from the forward (a small batch) and recomputed
+    chunk by chunk (a batch over the budget, here forced by a zero budget)."""
+    if not keep:
+        monkeypatch.setattr(logprobs, "KEEP_PROBS_BYTES", 0)
     model = build(len(tokenizer))  # eval mode: dropout off; gradients still flow
     assert chunk_supported(model)
     batch = _batch(tokenizer)
@@ -54,8 +65,11 @@ def test_chunked_equals_full_logits_values_and_gradients(tokenizer, build, path,
         torch.testing.assert_close(chunked_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-softmax", "recomputed"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_chunked_token_logps_equals_log_softmax_gather(bias):
+def test_chunked_token_logps_equals_log_softmax_gather(bias, keep, monkeypatch):
+    if not keep:
+        monkeypatch.setattr(logprobs, "KEEP_PROBS_BYTES", 0)
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=bias).double()
     hidden = torch.randn(3, 11, 16, dtype=torch.float64, requires_grad=True)
@@ -136,3 +150,26 @@ def test_a_wrapped_model_runs_the_chunked_head_inside_its_forward(tokenizer):
             torch.testing.assert_close(
                 chunked_grads["module." + name], g, rtol=1e-4, atol=1e-6, msg=name
             )
+
+
+@pytest.mark.parametrize(
+    "vocab, chunk",
+    [(49_152, 512), (128_256, 256), (256_000, 128), (32_000, 1024), (2_000_000, 64), (50, 1024)],
+)
+def test_chunk_chosen_from_the_vocabulary(vocab, chunk):
+    assert chunk_for_vocab(vocab) == chunk
+    if 64 < chunk < 1024:  # the largest power of two within the logits budget
+        assert chunk * vocab * 4 <= LOGITS_BUDGET < 2 * chunk * vocab * 4
+
+
+def test_default_chunk_is_the_vocabularys_and_equals_full_logits(tokenizer):
+    model = build_llama(len(tokenizer))  # eval mode: dropout off
+    vocab = model.get_output_embeddings().out_features
+    assert resolve_chunk(model, None) == chunk_for_vocab(vocab)
+    assert resolve_chunk(model, 0) == 0 and resolve_chunk(model, 5) == 5
+    batch = _batch(tokenizer)
+    full, full_grads = _run(model, batch, "cached", chunk=0)
+    auto, auto_grads = _run(model, batch, "cached", chunk=None)
+    torch.testing.assert_close(auto, full, rtol=1e-6, atol=1e-5)
+    for name, g in full_grads.items():
+        torch.testing.assert_close(auto_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)

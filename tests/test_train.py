@@ -133,6 +133,23 @@ def test_dpo_reference_is_precomputed_once_and_cached(tiny_model_dir, tmp_path):
     )
 
 
+def test_reference_logps_live_beside_the_token_table_and_are_shared(tiny_model_dir, tmp_path):
+    """Without --ref_cache_dir the reference log-probs are cached beside the shared token table
+    (named after it), so a run in another folder reuses them; a damaged file is recomputed."""
+    s1 = _train(tiny_model_dir, tmp_path / "a", "--loss", "dpo", "--max_steps", "1")
+    path = Path(s1["reference_cache"])
+    table = path.parent / (path.name.split(".ref-logps-")[0] + ".arrow")
+    assert table.is_file() and not (tmp_path / "a" / "ref_cache").exists()
+    stamp = path.stat().st_mtime_ns
+    s2 = _train(tiny_model_dir, tmp_path / "b", "--loss", "dpo", "--max_steps", "1")
+    assert s2["reference_cache"] == str(path) and path.stat().st_mtime_ns == stamp
+    good = load_file(str(path))["logps"].clone()  # (a mapped view would see the tear)
+    path.write_bytes(path.read_bytes()[:40])  # torn
+    s3 = _train(tiny_model_dir, tmp_path / "c", "--loss", "dpo", "--max_steps", "1")
+    assert s3["reference_cache"] == str(path)
+    torch.testing.assert_close(load_file(str(path))["logps"], good, rtol=1e-6, atol=1e-6)
+
+
 def test_first_dpo_step_loss_is_log2(tiny_model_dir, tmp_path):
     from transformers import TrainerCallback
 

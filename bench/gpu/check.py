@@ -7,7 +7,7 @@ each scorer variant:
 
     naive                one [prompt, response] row per response, full logits
     shared               the prompt once per list through the KV cache, full logits
-    shared+chunked       the same, chunked log-probs (the head 1024 positions at a time)
+    shared+chunked       the same, chunked log-probs (the head a vocabulary-sized chunk of positions at a time)
     packed               prompt + responses as one sequence, dense 4D mask (sdpa), full logits
     packed+flex+chunked  the same layout as a FlexAttention block mask (GPU only), chunked
 
@@ -51,22 +51,22 @@ from common import llama_config, machine_info  # noqa: E402
 
 from rankalign import losses as L  # noqa: E402
 from rankalign.logprobs import (  # noqa: E402
-    DEFAULT_CHUNK,
     collate_lists,
     naive_response_logps,
     packed_response_logps,
+    resolve_chunk,
     shared_response_logps,
 )
 
 H200_BF16_PEAK = 790e12  # dense bf16 matrix multiply, measured there (device KINDS.md)
 
-# name: (scorer, attention implementation, chunk)
+# name: (scorer, attention implementation, chunk; None: from the vocabulary)
 VARIANTS = {
     "naive": (naive_response_logps, "sdpa", 0),
     "shared": (shared_response_logps, "sdpa", 0),
-    "shared+chunked": (shared_response_logps, "sdpa", DEFAULT_CHUNK),
+    "shared+chunked": (shared_response_logps, "sdpa", None),
     "packed": (packed_response_logps, "sdpa", 0),
-    "packed+flex+chunked": (packed_response_logps, "flex_attention", DEFAULT_CHUNK),
+    "packed+flex+chunked": (packed_response_logps, "flex_attention", None),
 }
 # shape: (lists per step, responses per list) on the GPU
 GPU_RUNS = {"smollm2-1.7b": (4, 8), "llama3-8b": (2, 8)}
@@ -101,7 +101,7 @@ def scorer_step(model, batch, scores, variant: str, device: str) -> tuple[float,
         torch.cuda.reset_peak_memory_stats()
     sync(device)
     t = time.perf_counter()
-    logp, lengths, mask = fn(model, batch, chunk)
+    logp, lengths, mask = fn(model, batch, resolve_chunk(model, chunk))
     loss, _ = L.rrhf(L.LossInputs(logp, lengths, scores, mask))
     loss.backward()
     sync(device)

@@ -63,10 +63,36 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-# positions whose logits exist at once in chunked log-probs (fp32: chunk x vocabulary x 4 bytes,
-# 0.5 GB for a 128k vocabulary); 0 = the full logits. Not slower than the full logits on CPU
-# (bench/README.md).
-DEFAULT_CHUNK = 1024
+# chunked log-probs hold `chunk` x vocabulary fp32 logits at a time (and, in the backward pass,
+# their gradient): the chunk is chosen from the vocabulary so that this stays within
+# LOGITS_BUDGET bytes, a power of two between 64 and 1024 positions (49k vocabulary: 512;
+# Llama 3's 128k: 256; Gemma's 256k: 128). A full-logits step at 2k tokens and 128k holds 1 GiB
+# of logits; a 256-position chunk, 128 MiB. Not slower than the full logits on CPU
+# (bench/README.md, `bench_memory.py --scoring`).
+LOGITS_BUDGET = 128 * 2**20
+MIN_CHUNK, MAX_CHUNK = 64, 1024
+# a batch whose rows x vocabulary fp32 softmax fits this keeps it from the forward for the
+# backward pass (no second head matmul); larger batches recompute it chunk by chunk
+KEEP_PROBS_BYTES = LOGITS_BUDGET
+
+
+def chunk_for_vocab(vocab_size: int) -> int:
+    """Positions per chunk for a vocabulary: the largest power of two whose chunk x vocab fp32
+    logits fit LOGITS_BUDGET, clamped to [MIN_CHUNK, MAX_CHUNK]."""
+    fit = max(1, LOGITS_BUDGET // (4 * max(1, int(vocab_size))))
+    return max(MIN_CHUNK, min(MAX_CHUNK, 1 << (fit.bit_length() - 1)))
+
+
+def resolve_chunk(model, chunk: int | None) -> int:
+    """The chunk a scorer uses: None = from the model's vocabulary (`chunk_for_vocab`), 0 = the
+    full logits, N = N positions; 0 where the model's head cannot be chunked (`chunk_supported`)."""
+    if chunk == 0 or not chunk_supported(model):
+        return 0
+    if chunk is None:
+        inner = getattr(model, "module", model)
+        return chunk_for_vocab(inner.get_output_embeddings().out_features)
+    return chunk
+
 
 # model types whose causal-LM forward computes `logits = lm_head(hidden)` and nothing more (no
 # logit scaling or soft-capping), so the head can be applied outside it
@@ -123,25 +149,36 @@ def scored_forward(model, select, labels: torch.Tensor, chunk: int, **inputs) ->
 
 class _ChunkedTokenLogps(torch.autograd.Function):
     """log p(label) per row of `hidden` under the head (weight, bias), `chunk` rows at a time in
-    both passes: at most chunk x vocabulary logits exist at once (fp32), never rows x vocabulary.
+    both passes: at most chunk x vocabulary logits exist at once (fp32), never rows x vocabulary;
+    except that a batch small enough (rows x vocabulary x 4 bytes <= KEEP_PROBS_BYTES) keeps its
+    softmax from the forward, so the backward does not recompute the head's matmul.
     Matmuls run in `dtype` (the autocast dtype when autocast was on, else the weight's)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk, dtype):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        # few rows (a short batch): keep their softmax for the backward pass instead of
+        # recomputing the head's matmul there; it is no more than the logits budget
+        keep = hidden.shape[0] * weight.shape[0] * 4 <= KEEP_PROBS_BYTES
+        probs = []
         with torch.autocast(hidden.device.type, enabled=False):
             for s in range(0, hidden.shape[0], chunk):
                 logits = _logits(hidden[s : s + chunk], weight, bias, dtype)
                 picked = logits.gather(1, labels[s : s + chunk, None]).squeeze(1)
-                out[s : s + chunk] = picked - torch.logsumexp(logits, dim=1)
-        ctx.save_for_backward(hidden, weight, labels, *(() if bias is None else (bias,)))
-        ctx.chunk, ctx.dtype = chunk, dtype
+                lse = torch.logsumexp(logits, dim=1)
+                out[s : s + chunk] = picked - lse
+                if keep:
+                    probs.append(logits.sub_(lse[:, None]).exp_())
+        saved = (hidden, weight, labels, *(() if bias is None else (bias,)))
+        ctx.save_for_backward(*saved, *((torch.cat(probs),) if keep else ()))
+        ctx.chunk, ctx.dtype, ctx.has_bias, ctx.keep = chunk, dtype, bias is not None, keep
         return out
 
     @staticmethod
     def backward(ctx, grad):
         hidden, weight, labels, *rest = ctx.saved_tensors
-        bias = rest[0] if rest else None
+        bias = rest.pop(0) if ctx.has_bias else None
+        probs = rest[0] if ctx.keep else None
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = (
@@ -154,7 +191,11 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             for s in range(0, hidden.shape[0], ctx.chunk):
                 h, g_out = hidden[s : s + ctx.chunk], grad[s : s + ctx.chunk].float()
                 # d log softmax(z)[y] / dz = onehot(y) - softmax(z)
-                g = torch.softmax(_logits(h, weight, bias, ctx.dtype), dim=1) * -g_out[:, None]
+                if probs is not None:
+                    p = probs[s : s + ctx.chunk]
+                else:
+                    p = torch.softmax(_logits(h, weight, bias, ctx.dtype), dim=1)
+                g = p * -g_out[:, None]
                 g[torch.arange(g.shape[0], device=g.device), labels[s : s + ctx.chunk]] += g_out
                 if need_h:
                     grad_h[s : s + ctx.chunk] = (g.to(ctx.dtype) @ weight.to(ctx.dtype)).to(
@@ -403,17 +444,18 @@ def checkpointing_active(model) -> bool:
 
 
 def response_logps(
-    model, batch: dict, shared_prompt: bool = True, packed: bool = False, chunk: int = 0
+    model, batch: dict, shared_prompt: bool = True, packed: bool = False, chunk: int | None = 0
 ):
     """(logp, lengths, mask), each (B, K): sum of token log-probs, token counts, validity.
 
     shared_prompt=False: the naive path. Otherwise the cached path, or the packed one when asked
     (`packed`) or under activation checkpointing (training only), whose checkpointed layers drop
     the KV cache; where the attention takes no 4D mask (flash-attention) packed is unavailable.
-    chunk > 0: chunked log-probs (the head applied `chunk` positions at a time) where the model
-    allows it (`chunk_supported`), else the full logits.
+    chunk: chunked log-probs (the head applied `chunk` positions at a time; None: as many as
+    the vocabulary allows, `chunk_for_vocab`) where the model allows it (`chunk_supported`);
+    0, or a head that cannot be chunked: the full logits.
     """
-    chunk = chunk if chunk > 0 and chunk_supported(model) else 0
+    chunk = resolve_chunk(model, chunk)
     if not shared_prompt:
         return naive_response_logps(model, batch, chunk)
     checkpointed = checkpointing_active(model)
@@ -479,7 +521,7 @@ def compute_logps(
     desc: str = "reference log-probs",
     packed: bool = False,
     split: bool = True,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> list[list[float]]:
     """Per-list response log-probs of `model` over the whole dataset, in dataset order.
 

@@ -438,6 +438,11 @@ class TokenTable(torch.utils.data.Dataset):
         return item
 
     @property
+    def shared(self) -> bool:
+        """Is the table in the shared cache (False: a private table, removed at exit)?"""
+        return self.path.stem != "private"
+
+    @property
     def items(self) -> list[dict]:
         """Every item as a list of dicts (built on each access: for small data and tests)."""
         return [self[i] for i in range(len(self))]

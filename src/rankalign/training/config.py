@@ -288,12 +288,13 @@ class TrainConfig(_TrainLossOptions):
             "conflicts": ("shared_prompt",),  # packing is a way of sharing the prompt
         },
     )
-    logps_chunk_size: int = field(
-        default=1024,
+    logps_chunk_size: int | None = field(
+        default=None,
         metadata={
             "help": "chunked log-probs: the output head runs on this many positions at a time "
-            "(forward and backward), so the full tokens x vocabulary logits never exist; 0 = "
-            "full logits. Plain-head models (llama, mistral, qwen2/3, gpt2), DDP/FSDP/ZeRO "
+            "(forward and backward), so the full tokens x vocabulary logits never exist; default: "
+            "from the vocabulary (128 MiB of fp32 logits: 512 positions at 49k, 256 at 128k); "
+            "0 = full logits. Plain-head models (llama, mistral, qwen2/3, gpt2), DDP/FSDP/ZeRO "
             "included; others (or a LoRA-wrapped head) use the full logits",
             "check": ">= 0",
         },

@@ -48,22 +48,17 @@ def attach_reference(
     memory at a time, and always the initial weights, also when a run resumes.
     """
     from accelerate import PartialState
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    cache_root = (
-        Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else Path(args.output_dir) / "ref_cache"
-    )
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else ""
     zero3 = zero3_enabled()
     key = hashlib.sha256(
         f"{model_fingerprint(ref_path)}|{data_fingerprint(dataset)}|{cfg.dtype}"
         f"{'|zero3-' + precision if zero3 else ''}".encode()
     ).hexdigest()[:20]
-    path = cache_root / f"ref-logps-{key}.safetensors"
-    if path.is_file():
-        flat = load_file(str(path))["logps"].tolist()
-        print(f"rankalign: reference log-probs from cache {path}", file=sys.stderr)
-    else:
+    path = _cache_path(dataset, cfg, args, key)
+    flat = _cached(path, dataset)
+    if flat is None:
         ref = load_causal_lm(ref_path, **load_options(cfg))
         if zero3:  # weights were partitioned at load: run them through an inference engine
             ref = _zero3_inference_engine(ref, args)
@@ -83,7 +78,7 @@ def attach_reference(
         del ref
         flat = [v for row in values for v in row]
         if PartialState().is_main_process:
-            cache_root.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
             save_file({"logps": torch.tensor(flat, dtype=torch.float64)}, str(tmp))
             os.replace(tmp, path)
@@ -101,6 +96,41 @@ def attach_reference(
     if pos != len(flat):
         raise RuntimeError(f"reference cache {path} does not match the data")
     return str(path)
+
+
+def _cache_path(dataset, cfg: TrainConfig, args: TrainingArguments, key: str) -> Path:
+    """Where the reference log-probs of `key` are cached: `ref_cache_dir` when given; else beside
+    a shared token table, named after it (one table, one set of reference log-probs per reference
+    model, reused by every run and process that maps the table); else the run's `ref_cache`."""
+    if cfg.ref_cache_dir:
+        return Path(cfg.ref_cache_dir) / f"ref-logps-{key}.safetensors"
+    if isinstance(dataset, TokenTable) and dataset.shared:
+        return dataset.path.with_name(f"{dataset.path.stem}.ref-logps-{key}.safetensors")
+    return Path(args.output_dir) / "ref_cache" / f"ref-logps-{key}.safetensors"
+
+
+def _cached(path: Path, dataset) -> list[float] | None:
+    """The cached log-probs at `path`, one per response of `dataset`; None when there are none,
+    or when the file is unreadable or does not fit the data (said, then recomputed)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        flat = load_file(str(path))["logps"].tolist()
+    except Exception as e:  # a torn or foreign file: recompute rather than fail the run
+        why = f"unreadable ({type(e).__name__})"
+    else:
+        if isinstance(dataset, TokenTable):
+            n = sum(dataset.response_counts())
+        else:
+            n = sum(len(x["response_ids"]) for x in dataset.items)
+        if len(flat) == n:
+            print(f"rankalign: reference log-probs from cache {path}", file=sys.stderr)
+            return flat
+        why = f"{len(flat)} values for {n} responses"
+    print(f"rankalign: reference cache {path} is damaged ({why}): recomputing", file=sys.stderr)
+    return None
 
 
 def _zero3_inference_engine(model, args: TrainingArguments):

@@ -138,7 +138,7 @@ class RankTrainer(MetricsTrainer):
         shared_prompt: bool = True,
         packed_prompt: bool = False,
         reference: str = "precompute",
-        logps_chunk: int = 0,
+        logps_chunk: int | None = 0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
