@@ -458,14 +458,19 @@ def test_kl_is_pooled_by_prompt_and_drawn_against_reward(tmp_path):
     assert not (tmp_path / "compare_frontier.png").exists()
 
 
-def test_the_shipped_comparison_config_validates(tmp_path):
+def test_the_shipped_comparison_config_validates(tmp_path, monkeypatch):
     from pathlib import Path
 
     from rankalign.workflows.compare import validate
 
-    path = Path(__file__).parents[1] / "examples" / "compare-decide.yaml"
-    cfg = compare_config(str(path), out=str(tmp_path / "run"))
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)  # the config's held-out file is relative to the repository root
+    cfg = compare_config(str(root / "examples" / "compare-decide.yaml"), out=str(tmp_path / "run"))
     assert (cfg.seeds, cfg.eval_samples, cfg.eval_temperature) == (3, 2, 1.0)
-    methods, _ = validate(cfg)  # every method's options parsed by train / loop; nothing written
+    methods, (train, _) = validate(cfg)  # every method's options parsed; nothing written
     assert [m.name for m in methods] == ["base", "sft-best", "rrhf", "pro", "loop-rrhf", "dpo"]
     assert not (tmp_path / "run").exists()
+    # the held-out prompts: enough for the config, none of them a prompt it trains on
+    held = [json.loads(x) for x in Path(cfg.heldout).read_text().splitlines()]
+    assert len(held) >= cfg.heldout_prompts and len({r["id"] for r in held}) == len(held)
+    assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}
