@@ -17,7 +17,7 @@ CPU, or torch.cuda.max_memory_allocated on GPU.
 random-initialised 128k vocabulary (Llama 3's), each variant in its own process. Peak memory above
 the weights (CPU: resident set sampled every millisecond during the timed steps; CUDA:
 max_memory_allocated) and median step time, for each of `--chunks` (default: full logits, 1024
-positions, and the chunk chosen from the vocabulary, `logprobs.chunk_for_vocab`).
+positions, and the chunk chosen from the vocabulary, `chunked_head.chunk_for_vocab`).
 """
 
 from __future__ import annotations
@@ -144,9 +144,9 @@ def run_child(code: str, arg, tag: str) -> str:
 
 def scoring(args) -> None:
     """Peak memory and step time for each of `--chunks` (0: full logits; auto: the chunk chosen
-    from the vocabulary, `logprobs.chunk_for_vocab`, the default), each in its own process, with
+    from the vocabulary, `chunked_head.chunk_for_vocab`, the default), each in its own process, with
     the ratio to the full logits."""
-    from rankalign.logprobs import chunk_for_vocab
+    from rankalign.chunked_head import chunk_for_vocab
 
     results = {}
     for model, vocab in (("smollm2", 49152), ("random-128k", 128256)):

@@ -7,18 +7,16 @@ import pytest
 import torch
 from conftest import build_gpt2, build_llama
 
-from rankalign import logprobs
-from rankalign.logprobs import (
+from rankalign import chunked_head
+from rankalign.chunked_head import (
     LOGITS_BUDGET,
     chunk_for_vocab,
     chunk_supported,
     chunked_token_logps,
-    collate_lists,
     head_returns_logps,
     resolve_chunk,
-    response_logps,
-    token_logps,
 )
+from rankalign.logprobs import collate_lists, response_logps, token_logps
 from rankalign.tokenization import encode_list
 
 LISTS = [
@@ -53,7 +51,7 @@ def test_chunked_equals_full_logits_values_and_gradients(
     """Both backward passes: the softmax kept from the forward (a small batch) and recomputed
     chunk by chunk (a batch over the budget, here forced by a zero budget)."""
     if not keep:
-        monkeypatch.setattr(logprobs, "KEEP_PROBS_BYTES", 0)
+        monkeypatch.setattr(chunked_head, "KEEP_PROBS_BYTES", 0)
     model = build(len(tokenizer))  # eval mode: dropout off; gradients still flow
     assert chunk_supported(model)
     batch = _batch(tokenizer)
@@ -69,7 +67,7 @@ def test_chunked_equals_full_logits_values_and_gradients(
 @pytest.mark.parametrize("bias", [False, True])
 def test_chunked_token_logps_equals_log_softmax_gather(bias, keep, monkeypatch):
     if not keep:
-        monkeypatch.setattr(logprobs, "KEEP_PROBS_BYTES", 0)
+        monkeypatch.setattr(chunked_head, "KEEP_PROBS_BYTES", 0)
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=bias).double()
     hidden = torch.randn(3, 11, 16, dtype=torch.float64, requires_grad=True)

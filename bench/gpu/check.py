@@ -50,11 +50,11 @@ from bench_scorer import make_lists  # noqa: E402  (the same HH-shaped random li
 from common import llama_config, machine_info  # noqa: E402
 
 from rankalign import losses as L  # noqa: E402
+from rankalign.chunked_head import resolve_chunk  # noqa: E402
 from rankalign.logprobs import (  # noqa: E402
     collate_lists,
     naive_response_logps,
     packed_response_logps,
-    resolve_chunk,
     shared_response_logps,
 )
 
