@@ -28,6 +28,7 @@ whole wall time is printed too. rankalign's final model save is skipped in the c
 
     python bench/bench_dpo_trl.py                 # embedded SmolLM2-135M, 24 pairs, batch 4
     python bench/bench_dpo_trl.py --tiny          # random tiny Llama, a few seconds
+    python bench/bench_dpo_trl.py --rankalign_args "--packed_prompt false"   # the KV-cache scorer
     python bench/bench_dpo_trl.py --hh --max_length 512   # HH lengths (~100 + 70 tokens a pair)
     python bench/bench_dpo_trl.py --model PATH --bf16
     python bench/bench_dpo_trl.py --shape smollm2-1.7b --bf16   # random weights, real shape
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -200,6 +202,11 @@ def _tokenize_lists(*a, **k):
     rec["tokens"] = [[it["prompt_ids"], it["response_ids"][0], it["response_ids"][1]] for it in ds.items]
     return ds, report
 P.tokenize_lists = _tokenize_lists
+_choose = P.choose_packed
+def _choose_packed(*a, **k):
+    rec["packed_prompt"] = _choose(*a, **k)
+    return rec["packed_prompt"]
+P.choose_packed = _choose_packed
 
 argv = [
     "--model", spec["policy"], "--ref_model", spec["ref"], "--data", spec["pairs"],
@@ -211,12 +218,14 @@ argv = [
     "--train_sampling_strategy", "sequential", "--logging_steps", "1", "--save_strategy", "no",
     "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
     "--dataloader_num_workers", "0", "--bf16", "true" if spec["bf16"] else "false",
+    *spec["rankalign_args"],
 ]
 t0 = time.perf_counter()
 cfg, args = S.parse_args(argv)
 rec["settings"] = {"shared_prompt": cfg.shared_prompt, "reference": cfg.reference,
-                   "min_response_tokens": cfg.min_response_tokens}
+                   "min_response_tokens": cfg.min_response_tokens, "extra": spec["rankalign_args"]}
 S.run(cfg, args)
+rec["settings"]["packed_prompt"] = rec.pop("packed_prompt", cfg.packed_prompt)
 rec["wall_s"] = time.perf_counter() - t0
 finish()
 """
@@ -319,6 +328,11 @@ def main():
         default=0,
         help="CPU threads per run (0: torch's default); 1 avoids OpenMP stalls on a busy machine",
     )
+    ap.add_argument(
+        "--rankalign_args",
+        default="",
+        help="extra `rankalign train` options, e.g. '--packed_prompt false' (the KV-cache scorer)",
+    )
     ap.add_argument("--note", default="", help="free text stored in the record (e.g. machine busy)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "dpo_trl.jsonl"))
     args = ap.parse_args()
@@ -362,6 +376,7 @@ def main():
             "bf16": args.bf16,
             "trl_keep_ref": args.trl_keep_ref,
             "threads": args.threads,
+            "rankalign_args": shlex.split(args.rankalign_args),
         }
         runs = {"rankalign": [], "trl": []}
         load_before = os.getloadavg()
@@ -437,6 +452,7 @@ def main():
         f"    whole run (load, tokenize, precompute, {args.steps} steps): rankalign "
         f"{wall['rankalign']:.1f} s, TRL {wall['trl']:.1f} s (median)"
     )
+    print(f"    rankalign settings: {runs['rankalign'][0]['settings']}")
     print(f"    TRL settings: {runs['trl'][0]['settings']}")
 
     import transformers

@@ -15,9 +15,12 @@ CPU, or torch.cuda.max_memory_allocated on GPU.
 `--scoring`: one RRHF step (forward + backward) on one list, prompt 64 tokens, k = 8 responses of
 256 tokens, on the embedded SmolLM2-135M (49k vocabulary) and on the same architecture with a
 random-initialised 128k vocabulary (Llama 3's), each variant in its own process. Peak memory above
-the weights (CPU: resident set sampled every millisecond during the timed steps; CUDA:
-max_memory_allocated) and median step time, for each of `--chunks` (default: full logits, 1024
-positions, and the chunk chosen from the vocabulary, `chunked_head.chunk_for_vocab`).
+the weights, two ways: the live tensors' peak (CUDA: max_memory_allocated; CPU: the running total
+of the CPU allocator's profiler events during one more step, the same quantity), and on CPU the
+resident set sampled every millisecond during the timed steps (which also holds what the C
+library's allocator keeps of freed memory); and the median step time, for each of `--chunks`
+(default: full logits, 1024 positions, and the chunk chosen from the vocabulary,
+`chunked_head.chunk_for_vocab`).
 """
 
 from __future__ import annotations
@@ -107,9 +110,21 @@ for _ in range(spec["steps"]):
 done[0] = True
 if device.startswith("cuda"):
     peak[0] = torch.cuda.max_memory_allocated()
+    allocated = peak[0] - base
 else:
     sampler.join()
-print("RESULT", json.dumps({"peak_above_weights": peak[0] - base, "step_s": statistics.median(times)}))
+    # the live tensors' peak (what CUDA's max_memory_allocated counts): one more step under the
+    # profiler, whose CPU allocator events carry the running total of what was allocated in it
+    import tempfile
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        events = json.load(open(f.name))["traceEvents"]
+    allocated = max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
+print("RESULT", json.dumps({"peak_above_weights": peak[0] - base, "allocated_above_weights": allocated,
+                            "step_s": statistics.median(times)}))
 """
 
 
@@ -158,13 +173,18 @@ def scoring(args) -> None:
             rows[name]["chunk"] = chunk_for_vocab(vocab) if chunk is None else chunk
         full = rows.get("full")
         for name, r in rows.items():
-            line = f"{model:12s} {name:11s} (chunk {r['chunk']:>4}) peak above weights "
-            line += f"{r['peak_above_weights'] / 2**30:.2f} GiB, step {r['step_s']:.2f} s"
+            line = f"{model:12s} {name:11s} (chunk {r['chunk']:>4}) above weights: "
+            for key, what in (
+                ("allocated_above_weights", "tensors"),
+                ("peak_above_weights", "RSS"),
+            ):
+                line += f"{what} {r[key] / 2**30:.2f} GiB"
+                if full and name != "full":
+                    line += f" ({full[key] / max(r[key], 1):.2f}x lower)"
+                line += ", "
+            line += f"step {r['step_s']:.2f} s"
             if full and name != "full":
-                line += (
-                    f" ({full['peak_above_weights'] / max(r['peak_above_weights'], 1):.2f}x lower,"
-                    f" {r['step_s'] / full['step_s']:.2f}x the time)"
-                )
+                line += f" ({r['step_s'] / full['step_s']:.2f}x the time)"
             print(line, flush=True)
         results[model] = rows
     append_record(

@@ -183,3 +183,30 @@ def test_an_ignored_cache_keyword_is_an_error_not_promptless_scores(tokenizer, b
     model = build(len(tokenizer))
     with torch.no_grad(), pytest.raises(RuntimeError, match="did not fill the prompt's KV cache"):
         response_logps(model, _batch(tokenizer), shared_prompt=True)
+
+
+def _lists(prompt: int, responses: list[int], n: int = 3) -> list[dict]:
+    return [{"prompt_ids": [5] * prompt, "response_ids": [[6] * r for r in responses]}] * n
+
+
+def test_packing_pays_on_short_lists_and_not_on_long_ones():
+    """`packed_prompt` unset, on SmolLM2's shape (d 576, 9 heads, intermediate 1536), at the
+    shapes measured in bench/README.md: packing adds 2% (short pairs), 13% (prompt 160, k = 4 x
+    120) and 56% (prompt 64, k = 8 x 256) to the layers' matmul work, against the 20% limit."""
+    from transformers import LlamaConfig
+
+    from rankalign.logprobs import packing_pays
+
+    config = LlamaConfig(hidden_size=576, num_attention_heads=9, intermediate_size=1536)
+    assert packing_pays(config, _lists(20, [35, 35]))
+    assert packing_pays(config, _lists(160, [120] * 4))
+    assert not packing_pays(config, _lists(64, [256] * 8))
+    # a wider model's matmuls outweigh the same attention: k = 8 x 256 packs at d = 4096
+    wide = LlamaConfig(hidden_size=4096, num_attention_heads=32, intermediate_size=14336)
+    assert packing_pays(wide, _lists(64, [256] * 8))
+    # GPT-2 names its sizes differently (n_inner None: 4 d)
+    from transformers import GPT2Config
+
+    assert packing_pays(GPT2Config(n_embd=64, n_head=4), _lists(4, [6, 6]))
+    assert not packing_pays(GPT2Config(n_embd=64, n_head=4), _lists(64, [256] * 8))
+    assert not packing_pays(object(), _lists(20, [35, 35]))  # sizes unknown: the KV cache

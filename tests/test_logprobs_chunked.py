@@ -82,6 +82,29 @@ def test_chunked_token_logps_equals_log_softmax_gather(bias, keep, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-softmax", "recomputed"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_token_logps_under_bf16_autocast(bias, keep, monkeypatch):
+    """Under autocast the head's matmuls run in bf16 (the weight's gradient accumulates in fp32
+    through a bf16 product, not in place): equal to the full bf16 logits' log-softmax."""
+    if not keep:
+        monkeypatch.setattr(chunked_head, "KEEP_PROBS_BYTES", 0)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=bias)
+    hidden = torch.randn(3, 11, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 11))
+    weights = torch.randn(3, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = chunked_token_logps(hidden, head, labels, chunk=4)
+        want = token_logps(head(hidden).float(), labels)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad((out * weights).sum(), [hidden, *head.parameters()])
+    expected = torch.autograd.grad((want * weights).sum(), [hidden, *head.parameters()])
+    for a, b in zip(got, expected):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
 def test_head_is_restored_and_unsupported_models_use_full_logits(tokenizer, monkeypatch):
     model = build_llama(len(tokenizer))
     head = model.get_output_embeddings()
@@ -171,3 +194,14 @@ def test_default_chunk_is_the_vocabularys_and_equals_full_logits(tokenizer):
     torch.testing.assert_close(auto, full, rtol=1e-6, atol=1e-5)
     for name, g in full_grads.items():
         torch.testing.assert_close(auto_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_chunked_token_logps_of_no_rows_has_zero_gradients():
+    head = torch.nn.Linear(8, 20, bias=True)
+    hidden = torch.randn(0, 8, requires_grad=True)
+    out = chunked_token_logps(hidden, head, torch.zeros(0, dtype=torch.long), chunk=4)
+    assert out.shape == (0,)
+    out.sum().backward()
+    assert hidden.grad.shape == (0, 8)
+    assert torch.equal(head.weight.grad, torch.zeros_like(head.weight))
+    assert torch.equal(head.bias.grad, torch.zeros_like(head.bias))

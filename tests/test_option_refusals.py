@@ -202,6 +202,8 @@ def test_other_contradictory_pairs_are_refused():
 
     with pytest.raises(UserError, match="packed_prompt true contradicts shared_prompt false"):
         rankalign.train_config(data="d.jsonl", packed_prompt=True, shared_prompt=False)
+    # a switch given as false contradicts nothing (packed_prompt's default is unset, not false)
+    rankalign.train_config(data="d.jsonl", packed_prompt=False, shared_prompt=False)
     with pytest.raises(UserError, match="rm r contradicts model"):
         rankalign.evaluate_config(rm="r", pairs="p.jsonl", model=["m"])
 

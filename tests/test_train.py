@@ -433,7 +433,7 @@ def test_packed_prompt_and_activation_checkpointing_train_like_the_cached_path(
     tiny_model_dir, tmp_path
 ):
     """The three ways to run a training step (KV cache, packed, packed under activation
-    checkpointing) end in the same weights."""
+    checkpointing) end in the same weights (auto picks one of the first two: test_scorer_choice)."""
     import dataclasses
 
     from transformers import TrainingArguments
@@ -445,7 +445,7 @@ def test_packed_prompt_and_activation_checkpointing_train_like_the_cached_path(
         else "gradient_checkpointing"
     )
     args = ("--max_steps", "3", "--seed", "1")
-    _train(tiny_model_dir, tmp_path / "cached", *args)
+    _train(tiny_model_dir, tmp_path / "cached", *args, "--packed_prompt", "false")
     _train(tiny_model_dir, tmp_path / "packed", *args, "--packed_prompt", "true")
     _train(tiny_model_dir, tmp_path / "ckpt", *args, f"--{flag}", "true")
     a = load_file(str(tmp_path / "cached" / "model.safetensors"))
@@ -549,3 +549,28 @@ def test_model_card_names_the_embedded_model_by_its_hub_id():
     assert hub == "HuggingFaceTB/SmolLM2-135M-Instruct" and "de-quantized" in text
     assert _base_model("org/model") == ("org/model", "`org/model`")
     assert _base_model("./runs/x")[0] is None
+
+
+def test_scorer_choice(tiny_model_dir, capsys):
+    """packed_prompt unset: decided once from the model and the data and says so; a given value,
+    the naive scorer and activation checkpointing (always packed in steps) are left alone."""
+    from rankalign.training.policy import choose_packed
+
+    cfg, _ = parse_args(["--data", DATA, "--model", tiny_model_dir])
+    assert cfg.packed_prompt is None
+    short = [{"prompt_ids": [5] * 8, "response_ids": [[6] * 10, [7] * 12]}] * 4
+    long = [{"prompt_ids": [5] * 64, "response_ids": [[6] * 256] * 8}] * 4
+    assert choose_packed(cfg, tiny_model_dir, short, checkpointed=False) is True
+    assert "each prompt shared packed into one sequence per list" in capsys.readouterr().err
+    assert choose_packed(cfg, tiny_model_dir, long, checkpointed=False) is False
+    assert "through the KV cache (packed_prompt unset" in capsys.readouterr().err
+    assert choose_packed(cfg, tiny_model_dir, short, checkpointed=True) is False
+    for given in (True, False):
+        cfg, _ = parse_args(["--data", DATA, "--packed_prompt", str(given).lower()])
+        assert (
+            choose_packed(cfg, tiny_model_dir, long if given else short, checkpointed=False)
+            is given
+        )
+    cfg, _ = parse_args(["--data", DATA, "--shared_prompt", "false", "--packed_prompt", "false"])
+    assert choose_packed(cfg, tiny_model_dir, short, checkpointed=False) is False
+    assert capsys.readouterr().err == ""

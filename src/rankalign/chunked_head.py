@@ -95,64 +95,78 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk, dtype):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)  # saved: the backward's softmax is exp(logits - lse)
         # few rows (a short batch): one pass that keeps their softmax for the backward pass
         # instead of recomputing the head's matmul there; it is no more than the logits budget
-        keep = hidden.shape[0] * weight.shape[0] * 4 <= KEEP_PROBS_BYTES
+        keep = 0 < hidden.shape[0] * weight.shape[0] * 4 <= KEEP_PROBS_BYTES
         if keep:
             chunk = max(chunk, hidden.shape[0])
         probs = ()
+        w, b = _cast(weight, bias, dtype)  # once, not once per chunk
         with torch.autocast(hidden.device.type, enabled=False):
             for s in range(0, hidden.shape[0], chunk):
-                logits = _logits(hidden[s : s + chunk], weight, bias, dtype)
+                logits = F.linear(hidden[s : s + chunk].to(dtype), w, b).float()
                 picked = logits.gather(1, labels[s : s + chunk, None]).squeeze(1)
-                lse = torch.logsumexp(logits, dim=1)
-                out[s : s + chunk] = picked - lse
-                if keep:  # the one chunk: its logits become its softmax, in place
-                    probs = (logits.sub_(lse[:, None]).exp_(),)
-        saved = (hidden, weight, labels, *(() if bias is None else (bias,)))
+                # logsumexp in place: one chunk-sized buffer (torch.logsumexp allocates a second)
+                top = logits.amax(1, keepdim=True)
+                total = logits.sub_(top).exp_().sum(1, keepdim=True)
+                lse[s : s + chunk] = (top + total.log()).squeeze(1)
+                out[s : s + chunk] = picked - lse[s : s + chunk]
+                if keep:  # the one chunk: its exponentials become its softmax, in place
+                    probs = (logits.div_(total),)
+                del logits  # before the next chunk's: one chunk-sized buffer at a time
+        saved = (hidden, weight, labels, lse, *(() if bias is None else (bias,)))
         ctx.save_for_backward(*saved, *probs)
         ctx.chunk, ctx.dtype, ctx.has_bias, ctx.keep = chunk, dtype, bias is not None, keep
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, weight, labels, *rest = ctx.saved_tensors
+        hidden, weight, labels, lse, *rest = ctx.saved_tensors
         bias = rest.pop(0) if ctx.has_bias else None
         probs = rest[0] if ctx.keep else None
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = (
-            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        )
-        grad_b = (
-            torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
-        )
+        # fp32 sums over the chunks, started by the first chunk's product (not from zeros: the
+        # weight-sized fill costs as much as a short batch's whole head)
+        grad_w = grad_b = None
+        w, b = _cast(weight, bias, ctx.dtype)
         with torch.autocast(hidden.device.type, enabled=False):
             for s in range(0, hidden.shape[0], ctx.chunk):
                 h, g_out = hidden[s : s + ctx.chunk], grad[s : s + ctx.chunk].float()
-                # d log softmax(z)[y] / dz = onehot(y) - softmax(z)
+                # d log softmax(z)[y] / dz = onehot(y) - softmax(z), built in one chunk-sized
+                # buffer: the softmax from the saved logsumexp, then scaled, all in place
                 if probs is not None:
-                    p = probs[s : s + ctx.chunk]
+                    g = probs[s : s + ctx.chunk] * -g_out[:, None]
                 else:
-                    p = torch.softmax(_logits(h, weight, bias, ctx.dtype), dim=1)
-                g = p * -g_out[:, None]
+                    g = F.linear(h.to(ctx.dtype), w, b).float().sub_(lse[s : s + ctx.chunk, None])
+                    g = g.exp_().mul_(-g_out[:, None])
                 g[torch.arange(g.shape[0], device=g.device), labels[s : s + ctx.chunk]] += g_out
-                if need_h:
-                    grad_h[s : s + ctx.chunk] = (g.to(ctx.dtype) @ weight.to(ctx.dtype)).to(
-                        hidden.dtype
-                    )
-                if need_w:
-                    grad_w += (g.to(ctx.dtype).T @ h.to(ctx.dtype)).float()
                 if need_b:
-                    grad_b += g.sum(0)
+                    grad_b = g.sum(0) if grad_b is None else grad_b.add_(g.sum(0))
+                g, h = g.to(ctx.dtype), h.to(ctx.dtype)
+                if need_h:
+                    grad_h[s : s + ctx.chunk] = (g @ w).to(hidden.dtype)
+                if need_w:
+                    if grad_w is None:
+                        grad_w = (g.T @ h).float()
+                    elif grad_w.dtype == g.dtype:  # fp32: in place, no weight-sized temporary
+                        grad_w.addmm_(g.T, h)
+                    else:
+                        grad_w += (g.T @ h).float()
+                del g  # before the next chunk's
+        if hidden.shape[0] == 0:  # no rows, no chunk: the gradients are zero
+            grad_w, grad_b = (
+                torch.zeros_like(weight),
+                None if bias is None else torch.zeros_like(bias),
+            )
         grad_w = grad_w.to(weight.dtype) if need_w else None
         grad_b = grad_b.to(bias.dtype) if need_b else None
         return grad_h, grad_w, grad_b, None, None, None
 
 
-def _logits(hidden, weight, bias, dtype) -> torch.Tensor:
-    b = None if bias is None else bias.to(dtype)
-    return F.linear(hidden.to(dtype), weight.to(dtype), b).float()
+def _cast(weight, bias, dtype):
+    return weight.to(dtype), (None if bias is None else bias.to(dtype))
 
 
 def chunked_token_logps(

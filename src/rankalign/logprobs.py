@@ -328,6 +328,37 @@ def list_length(item: dict, scorer: str = "cached") -> int:
     return len(sizes) * (len(item["prompt_ids"]) + max(sizes))
 
 
+# `packed_prompt` unset packs when the attention that packing adds is at most this share of the
+# layers' matmul work. Packing runs a list as one forward whose attention spans the whole
+# [prompt, r_1, ..., r_k] sequence; the KV cache runs the prompt and the responses as two
+# passes, so every weight gets two gradients to sum. Measured on CPU (SmolLM2, bench/README.md):
+# packed 1.3x faster on short pairs (adds 2%), 1.05-1.09x at prompt 160 with k = 4-8 responses
+# of 80-120 tokens (adds 13-18%), 1.5x slower at k = 8 x 256 (adds 56%).
+PACKED_EXTRA_ATTENTION = 0.2
+
+
+def packing_pays(config, dataset, sample: int = 1024) -> bool:
+    """Is the packed scorer the cheaper one for this data (`packed_prompt` unset)? Estimated from
+    the model's shape and up to `sample` evenly spaced lists: the extra attention of packing,
+    (P + sum|r|)^2 - (P^2 / 2 + sum |r| (P + |r| / 2)) query-key pairs per list, each 4 x width
+    FLOPs, against 2 x (4 d^2 + 3 d x intermediate) FLOPs per token for the layers' matmuls."""
+    d, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if not d or not heads:  # a config that does not name its sizes: the KV cache, as before
+        return False
+    width = heads * (getattr(config, "head_dim", None) or d // heads)
+    inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
+    per_token, per_pair = 2 * (4 * d * d + 3 * d * inter), 4 * width
+    n = len(dataset)
+    extra = tokens = 0
+    for i in sorted({j * n // min(n, sample) for j in range(min(n, sample))}):
+        item = dataset[i]
+        P, sizes = len(item["prompt_ids"]), [len(r) for r in item["response_ids"]]
+        total = P + sum(sizes)
+        extra += total * total - (P * P / 2 + sum(r * (P + r / 2) for r in sizes))
+        tokens += total
+    return extra * per_pair <= PACKED_EXTRA_ATTENTION * tokens * per_token
+
+
 def make_collator(pad_id: int):
     def collate(features: list[dict]) -> dict:
         enc = [EncodedList(f["prompt_ids"], f["response_ids"]) for f in features]

@@ -181,10 +181,13 @@ def _shown(value: Any) -> str:
 
 def conflict_problem(obj: Any) -> tuple[str, str] | None:
     """(field, message) when two options that contradict each other are both given: a field's
-    `metadata["conflicts"]` names the fields it cannot be combined with."""
+    `metadata["conflicts"]` names the fields it cannot be combined with. A switch given as false
+    contradicts nothing (`packed_prompt false` with `shared_prompt false` is no contradiction)."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for f in fields.values():
         for other in f.metadata.get("conflicts", ()):
+            if getattr(obj, f.name) is False:
+                continue
             if _is_set(obj, f) and _is_set(obj, fields[other]):
                 mine, theirs = _shown(getattr(obj, f.name)), _shown(getattr(obj, other))
                 return f.name, (

@@ -279,12 +279,13 @@ class TrainConfig(_TrainLossOptions):
     shared_prompt: bool = field(
         default=True, metadata={"help": "run each prompt once for its k responses"}
     )
-    packed_prompt: bool = field(
-        default=False,
+    packed_prompt: bool | None = field(
+        default=None,
         metadata={
             "help": "share the prompt by packing it and its responses into one sequence (block "
-            "attention mask) instead of through the KV cache; always so under activation "
-            "checkpointing",
+            "attention mask) instead of through the KV cache; unset (the default): packed when the "
+            "attention packing adds is at most a fifth of the layers' matmul work (short lists, "
+            "pairs), estimated once from the data; always packed under activation checkpointing",
             "conflicts": ("shared_prompt",),  # packing is a way of sharing the prompt
         },
     )

@@ -12,7 +12,7 @@ from transformers import TrainingArguments, set_seed
 
 from rankalign import losses as L
 from rankalign.data import check_output_location, write_json
-from rankalign.logprobs import make_collator
+from rankalign.logprobs import make_collator, packing_pays
 from rankalign.models import (
     check_weights_format,
     load_causal_lm,
@@ -61,11 +61,14 @@ def train_policy(cfg: TrainConfig, args: TrainingArguments) -> dict:
     print(f"rankalign: data: {data_report['summary']}", file=sys.stderr)
     start_outputs(out, cfg, args, data_report)  # everything is validated: the first write
 
+    packed = choose_packed(cfg, model_path, train_set, checkpointed=checkpointing(args))
     ref_cache = None
     if precompute:
         for ds in (train_set, eval_set):
             if ds is not None:
-                ref_cache = attach_reference(ds, cfg, args, tokenizer.pad_token_id, ref_path)
+                ref_cache = attach_reference(
+                    ds, cfg, args, tokenizer.pad_token_id, ref_path, packed=packed
+                )
     if checkpointing(args) and cfg.shared_prompt and not cfg.packed_prompt:
         print(
             "rankalign: activation checkpointing drops the KV cache: training steps run each "
@@ -85,7 +88,7 @@ def train_policy(cfg: TrainConfig, args: TrainingArguments) -> dict:
         loss_name=cfg.loss,
         loss_kwargs=cfg.loss_kwargs(),
         shared_prompt=cfg.shared_prompt,
-        packed_prompt=cfg.packed_prompt,
+        packed_prompt=packed,
         logps_chunk=cfg.logps_chunk_size,
         reference=cfg.reference,
     )
@@ -96,3 +99,22 @@ def train_policy(cfg: TrainConfig, args: TrainingArguments) -> dict:
     write_json(out / "train_summary.json", summary)
     write_run_files(trainer, out, summary)
     return summary
+
+
+def choose_packed(cfg: TrainConfig, model_path: str, dataset, *, checkpointed: bool) -> bool:
+    """`packed_prompt` as given, or when unset (None) the cheaper scorer for this model and data
+    (`logprobs.packing_pays`), decided once for the run, so that every process and step takes
+    the same path (sharded models gather their weights once per forward: processes must agree
+    on the number of forwards). Said on stderr when chosen."""
+    if cfg.packed_prompt is not None or not cfg.shared_prompt or checkpointed:
+        return bool(cfg.packed_prompt)  # checkpointed steps are packed anyway
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    packed = packing_pays(config.get_text_config(), dataset)
+    way = "packed into one sequence per list" if packed else "through the KV cache"
+    print(
+        f"rankalign: scorer: each prompt shared {way} (packed_prompt unset: the cheaper one here)",
+        file=sys.stderr,
+    )
+    return packed

@@ -41,11 +41,13 @@ def attach_reference(
     args: TrainingArguments,
     pad_id: int,
     ref_path: str,
+    packed: bool = False,
 ) -> str:
     """Precompute reference log-probs once (cached on disk by model and data) and attach them.
 
     The reference is loaded on its own, used and freed before the policy is built: one model in
-    memory at a time, and always the initial weights, also when a run resumes.
+    memory at a time, and always the initial weights, also when a run resumes. `packed`: the
+    scorer the run chose (`policy.choose_packed`).
     """
     from accelerate import PartialState
     from safetensors.torch import save_file
@@ -70,7 +72,7 @@ def attach_reference(
             pad_id,
             args.per_device_eval_batch_size,
             cfg.shared_prompt,
-            packed=cfg.packed_prompt,
+            packed=packed,
             chunk=cfg.logps_chunk_size,
         )
         if zero3:
