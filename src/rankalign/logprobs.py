@@ -348,10 +348,9 @@ def packing_pays(config, dataset, sample: int = 1024) -> bool:
     width = heads * (getattr(config, "head_dim", None) or d // heads)
     inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
     per_token, per_pair = 2 * (4 * d * d + 3 * d * inter), 4 * width
-    n = len(dataset)
+    n, m = len(dataset), min(len(dataset), sample)
     extra = tokens = 0
-    for i in sorted({j * n // min(n, sample) for j in range(min(n, sample))}):
-        item = dataset[i]
+    for item in (dataset[j * n // m] for j in range(m)):  # distinct, increasing indices
         P, sizes = len(item["prompt_ids"]), [len(r) for r in item["response_ids"]]
         total = P + sum(sizes)
         extra += total * total - (P * P / 2 + sum(r * (P + r / 2) for r in sizes))
